@@ -1,0 +1,88 @@
+# The user's interface. Every Python target first makes sure the virtual environment exists and is current.
+# Point it at your own environment with `make <target> VENV= PYTHON=python` (installs nothing).
+
+BOOTSTRAP_PYTHON ?= python3
+VENV ?= .venv
+DATA_ROOT ?= database
+SHARDS ?= $(DATA_ROOT)/shards
+RUNS ?= runs
+FRAMES ?= 16
+FFN_FRAMES ?= 4 8 16
+EVAL_FRAMES ?= 2 4 6 8 10 12 14 16
+VIDEOS_PER_CLASS ?= 200
+SEEDS ?= 0
+CKPTS ?=
+WORKERS ?=
+PYTEST_ARGS ?=
+SYNTH_ARGS ?=
+SHARD_ARGS ?=
+VERIFY_ARGS ?=
+TRAIN_ARGS ?=
+EVAL_ARGS ?=
+BENCH_ARGS ?=
+
+REQUIREMENTS := requirements.txt
+REQ_HASH := $(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
+MAKE_START := $(shell date +%s)
+
+ifeq ($(strip $(VENV)),)
+PYTHON ?= python3
+SETUP :=
+else
+PYTHON ?= $(VENV)/bin/python
+SETUP := $(VENV)/.installed-$(REQ_HASH)
+endif
+
+WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
+
+.PHONY: help setup test demo synthetic shards verify-shards train-tsm train-ffn eval bench clean distclean
+
+help:
+	@echo "make demo | test | synthetic | shards | verify-shards | train-tsm | train-ffn | eval | bench | clean"
+	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
+
+# The stamp is keyed to the content of requirements.txt: a second run installs nothing.
+$(VENV)/.installed-%: $(REQUIREMENTS)
+	@test -x $(VENV)/bin/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r $(REQUIREMENTS)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+setup: $(SETUP)
+
+test: $(SETUP)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+synthetic: $(SETUP)
+	$(PYTHON) -m preprocess.synthetic --root $(DATA_ROOT) --videos-per-class $(VIDEOS_PER_CLASS) $(SYNTH_ARGS)
+
+shards: $(SETUP)
+	$(PYTHON) -m preprocess.make_shards --data-root $(DATA_ROOT) --out $(SHARDS) $(WORKERS_FLAG) $(SHARD_ARGS)
+
+verify-shards: $(SETUP)
+	$(PYTHON) -m preprocess.verify_shards --shards $(SHARDS) $(VERIFY_ARGS)
+
+train-tsm: $(SETUP)
+	$(PYTHON) train.py --mode tsm --frames $(FRAMES) --shards $(SHARDS) --output $(RUNS)/tsm$(FRAMES) $(TRAIN_ARGS)
+
+train-ffn: $(SETUP)
+	$(PYTHON) train.py --mode ffn --frames $(FFN_FRAMES) --shards $(SHARDS) --output $(RUNS)/ffn $(TRAIN_ARGS)
+
+eval: $(SETUP)
+	@test -n "$(strip $(CKPTS))" || { echo 'make eval: set CKPTS="path/to/a.pt path/to/b.pt"'; exit 2; }
+	$(PYTHON) evaluate.py --checkpoints $(CKPTS) --frames $(EVAL_FRAMES) --shards $(SHARDS) --output $(RUNS)/eval $(EVAL_ARGS)
+
+demo: $(SETUP)
+	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --started-at $(MAKE_START) $(WORKERS_FLAG)
+
+bench: $(SETUP)
+	$(PYTHON) -m benchmarks.run_all --out $(RUNS)/bench $(BENCH_ARGS)
+
+# Never touches DATA_ROOT or SHARDS.
+clean:
+	rm -rf $(RUNS) .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Streaming multi-rate loading of packed JPEG-frame shards: sampling, decoding, augmentation."""

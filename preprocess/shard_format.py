@@ -1,0 +1,283 @@
+"""The packed JPEG-frame WebDataset shard format: names, sample encoding, atomic writes, sidecars, manifests.
+
+One sample per video, key = the SSv2 video id, exactly two tar members:
+
+- ``<id>.json``: {"id": str, "label": int (-1 for test), "template": str, "num_frames": int, "width": int,
+  "height": int, "offsets": [int], "lengths": [int]} (byte offset and length of each frame inside the packed
+  member);
+- ``<id>.frames``: all frames' JPEG bytes back to back in temporal order.
+
+A shard ``<split>-NNNNNN.tar`` is written under a temporary name and renamed when complete; then its sidecar
+``<split>-NNNNNN.tar.done.json`` is written atomically. A shard without a sidecar carrying the run's settings
+hash is not complete. The manifest ``<split>.manifest.json`` is assembled from the sidecars.
+
+This module needs only the standard library, so the GPU machine (no ffmpeg) can write shards from JPEG bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation", "test")
+TEST_LABEL = -1
+SHARD_SUFFIX = ".tar"
+SIDECAR_SUFFIX = ".done.json"
+MANIFEST_SUFFIX = ".manifest.json"
+TAR_MEMBER_MODE = 0o644
+TAR_MTIME = 0
+
+
+class ManifestError(RuntimeError):
+    """A manifest cannot be assembled or read (a missing shard, a settings mismatch, a malformed file)."""
+
+
+def shard_name(split: str, index: int) -> str:
+    """Return the file name of shard `index` of `split`, e.g. ``train-000003.tar``."""
+    return f"{split}-{index:06d}{SHARD_SUFFIX}"
+
+
+def sidecar_path(shard_path: Path) -> Path:
+    """Return the sidecar path of a shard."""
+    return shard_path.with_name(shard_path.name + SIDECAR_SUFFIX)
+
+
+def manifest_path(out_dir: Path, split: str) -> Path:
+    """Return the manifest path of a split."""
+    return Path(out_dir) / f"{split}{MANIFEST_SUFFIX}"
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """Return a short stable hash of a JSON-serialisable settings dict (key order does not matter)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def pack_frames(jpeg_frames: Sequence[bytes]) -> tuple[bytes, list[int], list[int]]:
+    """Concatenate JPEG frames and return (packed bytes, offsets, lengths)."""
+    offsets, lengths, position = [], [], 0
+    for frame in jpeg_frames:
+        offsets.append(position)
+        lengths.append(len(frame))
+        position += len(frame)
+    return b"".join(jpeg_frames), offsets, lengths
+
+
+def encode_sample(
+    video_id: str, label: int, template: str, jpeg_frames: Sequence[bytes], width: int, height: int
+) -> list[tuple[str, bytes]]:
+    """Encode one video as its two tar members [(<id>.json, bytes), (<id>.frames, bytes)].
+
+    Raises
+    ------
+    ValueError
+        If the video has no frame or the id contains a dot or a slash (WebDataset splits keys at the first dot).
+    """
+    if not jpeg_frames:
+        raise ValueError(f"video {video_id!r} has no frame")
+    if "." in video_id or "/" in video_id:
+        raise ValueError(f"video id {video_id!r} must not contain '.' or '/'")
+    packed, offsets, lengths = pack_frames(jpeg_frames)
+    meta = {
+        "id": video_id,
+        "label": int(label),
+        "template": template,
+        "num_frames": len(jpeg_frames),
+        "width": int(width),
+        "height": int(height),
+        "offsets": offsets,
+        "lengths": lengths,
+    }
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode("utf-8")
+    return [(f"{video_id}.json", meta_bytes), (f"{video_id}.frames", packed)]
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """Return a TarInfo with fixed metadata so the same content gives byte-identical shards."""
+    info = tarfile.TarInfo(name=name)
+    info.size = size
+    info.mtime = TAR_MTIME
+    info.mode = TAR_MEMBER_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_tar_atomic(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write a tar of `members` under a temporary name, fsync, rename to `path`; return its size in bytes."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+                for name, payload in members:
+                    archive.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path.stat().st_size
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file, fsync and rename, so a reader never sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_sidecar(
+    shard_path: Path, num_samples: int, num_frames: int, skipped: list[dict[str, str]], settings_digest: str
+) -> dict[str, Any]:
+    """Record a completed shard: its samples, frames, bytes, skipped ids and the settings hash."""
+    record = {
+        "name": Path(shard_path).name,
+        "num_samples": int(num_samples),
+        "num_frames": int(num_frames),
+        "bytes": Path(shard_path).stat().st_size,
+        "skipped": skipped,
+        "settings_hash": settings_digest,
+    }
+    write_json_atomic(sidecar_path(Path(shard_path)), record)
+    return record
+
+
+def read_sidecar(shard_path: Path) -> dict[str, Any] | None:
+    """Return a shard's sidecar record, or None when it is missing, unreadable or its shard is missing."""
+    shard_path = Path(shard_path)
+    record_path = sidecar_path(shard_path)
+    if not shard_path.exists() or not record_path.exists():
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("bytes") != shard_path.stat().st_size:
+        return None
+    return record
+
+
+def shard_is_complete(shard_path: Path, settings_digest: str) -> bool:
+    """True when the shard and its sidecar exist, agree on size and carry `settings_digest`."""
+    record = read_sidecar(shard_path)
+    return record is not None and record.get("settings_hash") == settings_digest
+
+
+def assemble_manifest(out_dir: Path, split: str, num_shards: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """Build and atomically write ``<split>.manifest.json`` from the sidecars of shards 0..num_shards-1.
+
+    Raises
+    ------
+    ManifestError
+        If any shard or sidecar is missing or carries another settings hash.
+    """
+    out_dir = Path(out_dir)
+    digest = settings_hash(settings)
+    shards, skipped, missing = [], [], []
+    for index in range(num_shards):
+        shard_path = out_dir / shard_name(split, index)
+        record = read_sidecar(shard_path)
+        if record is None or record.get("settings_hash") != digest:
+            missing.append(shard_path.name)
+            continue
+        shards.append({key: record[key] for key in ("name", "num_samples", "num_frames", "bytes")})
+        skipped.extend(record.get("skipped", []))
+    if missing:
+        raise ManifestError(
+            f"{out_dir}: {len(missing)} of {num_shards} {split} shards missing or from other settings "
+            f"(first: {missing[0]}); rerun the shard job, it redoes only those"
+        )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "settings": dict(settings, hash=digest),
+        "num_samples": sum(shard["num_samples"] for shard in shards),
+        "num_frames": sum(shard["num_frames"] for shard in shards),
+        "shards": shards,
+        "skipped": sorted(skipped, key=lambda entry: entry["id"]),
+    }
+    write_json_atomic(manifest_path(out_dir, split), manifest)
+    return manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check a manifest; raise ManifestError with the file name and the fix on any problem."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ManifestError(f"{path}: no manifest; run `make shards` (it finalizes the manifests)") from error
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{path}: not valid JSON ({error}); rerun `make shards` to rebuild it") from error
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(
+            f"{path}: format_version {manifest.get('format_version')} but this code reads {FORMAT_VERSION}; "
+            "rebuild the shards with this version"
+        )
+    return manifest
+
+
+def write_jpeg_split(
+    out_dir: Path,
+    split: str,
+    videos: Sequence[dict[str, Any]],
+    num_shards: int,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Write already-encoded JPEG videos as `num_shards` shards plus sidecars and the manifest.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder (created).
+    split : str
+        Split name, e.g. "train".
+    videos : sequence of dict
+        Each {"id", "label", "template", "frames": [jpeg bytes], "width", "height"}, already in shard order;
+        video i goes to shard i * num_shards // len(videos).
+    num_shards : int
+        Number of shards (at most len(videos)).
+    settings : dict
+        Recorded in the manifest; its hash guards the sidecars.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_shards = max(1, min(num_shards, len(videos)))
+    digest = settings_hash(settings)
+    for index in range(num_shards):
+        start = index * len(videos) // num_shards
+        stop = (index + 1) * len(videos) // num_shards
+        members: list[tuple[str, bytes]] = []
+        frames = 0
+        for video in videos[start:stop]:
+            members += encode_sample(
+                video["id"], video["label"], video["template"], video["frames"], video["width"], video["height"]
+            )
+            frames += len(video["frames"])
+        shard_path = out_dir / shard_name(split, index)
+        write_tar_atomic(shard_path, members)
+        write_sidecar(shard_path, stop - start, frames, [], digest)
+    return assemble_manifest(out_dir, split, num_shards, settings)
