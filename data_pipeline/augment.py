@@ -1,0 +1,274 @@
+"""Spatial augmentation: crop-box choice (pure, shared by every backend) and the torch crop/resize/normalise.
+
+Every transform is expressed as one integer crop box in the stored frame's pixels, resized to the output size
+with bilinear interpolation (half-pixel centres, no antialiasing), optionally mirrored, then normalised with the
+ImageNet mean/std. The test protocol "resize the short side to R, centre crop C" becomes the box of side
+``round(C * short / R)`` at the centre, resized to C x C: the same geometry, and the resize touches only the
+pixels that survive the crop. Every backend (cpu, torchvision, dali) takes the same boxes, so their outputs differ
+only by JPEG decoder and rounding.
+
+Training (official multi-scale crop, TSN's GroupMultiScaleCrop as facts): base = the short side; candidate sides
+``int(base * s)`` for s in (1, .875, .75, .66), a side within 3 px of the crop size snapped to it (official quirk);
+a (width, height) pair whose scale indices differ by at most 1; one of 13 fixed offsets on a 4 x 4 grid of steps
+``(W - w) // 4``, ``(H - h) // 4``; resized to crop x crop. A snapped side larger than the frame is clamped to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+from torch.utils.data import get_worker_info
+
+MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
+MAX_SCALE_DISTORTION = 1
+SNAP_TOLERANCE_PX = 3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TEST_RESIZE_RATIO = 256.0 / 224.0
+# (column step, row step) multipliers of the 13 official fixed offsets.
+FIXED_OFFSET_STEPS = (
+    (0, 0), (4, 0), (0, 4), (4, 4), (2, 2),
+    (0, 2), (4, 2), (2, 4), (2, 0),
+    (1, 1), (3, 1), (1, 3), (3, 3),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """One spatial transform: crop [y, y+height) x [x, x+width) of the stored frame, resize, maybe mirror."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    flip: bool = False
+
+
+def default_test_resize(crop_size: int) -> int:
+    """Return the official test short side for a crop size (256 for 224)."""
+    return int(round(crop_size * TEST_RESIZE_RATIO))
+
+
+def _candidate_sides(base: int, crop_size: int) -> list[int]:
+    """Return the multi-scale candidate sides with the official snap to the crop size."""
+    sides = [int(base * scale) for scale in MULTI_SCALES]
+    return [crop_size if abs(side - crop_size) < SNAP_TOLERANCE_PX else side for side in sides]
+
+
+def multi_scale_box(width: int, height: int, crop_size: int, rng: np.random.Generator, flip: bool) -> CropBox:
+    """Choose the official multi-scale crop of a width x height frame (see the module docstring)."""
+    sides = _candidate_sides(min(width, height), crop_size)
+    pairs = [
+        (sides[column], sides[row])
+        for row in range(len(sides))
+        for column in range(len(sides))
+        if abs(row - column) <= MAX_SCALE_DISTORTION
+    ]
+    crop_width, crop_height = pairs[int(rng.integers(len(pairs)))]
+    crop_width, crop_height = min(crop_width, width), min(crop_height, height)
+    column_step, row_step = (width - crop_width) // 4, (height - crop_height) // 4
+    column_factor, row_factor = FIXED_OFFSET_STEPS[int(rng.integers(len(FIXED_OFFSET_STEPS)))]
+    mirror = bool(flip and rng.random() < 0.5)
+    return CropBox(
+        column_factor * column_step, row_factor * row_step, crop_width, crop_height, crop_size, crop_size, mirror
+    )
+
+
+def _resized_crop_side(width: int, height: int, crop_size: int, resize: int) -> int:
+    """Return the stored-pixel side of a crop_size crop taken after resizing the short side to `resize`."""
+    short = min(width, height)
+    return max(1, min(short, int(round(crop_size * short / resize))))
+
+
+def random_resized_box(
+    width: int, height: int, crop_size: int, resize: int, rng: np.random.Generator, flip: bool
+) -> CropBox:
+    """Choose a uniformly random crop_size crop of the frame resized to short side `resize` (no multi-scale)."""
+    side = _resized_crop_side(width, height, crop_size, resize)
+    x = int(rng.integers(width - side + 1))
+    y = int(rng.integers(height - side + 1))
+    mirror = bool(flip and rng.random() < 0.5)
+    return CropBox(x, y, side, side, crop_size, crop_size, mirror)
+
+
+def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: int = 1) -> list[CropBox]:
+    """Return the test crops: the centre crop, or 3 crops along the long side (start, centre, end).
+
+    Raises
+    ------
+    ValueError
+        If num_crops is not 1 or 3.
+    """
+    side = _resized_crop_side(width, height, crop_size, resize)
+    centre_x, centre_y = (width - side) // 2, (height - side) // 2
+    if num_crops == 1:
+        return [CropBox(centre_x, centre_y, side, side, crop_size, crop_size)]
+    if num_crops != 3:
+        raise ValueError(f"test_crops={num_crops}; use 1 (centre) or 3 (along the long side)")
+    if width >= height:
+        origins = [(0, centre_y), (centre_x, centre_y), (width - side, centre_y)]
+    else:
+        origins = [(centre_x, 0), (centre_x, centre_y), (centre_x, height - side)]
+    return [CropBox(x, y, side, side, crop_size, crop_size) for x, y in origins]
+
+
+def choose_boxes(
+    width: int,
+    height: int,
+    train: bool,
+    crop_size: int,
+    test_resize: int | None,
+    rng: np.random.Generator | None,
+    multi_scale: bool = True,
+    flip: bool = False,
+    test_crops: int = 1,
+) -> list[CropBox]:
+    """Return the crop boxes of one video: one in training (shared by all its frames and rates), else the test crops.
+
+    Parameters
+    ----------
+    width, height : int
+        Stored frame size.
+    train : bool
+        Training (random crop) or test (fixed crops).
+    crop_size : int
+        Output side.
+    test_resize : int, optional
+        Short side before the crop (None: crop_size * 256 / 224); used by test crops and by training without
+        multi-scale.
+    rng : numpy.random.Generator, optional
+        Needed when training.
+    multi_scale : bool
+        Official multi-scale crop in training; False: random crop of the resized frame.
+    flip : bool
+        Random horizontal mirror in training (off for Something-Something: its labels are directional).
+    test_crops : int
+        1 or 3.
+    """
+    resize = test_resize if test_resize is not None else default_test_resize(crop_size)
+    if not train:
+        return eval_boxes(width, height, crop_size, resize, test_crops)
+    if rng is None:
+        raise ValueError("training crops need an rng")
+    if multi_scale:
+        return [multi_scale_box(width, height, crop_size, rng, flip)]
+    return [random_resized_box(width, height, crop_size, resize, rng, flip)]
+
+
+def normalisation_tensors(device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the ImageNet mean and std on the 0-255 scale, shaped (1, 3, 1, 1)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+    return mean, std
+
+
+def crop_frames(frames: Sequence[torch.Tensor], indices: Sequence[int], box: CropBox) -> torch.Tensor:
+    """Stack the box region of the chosen frames (each uint8 (3, H, W)) as a contiguous uint8 (n, 3, h, w)."""
+    region = (slice(None), slice(box.y, box.y + box.height), slice(box.x, box.x + box.width))
+    return torch.stack([frames[int(index)][region] for index in indices])
+
+
+def resize(crops: torch.Tensor, box: CropBox) -> torch.Tensor:
+    """Resize uint8 crops (n, 3, h, w) to the box's output size and mirror if asked (not normalised).
+
+    Bilinear, half-pixel centres (align_corners=False), no antialiasing: the arithmetic of DALI's linear resize
+    without antialias. On the CPU the resize runs on uint8 and returns uint8 (torch's vectorised path, rounded
+    like DALI's uint8 output, within 1 of the float result); on other devices it runs in float and returns float
+    on the 0-255 scale. A crop already at the output size is not resampled.
+    """
+    size = (box.out_height, box.out_width)
+    images = crops
+    if tuple(crops.shape[-2:]) != size:
+        if crops.device.type != "cpu":
+            images = images.float()
+        images = functional.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
+    return images.flip(-1) if box.flip else images
+
+
+def resize_normalise(crops: torch.Tensor, box: CropBox, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`resize`, then normalise: float (n, 3, S, S)."""
+    return resize(crops, box).float().sub_(mean).div_(std)
+
+
+def crop_resize(frames: torch.Tensor, box: CropBox) -> torch.Tensor:
+    """Crop and resize uint8 frames (N, 3, H, W) to float (N, 3, S, S) on the 0-255 scale (no normalisation)."""
+    zero, one = torch.zeros(1, 3, 1, 1, device=frames.device), torch.ones(1, 3, 1, 1, device=frames.device)
+    return resize_normalise(crop_frames(list(frames), range(frames.shape[0]), box), box, zero, one)
+
+
+def render_views(
+    frames: Sequence[torch.Tensor],
+    boxes: Sequence[CropBox],
+    positions: Sequence[dict[int, np.ndarray]],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    outputs: dict[int, torch.Tensor],
+) -> None:
+    """Write every view of one video into preallocated outputs.
+
+    Parameters
+    ----------
+    frames : sequence of torch.Tensor
+        The video's unique decoded frames, uint8 (3, H, W) each (each decoded once).
+    boxes : sequence of CropBox
+        The spatial crops (one in training, shared by every frame and rate).
+    positions : sequence of dict
+        Per temporal clip, {rate: positions into `frames`} (see sampling.plan_frames).
+    mean, std : torch.Tensor
+        From `normalisation_tensors`, on the frames' device.
+    outputs : dict
+        {rate: float (V, rate, 3, S, S)}, V = clips x crops, view = clip * crops + crop; filled in place.
+    """
+    for clip_index, clip in enumerate(positions):
+        needed = np.unique(np.concatenate(list(clip.values())))
+        for crop_index, box in enumerate(boxes):
+            resized = resize(crop_frames(frames, needed, box), box)
+            view = clip_index * len(boxes) + crop_index
+            for rate, rate_positions in clip.items():
+                local = torch.as_tensor(np.searchsorted(needed, rate_positions), device=resized.device)
+                target = outputs[rate][view]
+                target.copy_(resized.index_select(0, local))
+                target.sub_(mean).div_(std)
+
+
+def allocate_views(
+    rates: Sequence[int], videos: int, views: int, size: tuple[int, int], device: torch.device | str = "cpu"
+) -> dict[int, torch.Tensor]:
+    """Allocate the batch layout {rate: float (videos * views, rate, 3, height, width)}.
+
+    Inside a DataLoader worker the CPU tensors are allocated in shared memory (as torch's default_collate does),
+    so handing the batch to the main process copies nothing.
+    """
+    shapes = {int(rate): (videos * views, int(rate), 3, *size) for rate in rates}
+    if torch.device(device).type == "cpu" and get_worker_info() is not None:
+        return {rate: shared_empty(shape) for rate, shape in shapes.items()}
+    return {rate: torch.empty(shape, device=device) for rate, shape in shapes.items()}
+
+
+def shared_empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 CPU tensor backed by shared memory (no copy when sent to another process)."""
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+
+
+def video_views(
+    frames: Sequence[torch.Tensor],
+    boxes: Sequence[CropBox],
+    positions: Sequence[dict[int, np.ndarray]],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> dict[int, torch.Tensor]:
+    """Return every view of one video, {rate: float (V, rate, 3, S, S)} (see `render_views`)."""
+    first = frames[0]
+    outputs = allocate_views(
+        list(positions[0].keys()), 1, len(boxes) * len(positions), (boxes[0].out_height, boxes[0].out_width),
+        first.device,
+    )  # fmt: skip
+    render_views(frames, boxes, positions, mean, std, outputs)
+    return outputs

@@ -1,0 +1,556 @@
+"""Decoding backends: cpu (PIL in loader workers), torchvision (batched GPU decode), dali (fn.decoders.image).
+
+Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes).
+The batch entry point is `decode_batch` (cpu) or a decoder's `decode_batch` method (torchvision, dali): they write
+every video straight into the preallocated batch layout {rate: float (B*V, T, 3, S, S)}, normalised with the
+ImageNet mean/std, and replace each video with a corrupt JPEG by another good video of the batch (`finish_batch`),
+so batch sizes and counts never change. The per-video forms (`process_cpu`, calling a decoder, `assemble_batch`)
+give the same numbers for tests and checks. DALI and torchvision are imported lazily.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+import torchvision.io  # imported here, not in each forked loader worker (a lazy import there costs seconds)
+
+from data_pipeline.augment import allocate_views, normalisation_tensors, render_views, video_views
+from data_pipeline.stream import SelectedSample
+
+LOGGER = logging.getLogger(__name__)
+BACKENDS = ("auto", "dali", "torchvision", "cpu")
+DALI_INPUTS = ("jpegs", "starts", "shapes", "mirror")
+DALI_DEFAULT_THREADS = 4
+DALI_HW_DECODER_LOAD = 0.65
+
+
+class CorruptFrameError(ValueError):
+    """A JPEG frame could not be decoded or has the wrong size."""
+
+
+def decode_jpeg_pil(jpeg: bytes) -> np.ndarray:
+    """Decode one JPEG at full resolution with PIL; return uint8 (H, W, 3). Raise CorruptFrameError on failure."""
+    try:
+        with Image.open(io.BytesIO(jpeg)) as image:
+            image.load()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            return np.asarray(rgb)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise CorruptFrameError(str(error)) from error
+
+
+def decode_video_cpu(sample: SelectedSample) -> list[torch.Tensor]:
+    """Decode a sample's unique frames on the CPU, uint8 (3, H, W) each; raise CorruptFrameError if any fails.
+
+    torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here); PIL when torchvision
+    refuses a frame (PIL then names the problem or decodes what torchvision would not). Full resolution always.
+    """
+    try:
+        frames = decode_jpegs_torchvision_cpu(sample.jpegs)
+    except RuntimeError:
+        frames = [torch.from_numpy(decode_jpeg_pil(jpeg)).permute(2, 0, 1) for jpeg in sample.jpegs]
+    check_sizes(frames, sample)
+    return frames
+
+
+def check_sizes(frames: Sequence[Any], sample: SelectedSample) -> Sequence[Any]:
+    """Raise CorruptFrameError when a decoded frame (3, H, W) is not the sample's size."""
+    expected = (3, sample.height, sample.width)
+    if any(tuple(frame.shape) != expected for frame in frames):
+        raise CorruptFrameError(f"a frame is not {sample.width}x{sample.height} RGB")
+    return frames
+
+
+def decode_jpegs_torchvision_cpu(jpegs: Sequence[bytes]) -> list[torch.Tensor]:
+    """Decode JPEGs on the CPU with torchvision (RGB, (3, H, W) uint8 each)."""
+    encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB)
+
+
+def process_cpu(sample: SelectedSample, mean: torch.Tensor, std: torch.Tensor) -> dict[int, torch.Tensor] | None:
+    """Decode and augment one video on the CPU: {rate: (V, T, 3, S, S)}, None when a frame is corrupt."""
+    try:
+        frames = decode_video_cpu(sample)
+    except CorruptFrameError as error:
+        log_corrupt(sample, error)
+        return None
+    return video_views(frames, sample.boxes, sample.plan.positions, mean, std)
+
+
+def log_corrupt(sample: SelectedSample, reason: Any) -> None:
+    """Log one corrupt video (it is replaced by another video of its batch)."""
+    LOGGER.warning("video %s: corrupt JPEG frame (%s); replaced by another video of the batch", sample.video_id, reason)
+
+
+def batch_geometry(samples: Sequence[SelectedSample]) -> tuple[list[int], int, tuple[int, int]]:
+    """Return (rates, views per video, output size) of a batch."""
+    first = samples[0]
+    views = len(first.boxes) * len(first.plan.positions)
+    return list(first.plan.positions[0].keys()), views, (first.boxes[0].out_height, first.boxes[0].out_width)
+
+
+def slot(outputs: dict[int, torch.Tensor], index: int, views: int) -> dict[int, torch.Tensor]:
+    """The views of video `index` inside the batch layout (contiguous slices, written in place)."""
+    return {rate: tensor[index * views : (index + 1) * views] for rate, tensor in outputs.items()}
+
+
+def decode_batch(
+    samples: Sequence[SelectedSample],
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    fallback: SelectedSample | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Decode and augment a batch on the CPU into the batch layout, replacing corrupt videos.
+
+    Parameters
+    ----------
+    samples : sequence of SelectedSample
+        The batch.
+    mean, std : torch.Tensor, optional
+        From augment.normalisation_tensors (made when omitted).
+    fallback : SelectedSample, optional
+        A good video seen earlier, decoded only when every video of this batch is corrupt.
+
+    Returns
+    -------
+    (dict, int)
+        The batch and the number of videos replaced.
+    """
+    if mean is None or std is None:
+        mean, std = normalisation_tensors()
+    rates, views, size = batch_geometry(samples)
+    outputs = allocate_views(rates, len(samples), views, size)
+    samples = list(samples)
+    good = [cpu_into(sample, slot(outputs, index, views), mean, std) for index, sample in enumerate(samples)]
+    if not any(good) and fallback is not None and cpu_into(fallback, slot(outputs, 0, views), mean, std):
+        samples[0], good[0] = fallback, True
+    return finish_batch(samples, outputs, good, views)
+
+
+def cpu_into(sample: SelectedSample, outputs: dict[int, torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> bool:
+    """Decode one video on the CPU and write its views into `outputs`; False when a frame is corrupt."""
+    try:
+        frames = decode_video_cpu(sample)
+    except CorruptFrameError as error:
+        log_corrupt(sample, error)
+        return False
+    render_views(frames, sample.boxes, sample.plan.positions, mean, std, outputs)
+    return True
+
+
+def finish_batch(
+    samples: Sequence[SelectedSample], outputs: dict[int, torch.Tensor], good: Sequence[bool], views: int
+) -> tuple[dict[str, Any], int]:
+    """Copy a good video over every corrupt slot (the next good one, cyclically) and add labels and ids.
+
+    Raises
+    ------
+    CorruptFrameError
+        If no video of the batch is good.
+    """
+    good_indices = [index for index, flag in enumerate(good) if flag]
+    if not good_indices:
+        raise CorruptFrameError(
+            f"every video of a batch is corrupt (first: {samples[0].video_id}); run `make verify-shards "
+            "VERIFY_ARGS=--full-decode` and rebuild the bad shards"
+        )
+    chosen = list(samples)
+    for index, flag in enumerate(good):
+        if flag:
+            continue
+        donor = next((candidate for candidate in good_indices if candidate > index), good_indices[0])
+        chosen[index] = samples[donor]
+        for tensor in outputs.values():
+            tensor[index * views : (index + 1) * views].copy_(tensor[donor * views : (donor + 1) * views])
+    batch = {
+        "frames": outputs,
+        "label": torch.tensor([sample.label for sample in chosen], dtype=torch.long),
+        "id": [sample.video_id for sample in chosen],
+        "views": views,
+    }
+    return batch, len(good) - len(good_indices)
+
+
+def assemble_batch(
+    samples: Sequence[SelectedSample],
+    videos: Sequence[dict[int, torch.Tensor] | None],
+    fallback: tuple[SelectedSample, dict[int, torch.Tensor]] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Collate processed videos into the batch layout, replacing corrupt (None) videos by good ones.
+
+    A corrupt video is replaced by the next good video of the batch (cyclically), or by `fallback` (the last good
+    video seen) when the whole batch is corrupt.
+
+    Returns
+    -------
+    (dict, int)
+        The batch {"frames": {rate: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V} and the number
+        of videos replaced.
+
+    Raises
+    ------
+    CorruptFrameError
+        If no good video is available to replace a corrupt one.
+    """
+    good = [index for index, video in enumerate(videos) if video is not None]
+    chosen_samples, chosen_videos = [], []
+    for index, video in enumerate(videos):
+        if video is not None:
+            chosen_samples.append(samples[index])
+            chosen_videos.append(video)
+            continue
+        if good:
+            donor = next((candidate for candidate in good if candidate > index), good[0])
+            chosen_samples.append(samples[donor])
+            chosen_videos.append(videos[donor])
+        elif fallback is not None:
+            chosen_samples.append(fallback[0])
+            chosen_videos.append(fallback[1])
+        else:
+            raise CorruptFrameError(
+                f"every video of a batch is corrupt (first: {samples[index].video_id}); run `make verify-shards "
+                "VERIFY_ARGS=--full-decode` and rebuild the bad shards"
+            )
+    rates = list(chosen_videos[0].keys())
+    batch = {
+        "frames": {rate: torch.cat([video[rate] for video in chosen_videos]) for rate in rates},
+        "label": torch.tensor([sample.label for sample in chosen_samples], dtype=torch.long),
+        "id": [sample.video_id for sample in chosen_samples],
+        "views": int(chosen_videos[0][rates[0]].shape[0]),
+    }
+    return batch, len(videos) - len(good)
+
+
+def choose_backend(requested: str, device: torch.device) -> str:
+    """Resolve `auto`: dali when importable and the device is CUDA, else torchvision on CUDA, else cpu.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend, or a GPU backend asked for on a non-CUDA device.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"decode={requested!r}; use one of {BACKENDS}")
+    on_cuda = device.type == "cuda" and torch.cuda.is_available()
+    if requested == "auto":
+        if not on_cuda:
+            return "cpu"
+        return "dali" if dali_available() else "torchvision"
+    if requested in ("dali", "torchvision") and not on_cuda:
+        raise ValueError(f"decode={requested!r} needs a CUDA device (got {device}); use --decode cpu or auto")
+    return requested
+
+
+def dali_available() -> bool:
+    """True when nvidia.dali imports."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def frames_fit(frames: Sequence[torch.Tensor], sample: SelectedSample) -> bool:
+    """True when every decoded frame is (3, height, width) of the sample."""
+    return all(tuple(frame.shape) == (3, sample.height, sample.width) for frame in frames)
+
+
+class TorchvisionDecoder:
+    """Batched torchvision.io.decode_jpeg on the GPU, then the shared torch crop/resize/normalise (float)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.mean, self.std = normalisation_tensors(self.device)
+
+    def _decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor]:
+        """Decode a list of JPEGs on the device, (3, H, W) uint8 each."""
+        encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB, device=self.device)
+
+    def _decode_videos(self, samples: Sequence[SelectedSample]) -> list[list[torch.Tensor] | None]:
+        """Decode every video's frames in one call; on failure video by video (None for a corrupt one)."""
+        try:
+            decoded = self._decode([jpeg for sample in samples for jpeg in sample.jpegs])
+        except RuntimeError:
+            return [self._decode_or_none(sample) for sample in samples]
+        per_video, start = [], 0
+        for sample in samples:
+            frames = decoded[start : start + len(sample.jpegs)]
+            start += len(sample.jpegs)
+            per_video.append(frames if frames_fit(frames, sample) else None)
+        return per_video
+
+    def _decode_or_none(self, sample: SelectedSample) -> list[torch.Tensor] | None:
+        """Decode one video's frames, None when any fails or has the wrong size."""
+        try:
+            frames = self._decode(sample.jpegs)
+        except RuntimeError:
+            return None
+        return frames if frames_fit(frames, sample) else None
+
+    def decode_batch(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+        """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
+        rates, views, size = batch_geometry(samples)
+        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        good = []
+        for index, (sample, frames) in enumerate(zip(samples, self._decode_videos(samples))):
+            if frames is None:
+                log_corrupt(sample, "torchvision could not decode it")
+                good.append(False)
+                continue
+            render_views(frames, sample.boxes, sample.plan.positions, self.mean, self.std, slot(outputs, index, views))
+            good.append(True)
+        return finish_batch(samples, outputs, good, views)
+
+    def __call__(self, samples: Sequence[SelectedSample]) -> list[dict[int, torch.Tensor] | None]:
+        """Per-video form: {rate: (V, T, 3, S, S)} per video, None for a corrupt one."""
+        results: list[dict[int, torch.Tensor] | None] = []
+        for sample, frames in zip(samples, self._decode_videos(samples)):
+            if frames is None:
+                log_corrupt(sample, "torchvision could not decode it")
+            if frames is None:
+                results.append(None)
+                continue
+            results.append(video_views(frames, sample.boxes, sample.plan.positions, self.mean, self.std))
+        return results
+
+
+def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int, Any]], dict[int, list[np.ndarray]]]:
+    """Flatten a batch for DALI: one DALI sample per (video, clip, crop, needed frame).
+
+    Returns
+    -------
+    (list, dict)
+        The flat entries (video index, frame position in the video's jpegs, crop box) and, per rate, the flat
+        index arrays of each output view, in batch order (video-major, then clip, then crop).
+    """
+    entries: list[tuple[int, int, Any]] = []
+    gathers: dict[int, list[np.ndarray]] = {}
+    for video_index, sample in enumerate(samples):
+        for clip in sample.plan.positions:
+            needed = np.unique(np.concatenate(list(clip.values())))
+            for box in sample.boxes:
+                base = len(entries)
+                entries.extend((video_index, int(position), box) for position in needed)
+                for rate, positions in clip.items():
+                    gathers.setdefault(rate, []).append(base + np.searchsorted(needed, positions))
+    return entries, gathers
+
+
+class DaliDecoder:
+    """DALI decode + crop + bilinear resize (no antialias) + normalise, one DALI sample per frame.
+
+    Frames of a video are decoded once per view (once in training). A video whose JPEG headers do not read
+    (PIL, cheap) is left out before DALI runs; should DALI still fail, the batch is retried video by video.
+
+    Parameters
+    ----------
+    device : torch.device
+        A CUDA device (mixed decode on the GPU), or CPU (DALI's CPU mode, used by the tests).
+    max_frames : int
+        Largest number of frames in one batch (the DALI pipeline's max_batch_size).
+    num_threads : int
+        DALI CPU threads.
+    """
+
+    def __init__(self, device: torch.device, max_frames: int, num_threads: int = DALI_DEFAULT_THREADS) -> None:
+        self.device = torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        self.max_frames = int(max_frames)
+        self.num_threads = num_threads
+        self.pipelines: dict[tuple[int, int], Any] = {}
+
+    def _pipeline(self, out_height: int, out_width: int) -> Any:
+        """Build (once per output size) the DALI pipeline."""
+        key = (out_height, out_width)
+        if key not in self.pipelines:
+            self.pipelines[key] = build_dali_pipeline(
+                self.max_frames, self.num_threads, self._device_id(), out_height, out_width
+            )
+        return self.pipelines[key]
+
+    def _device_id(self) -> int | None:
+        """The CUDA device index, or None for DALI's CPU mode."""
+        if not self.on_gpu:
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
+
+    def run_flat(self, entries: list[tuple[int, int, Any]], samples: Sequence[SelectedSample]) -> torch.Tensor:
+        """Run the pipeline over flat entries; return float (N, 3, S, S) on the decoder's device."""
+        if len(entries) > self.max_frames:
+            raise ValueError(f"{len(entries)} frames in one batch but the DALI pipeline holds {self.max_frames}")
+        box = entries[0][2]
+        pipeline = self._pipeline(box.out_height, box.out_width)
+        jpegs = [np.frombuffer(samples[video].jpegs[position], dtype=np.uint8) for video, position, _ in entries]
+        starts = [np.array([entry[2].x, entry[2].y], dtype=np.int32) for entry in entries]
+        shapes = [np.array([entry[2].width, entry[2].height], dtype=np.int32) for entry in entries]
+        mirror = [np.array(int(entry[2].flip), dtype=np.int32) for entry in entries]
+        for name, data in zip(DALI_INPUTS, (jpegs, starts, shapes, mirror)):
+            pipeline.feed_input(name, data)
+        (output,) = pipeline.run()
+        return dali_to_torch(output, self.device)
+
+    def _good_views(self, samples: Sequence[SelectedSample]) -> tuple[list[int], dict[int, torch.Tensor] | None]:
+        """Run DALI on the videos that pass the header check: (their batch indices, {rate: (G*V, T, 3, S, S)})."""
+        bad = find_corrupt_headers(samples)
+        good_indices = [index for index in range(len(samples)) if index not in bad]
+        if not good_indices:
+            return [], None
+        good = [samples[index] for index in good_indices]
+        entries, gathers = dali_layout(good)
+        flat = self.run_flat(entries, good)
+        views = {
+            rate: flat.index_select(0, torch.as_tensor(np.concatenate(indices), device=flat.device)).view(
+                -1, rate, *flat.shape[1:]
+            )
+            for rate, indices in gathers.items()
+        }
+        return good_indices, views
+
+    def decode_batch(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+        """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
+        rates, views, size = batch_geometry(samples)
+        try:
+            good_indices, good_views = self._good_views(samples)
+        except RuntimeError:
+            return self._batch_one_by_one(samples)
+        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        if good_views is not None:
+            slots = torch.as_tensor(
+                [index * views + view for index in good_indices for view in range(views)], device=self.device
+            )
+            for rate, tensor in good_views.items():
+                outputs[rate].index_copy_(0, slots, tensor)
+        good = [index in good_indices for index in range(len(samples))]
+        for index, flag in enumerate(good):
+            if not flag:
+                log_corrupt(samples[index], "unreadable JPEG header")
+        return finish_batch(samples, outputs, good, views)
+
+    def _batch_one_by_one(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+        """After a DALI error: decode video by video, replacing those that fail."""
+        rates, views, size = batch_geometry(samples)
+        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        good = []
+        for index, sample in enumerate(samples):
+            video = self._video_or_none(sample)
+            good.append(video is not None)
+            if video is None:
+                log_corrupt(sample, "DALI could not decode it")
+                continue
+            for rate, tensor in video.items():
+                outputs[rate][index * views : (index + 1) * views].copy_(tensor)
+        return finish_batch(samples, outputs, good, views)
+
+    def _video_or_none(self, sample: SelectedSample) -> dict[int, torch.Tensor] | None:
+        """One video through DALI, None when it fails."""
+        try:
+            _, views = self._good_views([sample])
+        except RuntimeError:
+            return None
+        return views
+
+    def __call__(self, samples: Sequence[SelectedSample]) -> list[dict[int, torch.Tensor] | None]:
+        """Per-video form: {rate: (V, T, 3, S, S)} per video, None for a corrupt one."""
+        batch_views = batch_geometry(samples)[1]
+        try:
+            good_indices, good_views = self._good_views(samples)
+        except RuntimeError:
+            return [self._video_or_none(sample) for sample in samples]
+        results: list[dict[int, torch.Tensor] | None] = [None] * len(samples)
+        for order, index in enumerate(good_indices):
+            results[index] = {
+                rate: tensor[order * batch_views : (order + 1) * batch_views] for rate, tensor in good_views.items()
+            }
+        return results
+
+
+def find_corrupt_headers(samples: Sequence[SelectedSample]) -> set[int]:
+    """Return the batch indices of videos whose JPEG headers are unreadable or of the wrong size (cheap check)."""
+    bad = set()
+    for index, sample in enumerate(samples):
+        for jpeg in sample.jpegs:
+            try:
+                with Image.open(io.BytesIO(jpeg)) as image:
+                    if image.size != (sample.width, sample.height) or image.format != "JPEG":
+                        raise CorruptFrameError("wrong size or format")
+            except (OSError, ValueError, SyntaxError):
+                bad.add(index)
+                break
+    return bad
+
+
+def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int):
+    """Build the DALI pipeline: external JPEGs and crop windows -> decode -> crop -> linear resize -> normalise.
+
+    Decode runs on the GPU (device="mixed", hardware decoder share DALI_HW_DECODER_LOAD) when device_id is set,
+    on the CPU otherwise (CI runs this CPU mode; the graph is otherwise the same). Resize is INTERP_LINEAR without
+    antialias, matching torch's bilinear (align_corners=False, antialias=False).
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    mean = [channel * 255.0 for channel in (0.485, 0.456, 0.406)]
+    std = [channel * 255.0 for channel in (0.229, 0.224, 0.225)]
+    on_gpu = device_id is not None
+
+    @pipeline_def(batch_size=max_frames, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1)
+    def frame_pipeline():
+        jpegs = fn.external_source(name="jpegs", dtype=types.UINT8)
+        starts = fn.external_source(name="starts", dtype=types.INT32)
+        shapes = fn.external_source(name="shapes", dtype=types.INT32)
+        mirror = fn.external_source(name="mirror", dtype=types.INT32)
+        if on_gpu:
+            images = fn.decoders.image(
+                jpegs, device="mixed", output_type=types.RGB, hw_decoder_load=DALI_HW_DECODER_LOAD
+            )
+        else:
+            images = fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+        images = fn.slice(images, start=starts, shape=shapes, axis_names="WH")
+        images = fn.resize(
+            images, resize_x=float(out_width), resize_y=float(out_height), interp_type=types.INTERP_LINEAR,
+            antialias=False,
+        )
+        return fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std, mirror=mirror
+        )
+
+    pipeline = frame_pipeline()
+    pipeline.build()
+    return pipeline
+
+
+def dali_to_torch(output: Any, device: torch.device) -> torch.Tensor:
+    """Copy a dense DALI TensorList (CPU or GPU) into a torch tensor on `device`."""
+    dense = output.as_tensor()
+    if device.type != "cuda":
+        return torch.from_numpy(np.array(dense))
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    target = torch.empty(dense.shape(), dtype=torch.float32, device=device)
+    feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(device))
+    return target
+
+
+__all__ = [
+    "BACKENDS",
+    "CorruptFrameError",
+    "DaliDecoder",
+    "TorchvisionDecoder",
+    "assemble_batch",
+    "choose_backend",
+    "decode_batch",
+    "decode_video_cpu",
+    "finish_batch",
+    "process_cpu",
+]

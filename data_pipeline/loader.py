@@ -1,0 +1,372 @@
+"""build_loader: the one entry point train.py and evaluate.py use (see README, section data_pipeline).
+
+Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
+slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes and
+augments in the workers (pinned output when CUDA is available); the GPU backends (torchvision, dali) receive the
+compressed batch in the main process and decode it on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data_pipeline.augment import choose_boxes, normalisation_tensors
+from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, choose_backend, decode_batch
+from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, plan_frames
+from data_pipeline.stream import (
+    Assignment,
+    SelectedSample,
+    ShardEntry,
+    ShuffleBuffer,
+    Slot,
+    assign,
+    eval_batches_per_rank,
+    parse_meta,
+    read_assigned,
+    read_split,
+    shard_order,
+    slice_frames,
+    train_batches_per_rank,
+    worker_quota,
+)
+
+LOGGER = logging.getLogger(__name__)
+DEFAULT_SHUFFLE_BUFFER = 256
+WORKER_TORCH_THREADS = 1
+WORKER_STREAM = 0xF7A  # separates each worker's sampling/crop/shuffle random stream from the shard order
+STATS_KEYS = ("samples", "batches", "corrupt_videos_replaced", "frames_decoded", "compressed_bytes")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a worker needs to turn shards into batches (picklable, sent to every worker)."""
+
+    rates: tuple[int, ...]
+    batch_size: int
+    train: bool
+    decode_in_worker: bool
+    seed: int = 0
+    epoch: int = 0
+    sampling: str = "independent"
+    short_video: str = "official"
+    crop_size: int = 224
+    test_resize: int | None = None
+    multi_scale: bool = True
+    flip: bool = False
+    test_crops: int = 1
+    test_clips: int = 1
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 1
+    batches_per_rank: int = 0
+
+
+def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
+    """Parse a raw sample, sample its frame indices and crop boxes, and keep only the needed JPEG bytes."""
+    meta = parse_meta(raw, shard)
+    plan = plan_frames(
+        int(meta["num_frames"]), config.rates, config.train, rng, config.sampling, config.short_video, config.test_clips
+    )
+    boxes = choose_boxes(
+        int(meta["width"]), int(meta["height"]), config.train, config.crop_size, config.test_resize, rng,
+        config.multi_scale, config.flip, config.test_crops,
+    )
+    return SelectedSample(
+        video_id=str(meta["id"]), label=int(meta["label"]), width=int(meta["width"]), height=int(meta["height"]),
+        jpegs=slice_frames(raw["frames"], meta, plan.unique), plan=plan, boxes=boxes,
+    )
+
+
+class ShardVideoDataset(IterableDataset):
+    """Iterable over batches of one rank: each worker yields (batch, stats) for its share of the work."""
+
+    def __init__(self, entries: Sequence[ShardEntry], config: PipelineConfig) -> None:
+        super().__init__()
+        self.entries = list(entries)
+        self.config = config
+
+    def _slot(self) -> Slot:
+        """This worker's slot."""
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        return Slot(self.config.rank, self.config.world_size, worker, self.config.num_workers)
+
+    def _selected(self, slot: Slot, rng: np.random.Generator) -> Iterator[SelectedSample]:
+        """Yield this slot's samples, frames selected; training re-reads the slot's own shards without end."""
+        order = shard_order(len(self.entries), self.config.seed, self.config.epoch, self.config.train)
+        assignment = assign(self.entries, slot, order)
+        while True:
+            kept = 0
+            for raw, shard in read_assigned(self.entries, assignment):
+                kept += 1
+                yield select_sample(raw, shard, self.config, rng)
+            if not self.config.train:
+                return
+            if kept == 0:
+                # Empty share (e.g. empty shards): read every sample so the quota, hence DDP, still completes.
+                every_sample = Assignment(shards=[int(index) for index in order])
+                if assignment == every_sample:
+                    return
+                assignment = every_sample
+            elif assignment.stride == 1:
+                assignment = replace(assignment, shards=[int(index) for index in rng.permutation(assignment.shards)])
+
+    def _shuffled(self, samples: Iterator[SelectedSample], rng: np.random.Generator) -> Iterator[SelectedSample]:
+        """Pass samples through the compressed shuffle buffer (training only)."""
+        if not self.config.train:
+            yield from samples
+            return
+        buffer = ShuffleBuffer(self.config.shuffle_buffer, rng)
+        for sample in samples:
+            chosen = buffer.push(sample)
+            if chosen is not None:
+                yield chosen
+        yield from buffer.drain()
+
+    def _groups(self, slot: Slot, rng: np.random.Generator) -> Iterator[list[SelectedSample]]:
+        """Cut batches: the worker's exact quota of full batches in training, all samples once in evaluation."""
+        quota = worker_quota(self.config.batches_per_rank, slot.worker, slot.num_workers) if self.config.train else None
+        if quota == 0:
+            return
+        group: list[SelectedSample] = []
+        produced = 0
+        for sample in self._shuffled(self._selected(slot, rng), rng):
+            group.append(sample)
+            if len(group) == self.config.batch_size:
+                yield group
+                group, produced = [], produced + 1
+                if quota is not None and produced >= quota:
+                    return
+        if group and not self.config.train:
+            yield group
+
+    def __iter__(self) -> Iterator[tuple[Any, dict[str, int]]]:
+        """Yield (batch, stats delta); the batch is decoded (cpu backend) or a list of SelectedSample."""
+        slot = self._slot()
+        if get_worker_info() is not None:
+            torch.set_num_threads(WORKER_TORCH_THREADS)
+        rng = np.random.default_rng([self.config.seed, self.config.epoch, slot.index, WORKER_STREAM])
+        mean, std = normalisation_tensors()
+        fallback = None
+        for group in self._groups(slot, rng):
+            stats = {
+                "samples": len(group), "batches": 1, "corrupt_videos_replaced": 0,
+                "frames_decoded": sum(len(sample.jpegs) for sample in group),
+                "compressed_bytes": sum(sample.compressed_bytes() for sample in group),
+            }  # fmt: skip
+            if not self.config.decode_in_worker:
+                yield group, stats
+                continue
+            batch, replaced = decode_batch(group, mean, std, fallback)
+            stats["corrupt_videos_replaced"] = replaced
+            fallback = next((sample for sample in group if sample.video_id in batch["id"]), fallback)
+            yield batch, stats
+
+
+def worker_start_method() -> str | None:
+    """Return "fork" on Linux (cheap worker start even inside processes started by spawn), else the default.
+
+    Workers never touch CUDA, so forking a process that has initialised CUDA is safe; torchrun's ranks fork their
+    workers the same way.
+    """
+    return "fork" if sys.platform.startswith("linux") else None
+
+
+def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Return (rank, world_size): the given values, else torch.distributed's when initialised, else (0, 1)."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if initialised else 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return rank, world_size
+
+
+@dataclass
+class VideoLoader:
+    """Iterable over one rank's batches of an epoch; `set_epoch` reseeds order, sampling and crops.
+
+    Use `build_loader` to make one.
+    """
+
+    entries: list[ShardEntry]
+    config: PipelineConfig
+    backend: str
+    device: torch.device
+    num_workers: int
+    pin_memory: bool
+    decoder: Any = None
+    totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
+        self.config = replace(self.config, epoch=int(epoch))
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (exact; in evaluation each worker's last batch may be partial)."""
+        if self.config.train:
+            return self.config.batches_per_rank
+        return eval_batches_per_rank(
+            self.entries, self.config.rank, self.config.world_size, self.config.num_workers, self.config.batch_size
+        )
+
+    @property
+    def num_samples(self) -> int:
+        """Videos in the split (all ranks)."""
+        return sum(entry.num_samples for entry in self.entries)
+
+    def _data_loader(self) -> DataLoader:
+        """A fresh DataLoader for the current epoch."""
+        return DataLoader(
+            ShardVideoDataset(self.entries, self.config),
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
+        )
+
+    def _finish(self, item: Any) -> dict[str, Any]:
+        """Decode on the GPU (GPU backends) or move the batch to a non-CPU device (cpu backend)."""
+        if self.decoder is not None:
+            batch, replaced = self.decoder.decode_batch(item)
+            self.totals["corrupt_videos_replaced"] += replaced
+            return batch
+        if self.device.type != "cpu":
+            moved = {rate: frames.to(self.device, non_blocking=True) for rate, frames in item["frames"].items()}
+            item["frames"] = moved
+        return item
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield this rank's batches of the current epoch."""
+        for item, stats in self._data_loader():
+            for key, value in stats.items():
+                self.totals[key] += int(value)
+            yield self._finish(item)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the loader was built: samples, batches, corrupt videos replaced, frames decoded, bytes."""
+        return dict(self.totals, backend=self.backend, rank=self.config.rank, world_size=self.config.world_size)
+
+
+def _check_options(rates: Sequence[int], batch_size: int, sampling: str, short_video: str, crop_size: int) -> None:
+    """Raise ValueError with the fix for invalid options."""
+    if not rates or any(int(rate) < 1 for rate in rates):
+        raise ValueError(f"rates={tuple(rates)}; pass positive frame counts, e.g. (4, 8, 16)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; use at least 1")
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
+    if short_video not in SHORT_VIDEO_RULES:
+        raise ValueError(f"short_video={short_video!r}; use one of {SHORT_VIDEO_RULES}")
+    if crop_size < 1:
+        raise ValueError(f"crop_size={crop_size}; use a positive size")
+
+
+def build_loader(
+    shards: str | Path,
+    split: str = "train",
+    rates: Sequence[int] = (4, 8, 16),
+    batch_size: int = 8,
+    train: bool = True,
+    decode: str = "auto",
+    device: torch.device | str | None = None,
+    num_workers: int = 4,
+    seed: int = 0,
+    sampling: str = "independent",
+    short_video: str = "official",
+    crop_size: int = 224,
+    test_resize: int | None = None,
+    multi_scale: bool = True,
+    flip: bool = False,
+    test_crops: int = 1,
+    test_clips: int = 1,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> VideoLoader:
+    """Build the streaming multi-rate video loader of one rank.
+
+    Parameters
+    ----------
+    shards : str or Path
+        Folder holding ``<split>.manifest.json`` and its tars.
+    split : str
+        "train", "validation" or "test".
+    rates : sequence of int
+        Frame counts per video (one for vanilla TSM).
+    batch_size : int
+        Videos per batch on this rank.
+    train : bool
+        Training (shuffle, augmentation, equal full batches on every rank) or evaluation (every video once).
+    decode : str
+        "auto", "dali", "torchvision" or "cpu".
+    device : torch.device or str, optional
+        Training device (default: model.device.get_device() rules: CUDA, MPS, CPU).
+    num_workers : int
+        DataLoader workers per rank (0: in the main process).
+    seed : int
+        Base seed; with the epoch it fixes shard order, shuffle, sampling and crops.
+    sampling, short_video : str
+        See data_pipeline.sampling.
+    crop_size, test_resize, multi_scale, flip, test_crops, test_clips
+        See data_pipeline.augment.choose_boxes and sampling.plan_frames.
+    shuffle_buffer : int
+        Compressed samples held per worker for shuffling (training).
+    rank, world_size : int, optional
+        Default from torch.distributed when initialised, else 0 and 1.
+
+    Returns
+    -------
+    VideoLoader
+        Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}.
+    """
+    _check_options(rates, batch_size, sampling, short_video, crop_size)
+    if device is None:
+        from model.device import get_device
+
+        device = get_device()
+    device = torch.device(device)
+    backend = choose_backend(decode, device)
+    rank, world_size = distributed_defaults(rank, world_size)
+    entries = read_split(shards, split)
+    workers = max(1, num_workers)
+    config = PipelineConfig(
+        rates=tuple(int(rate) for rate in rates), batch_size=int(batch_size), train=bool(train),
+        decode_in_worker=backend == "cpu", seed=int(seed), sampling=sampling, short_video=short_video,
+        crop_size=int(crop_size), test_resize=test_resize, multi_scale=multi_scale, flip=flip,
+        test_crops=1 if train else int(test_crops), test_clips=1 if train else int(test_clips),
+        shuffle_buffer=int(shuffle_buffer), rank=rank, world_size=world_size, num_workers=workers,
+        batches_per_rank=train_batches_per_rank(entries, world_size, int(batch_size)) if train else 0,
+    )  # fmt: skip
+    if train and config.batches_per_rank == 0:
+        raise ValueError(
+            f"{shards}: {sum(e.num_samples for e in entries)} {split} videos give no full batch of {batch_size} on "
+            f"each of {world_size} ranks; lower batch_size"
+        )
+    if len(entries) < world_size * workers:
+        LOGGER.warning(
+            "%s: %d %s shards for %d ranks x %d workers: every worker reads every shard and keeps its share of the "
+            "samples (more I/O); write at least %d shards", shards, len(entries), split, world_size, workers,
+            world_size * workers,
+        )  # fmt: skip
+    decoder = None
+    if backend == "torchvision":
+        decoder = TorchvisionDecoder(device)
+    elif backend == "dali":
+        views = config.test_crops * config.test_clips
+        decoder = DaliDecoder(device, max_frames=config.batch_size * views * sum(config.rates))
+    pin = backend == "cpu" and torch.cuda.is_available()
+    return VideoLoader(entries, config, backend, device, int(num_workers), pin, decoder)

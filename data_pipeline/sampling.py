@@ -1,0 +1,245 @@
+"""Temporal sampling: which frame indices each requested frame count reads, chosen before any decode.
+
+The official TSN/TSM/FFN rules (0-based indices here, the official frame files are 1-based):
+
+- train, ``avg = n // T``: when ``avg > 0`` index ``i = i * avg + randint(avg)``; otherwise (``n < T``) every index
+  is 0, the first frame repeated T times (the official third branch can never run for RGB input);
+- test: when ``n > T`` the centre of each segment, ``int(tick / 2 + tick * i)`` with ``tick = n / T``; otherwise
+  (``n <= T``, including ``n == T``) every index is 0.
+
+``short_video="spread"`` replaces both "every index is 0" branches by indices spread evenly over the video
+(``floor((i + u) * n / T)`` with one ``u`` per clip, uniform in [0, 1) in training, 0.5 in test): every frame is
+repeated ``floor(T / n)`` or ``ceil(T / n)`` times, in order.
+
+FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour) samples every
+rate on its own; ``sampling="nested"`` samples only the largest rate and takes the smaller ones out of it
+(position ``floor((j + u) * T_max / T)`` of the largest set), so a video decodes at most ``T_max`` frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SHORT_VIDEO_RULES = ("official", "spread")
+SAMPLING_MODES = ("independent", "nested")
+EVAL_CLIP_CENTRE = 0.5
+
+
+def _check_rule(short_video: str) -> None:
+    """Raise ValueError for an unknown short-video rule."""
+    if short_video not in SHORT_VIDEO_RULES:
+        raise ValueError(f"short_video={short_video!r}; use one of {SHORT_VIDEO_RULES}")
+
+
+def _spread(num_frames: int, num_segments: int, fractions: np.ndarray) -> np.ndarray:
+    """Return ``floor((i + fraction_i) * n / T)``: indices spread evenly over a short video."""
+    positions = (np.arange(num_segments) + fractions) * num_frames / num_segments
+    return np.minimum(np.floor(positions).astype(np.int64), num_frames - 1)
+
+
+def train_indices(
+    num_frames: int, num_segments: int, rng: np.random.Generator, short_video: str = "official"
+) -> np.ndarray:
+    """Sample ``num_segments`` training indices: a random frame in each of T equal segments (TSN).
+
+    Parameters
+    ----------
+    num_frames : int
+        Frames in the video (at least 1).
+    num_segments : int
+        Frames to sample (T).
+    rng : numpy.random.Generator
+        Source of randomness.
+    short_video : str
+        "official" (every index 0 when ``num_frames < T``) or "spread".
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices, shape (T,), non-decreasing, each in [0, num_frames).
+    """
+    _check_rule(short_video)
+    segment_length = num_frames // num_segments
+    if segment_length > 0:
+        starts = np.arange(num_segments, dtype=np.int64) * segment_length
+        return starts + rng.integers(0, segment_length, size=num_segments)
+    if short_video == "spread":
+        return _spread(num_frames, num_segments, np.full(num_segments, rng.random()))
+    return np.zeros(num_segments, dtype=np.int64)
+
+
+def eval_indices(
+    num_frames: int, num_segments: int, short_video: str = "official", clip_fraction: float = EVAL_CLIP_CENTRE
+) -> np.ndarray:
+    """Return the test indices: segment centres (``clip_fraction=0.5``) or another fixed point of each segment.
+
+    Parameters
+    ----------
+    num_frames : int
+        Frames in the video (at least 1).
+    num_segments : int
+        Frames to sample (T).
+    short_video : str
+        "official" (every index 0 when ``num_frames <= T``) or "spread".
+    clip_fraction : float
+        Where in each segment the index falls, in [0, 1); 0.5 is the official single clip, 0.0 the official
+        second clip of the two-clip protocol.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices, shape (T,).
+    """
+    _check_rule(short_video)
+    if num_frames > num_segments:
+        tick = num_frames / num_segments
+        if clip_fraction == EVAL_CLIP_CENTRE:
+            positions = [int(tick / 2.0 + tick * index) for index in range(num_segments)]
+        else:
+            positions = [int(tick * clip_fraction + tick * index) for index in range(num_segments)]
+        return np.minimum(np.asarray(positions, dtype=np.int64), num_frames - 1)
+    if short_video == "spread":
+        return _spread(num_frames, num_segments, np.full(num_segments, clip_fraction))
+    return np.zeros(num_segments, dtype=np.int64)
+
+
+def sample_indices(
+    num_frames: int,
+    num_segments: int,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    short_video: str = "official",
+    clip_fraction: float = EVAL_CLIP_CENTRE,
+) -> np.ndarray:
+    """Sample the indices of one frame count: `train_indices` when training, `eval_indices` otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the video has no frame, T < 1, or a training call has no rng.
+    """
+    if num_frames < 1 or num_segments < 1:
+        raise ValueError(f"need num_frames >= 1 and num_segments >= 1, got {num_frames} and {num_segments}")
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs an rng")
+        return train_indices(num_frames, num_segments, rng, short_video)
+    return eval_indices(num_frames, num_segments, short_video, clip_fraction)
+
+
+def nested_positions(
+    largest: int, num_segments: int, train: bool, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Return the positions inside the largest rate's index set that a smaller rate takes in `nested` mode.
+
+    The largest set is cut into ``num_segments`` equal groups; training takes a random member of each group,
+    test the middle one (``floor((j + 0.5) * largest / T)``).
+    """
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs an rng")
+        fractions = rng.random(num_segments)
+    else:
+        fractions = np.full(num_segments, EVAL_CLIP_CENTRE)
+    positions = np.floor((np.arange(num_segments) + fractions) * largest / num_segments).astype(np.int64)
+    return np.minimum(positions, largest - 1)
+
+
+def multi_rate_indices(
+    num_frames: int,
+    rates: Sequence[int],
+    train: bool,
+    rng: np.random.Generator | None = None,
+    sampling: str = "independent",
+    short_video: str = "official",
+    clip_fraction: float = EVAL_CLIP_CENTRE,
+) -> dict[int, np.ndarray]:
+    """Sample the frame indices of every requested frame count of one video (one clip).
+
+    Parameters
+    ----------
+    num_frames : int
+        Frames in the video.
+    rates : sequence of int
+        Frame counts, e.g. (4, 8, 16).
+    train : bool
+        Training (random) or test (deterministic) sampling.
+    rng : numpy.random.Generator, optional
+        Needed when training.
+    sampling : str
+        "independent" (official: every rate on its own) or "nested" (smaller rates taken out of the largest).
+    short_video : str
+        "official" or "spread".
+    clip_fraction : float
+        Test only: where in each segment the indices fall (see `eval_indices`).
+
+    Returns
+    -------
+    dict
+        {rate: int64 indices of shape (rate,)}.
+    """
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
+    if not rates:
+        raise ValueError("rates is empty; pass at least one frame count, e.g. (16,)")
+    if sampling == "independent" or len(rates) == 1:
+        return {
+            int(rate): sample_indices(num_frames, int(rate), train, rng, short_video, clip_fraction) for rate in rates
+        }
+    largest = int(max(rates))
+    base = sample_indices(num_frames, largest, train, rng, short_video, clip_fraction)
+    result = {}
+    for rate in rates:
+        rate = int(rate)
+        result[rate] = base if rate == largest else base[nested_positions(largest, rate, train, rng)]
+    return result
+
+
+def eval_clip_fractions(num_clips: int) -> list[float]:
+    """Return where each test clip falls in its segments: 0.5 first, then evenly around it (2 clips: 0.5, 0.0)."""
+    if num_clips < 1:
+        raise ValueError(f"test_clips must be at least 1, got {num_clips}")
+    return [(EVAL_CLIP_CENTRE + clip / num_clips) % 1.0 for clip in range(num_clips)]
+
+
+@dataclass
+class FramePlan:
+    """The frames one video needs: the unique indices to decode and, per view and rate, positions into them.
+
+    Attributes
+    ----------
+    unique : numpy.ndarray
+        Sorted unique frame indices to decode (each decoded once per video).
+    positions : list of dict
+        One dict per temporal clip: {rate: int64 positions into `unique`, shape (rate,)}.
+    """
+
+    unique: np.ndarray
+    positions: list[dict[int, np.ndarray]]
+
+
+def plan_frames(
+    num_frames: int,
+    rates: Sequence[int],
+    train: bool,
+    rng: np.random.Generator | None = None,
+    sampling: str = "independent",
+    short_video: str = "official",
+    num_clips: int = 1,
+) -> FramePlan:
+    """Sample every clip and rate of one video and return the frames to decode with their positions.
+
+    Training always uses one clip. Test clips follow `eval_clip_fractions`.
+    """
+    fractions = [EVAL_CLIP_CENTRE] if train else eval_clip_fractions(num_clips)
+    clips = [
+        multi_rate_indices(num_frames, rates, train, rng, sampling, short_video, fraction) for fraction in fractions
+    ]
+    unique = np.unique(np.concatenate([indices for clip in clips for indices in clip.values()]))
+    positions = [
+        {rate: np.searchsorted(unique, indices).astype(np.int64) for rate, indices in clip.items()} for clip in clips
+    ]
+    return FramePlan(unique=unique, positions=positions)

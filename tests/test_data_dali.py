@@ -1,0 +1,74 @@
+"""The DALI pipeline in CPU mode (Pipeline(device_id=None)) matches the cpu backend on the same samples and crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pipeline_helpers import make_videos, write_split
+
+from data_pipeline.augment import IMAGENET_STD
+from data_pipeline.decode import DaliDecoder, assemble_batch, decode_batch
+from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.stream import iterate_tar, read_split
+
+pytest.importorskip("nvidia.dali")
+pytestmark = pytest.mark.dali
+
+MEAN_ABS_LIMIT = 1.0
+MAX_ABS_LIMIT = 16.0
+RATES = (4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def shard_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One shard of 5 textured-enough 128x96 videos, one of them with a corrupt frame."""
+    root = tmp_path_factory.mktemp("dali_shards")
+    videos = make_videos(5, (24, 10), width=128, height=96, prefix="d")
+    videos[3]["frames"] = [b"\xff\xd8\xff garbage"] * len(videos[3]["frames"])
+    write_split(root, "train", videos, (5,))
+    return read_split(root, "train")[0].path
+
+
+def selected(shard: Path, train: bool, crop_size: int, **options) -> list:
+    """Sample frames and crop boxes for every video of the shard, as the loader workers do."""
+    config = PipelineConfig(
+        rates=RATES, batch_size=5, train=train, decode_in_worker=False, crop_size=crop_size,
+        test_resize=options.pop("test_resize", 96), **options,
+    )  # fmt: skip
+    rng = np.random.default_rng(11)
+    return [select_sample(raw, shard, config, rng) for raw in iterate_tar(shard)]
+
+
+def differences_255(first: dict, second: dict) -> tuple[float, float]:
+    """Mean and max absolute difference of two batches' frames on the 0-255 pixel scale."""
+    scale = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0
+    gaps = torch.cat([((first[rate] - second[rate]).abs() * scale).flatten() for rate in RATES])
+    return gaps.mean().item(), gaps.max().item()
+
+
+@pytest.mark.parametrize(
+    "train, crop_size, options",
+    [
+        (True, 24, {}),  # multi-scale crops of 96x96..63x63 scaled down about 3x
+        (True, 112, {"flip": True}),  # scaled up, some mirrored
+        (False, 40, {"test_crops": 3, "test_clips": 2, "test_resize": 48}),
+    ],
+)
+def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_size: int, options: dict) -> None:
+    samples = selected(shard_path, train, crop_size, **options)
+    cpu_batch, cpu_replaced = decode_batch(samples)
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * 6 * sum(RATES), num_threads=1)
+    dali_batch, dali_replaced = decoder.decode_batch(samples)
+    per_video, _ = assemble_batch(samples, decoder(samples))
+    assert cpu_replaced == dali_replaced == 1
+    for rate in RATES:
+        assert torch.equal(per_video["frames"][rate], dali_batch["frames"][rate])
+    assert cpu_batch["id"] == dali_batch["id"] and "d0003" not in dali_batch["id"]
+    for rate in RATES:
+        assert dali_batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
+    mean_abs, max_abs = differences_255(cpu_batch["frames"], dali_batch["frames"])
+    print(f"DALI (CPU mode) vs cpu backend, crop {crop_size}: mean abs {mean_abs:.3f}, max abs {max_abs:.3f} (0-255)")
+    assert mean_abs <= MEAN_ABS_LIMIT and max_abs <= MAX_ABS_LIMIT

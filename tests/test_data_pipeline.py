@@ -1,0 +1,141 @@
+"""build_loader on real tiny shards (cpu backend): layout, pixels, epochs, exactly-once evaluation, corrupt JPEGs."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pipeline_helpers import make_videos, write_split
+
+from data_pipeline import build_loader, reduce_counts
+from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
+from data_pipeline.decode import choose_backend
+from data_pipeline.stream import ShardDataError
+
+FRAME_COUNTS = (48, 30, 12, 4)
+TRAIN_SHARD_SIZES = (9, 3, 7, 2, 6)
+CORRUPT_ID = "c0002"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Uneven train shards (27 videos of 32x32), a 2-shard validation split of 40x32 frames, a corrupt split."""
+    root = tmp_path_factory.mktemp("pipeline_shards")
+    write_split(root, "train", make_videos(27, FRAME_COUNTS), TRAIN_SHARD_SIZES)
+    write_split(root, "validation", make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e"), (6, 5))
+    corrupt = make_videos(6, (20,), prefix="c")
+    corrupt[2]["frames"] = [b"\xff\xd8 not a jpeg" for _ in corrupt[2]["frames"]]
+    write_split(root, "test", corrupt, (6,))
+    return root
+
+
+def loader_for(shards: Path, **options):
+    """build_loader with the small-image defaults of these tests."""
+    settings = dict(
+        shards=shards, split="train", rates=(4, 8, 16), batch_size=4, train=True, decode="cpu", device="cpu",
+        num_workers=2, crop_size=24, test_resize=32, seed=0,
+    )  # fmt: skip
+    settings.update(options)
+    return build_loader(**settings)
+
+
+def test_training_batches_layout_and_count(shards: Path) -> None:
+    loader = loader_for(shards)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 27 // 4
+    for batch in batches:
+        assert set(batch["frames"]) == {4, 8, 16} and batch["views"] == 1
+        for rate, frames in batch["frames"].items():
+            assert frames.shape == (4, rate, 3, 24, 24) and frames.dtype == torch.float32
+        assert batch["label"].dtype == torch.long and batch["label"].shape == (4,)
+        assert len(batch["id"]) == 4
+    stats = loader.stats()
+    assert stats["samples"] == 24 and stats["batches"] == 6 and stats["corrupt_videos_replaced"] == 0
+    assert stats["frames_decoded"] <= 24 * 28
+
+
+def test_epochs_are_reproducible_and_differ(shards: Path) -> None:
+    def order(epoch: int) -> list[str]:
+        loader = loader_for(shards)
+        loader.set_epoch(epoch)
+        return [video for batch in loader for video in batch["id"]]
+
+    first = order(0)
+    assert order(0) == first
+    assert order(1) != first
+
+
+def test_eval_frames_are_the_exact_normalised_centre_crop(shards: Path) -> None:
+    loader = loader_for(
+        shards, split="validation", train=False, rates=(8,), batch_size=3, crop_size=32, test_resize=32
+    )
+    batch = next(iter(loader))
+    video = make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e")[0]
+    indices = [int(48 / 16 + 48 / 8 * index) for index in range(8)]
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(video["frames"][index]))) for index in indices])
+    crop = torch.from_numpy(decoded[:, :, 4:36]).permute(0, 3, 1, 2).float() / 255.0
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert batch["id"][0] == "e0000"
+    torch.testing.assert_close(batch["frames"][8][0], (crop - mean) / std, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_eval_sees_every_video_once(shards: Path, workers: int) -> None:
+    loader = loader_for(shards, split="validation", train=False, batch_size=4, num_workers=workers)
+    batches = list(loader)
+    ids = [video for batch in batches for video in batch["id"]]
+    assert sorted(ids) == [f"e{index:04d}" for index in range(11)]
+    assert len(loader) == len(batches)
+    assert reduce_counts([len(ids), 3.0]) == [11.0, 3.0]
+
+
+def test_eval_multi_view_protocol(shards: Path) -> None:
+    loader = loader_for(shards, split="validation", train=False, batch_size=2, test_crops=3, test_clips=2)
+    batch = next(iter(loader))
+    assert batch["views"] == 6
+    assert batch["frames"][16].shape == (12, 16, 3, 24, 24)
+    views = batch["frames"][16].view(2, 6, 16, 3, 24, 24)
+    assert not torch.equal(views[0, 0], views[0, 1])  # left and centre crops differ on textured frames
+
+
+def test_corrupt_jpeg_is_replaced_by_a_good_video(shards: Path) -> None:
+    loader = loader_for(shards, split="test", train=False, batch_size=3, num_workers=0)
+    batches = list(loader)
+    ids = [video for batch in batches for video in batch["id"]]
+    assert CORRUPT_ID not in ids and len(ids) == 6
+    assert Counter(ids).most_common(1)[0][1] == 2
+    assert all(batch["frames"][4].shape[0] == 3 for batch in batches)
+    assert loader.stats()["corrupt_videos_replaced"] == 1
+
+
+def test_few_shards_many_workers_train_and_eval(shards: Path) -> None:
+    loader = loader_for(shards, split="validation", train=False, batch_size=2, num_workers=4, rates=(4,))
+    batches = list(loader)
+    assert sorted(video for batch in batches for video in batch["id"]) == [f"e{index:04d}" for index in range(11)]
+    assert len(loader) == len(batches) == 7  # 2 shards, 4 workers: samples 3, 3, 3, 2 -> 2, 2, 2, 1 batches
+    training = loader_for(shards, split="validation", batch_size=2, num_workers=3, rates=(4,))
+    assert len(list(training)) == len(training) == 5
+
+
+def test_bad_input_gives_clear_errors(shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(ShardDataError, match="no manifest"):
+        loader_for(tmp_path)
+    with pytest.raises(ValueError, match="no full batch"):
+        loader_for(shards, split="test", batch_size=8)
+    with pytest.raises(ValueError, match="CUDA"):
+        loader_for(shards, decode="torchvision")
+    assert choose_backend("auto", torch.device("cpu")) == "cpu"
+    with pytest.raises(ValueError, match="decode"):
+        choose_backend("opencv", torch.device("cpu"))
+
+
+def test_training_fills_every_worker_quota_despite_empty_shards(tmp_path: Path) -> None:
+    write_split(tmp_path, "train", make_videos(8, (12,)), (0, 5, 0, 3))
+    loader = loader_for(tmp_path, batch_size=2, num_workers=4, rates=(4,))
+    batches = list(loader)
+    assert len(loader) == len(batches) == 4 and all(len(batch["id"]) == 2 for batch in batches)

@@ -1,0 +1,182 @@
+"""Pure sampling and crop-box rules of data_pipeline (official TSN/TSM/FFN facts, our options)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.augment import (
+    FIXED_OFFSET_STEPS,
+    CropBox,
+    choose_boxes,
+    crop_resize,
+    eval_boxes,
+    multi_scale_box,
+    normalisation_tensors,
+    video_views,
+)
+from data_pipeline.sampling import (
+    eval_clip_fractions,
+    eval_indices,
+    multi_rate_indices,
+    plan_frames,
+    sample_indices,
+    train_indices,
+)
+
+
+@pytest.mark.parametrize("num_frames, num_segments", [(48, 16), (48, 8), (50, 4), (16, 16), (17, 8)])
+def test_train_indices_one_random_frame_per_segment(num_frames: int, num_segments: int) -> None:
+    rng = np.random.default_rng(0)
+    segment = num_frames // num_segments
+    seen = set()
+    for _ in range(200):
+        indices = train_indices(num_frames, num_segments, rng)
+        assert indices.shape == (num_segments,) and indices.dtype == np.int64
+        assert np.all(indices // segment == np.arange(num_segments)), indices
+        seen.update((indices % segment).tolist())
+    assert seen == set(range(segment)), "every offset inside a segment is reachable"
+
+
+def test_eval_indices_are_official_segment_centres() -> None:
+    assert eval_indices(48, 16).tolist() == [1 + 3 * index for index in range(16)]
+    assert eval_indices(10, 4).tolist() == [1, 3, 6, 8]  # int(1.25 + 2.5 i)
+    assert eval_indices(45, 8).tolist() == [int(45 / 16 + 45 / 8 * index) for index in range(8)]
+    assert eval_indices(48, 16, clip_fraction=0.0).tolist() == [3 * index for index in range(16)]
+
+
+def test_official_short_video_rules_and_quirks() -> None:
+    rng = np.random.default_rng(1)
+    assert train_indices(10, 16, rng).tolist() == [0] * 16  # n < T: the first frame repeated
+    assert train_indices(16, 16, rng).tolist() == list(range(16))  # n == T in training: avg = 1, every frame
+    assert eval_indices(16, 16).tolist() == [0] * 16  # quirk: n == T at test time is also all zeros
+    assert eval_indices(5, 8).tolist() == [0] * 8
+
+
+def test_spread_short_video_rule_spreads_evenly() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        indices = train_indices(10, 16, rng, short_video="spread")
+        assert np.all(np.diff(indices) >= 0) and indices.min() >= 0 and indices.max() < 10
+        assert set(indices.tolist()) == set(range(10))
+        assert np.bincount(indices).max() <= 2
+    assert eval_indices(16, 16, short_video="spread").tolist() == list(range(16))
+    assert eval_indices(8, 16, short_video="spread").tolist() == sorted(list(range(8)) * 2)
+
+
+def test_sample_indices_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="rng"):
+        sample_indices(48, 8, train=True)
+    with pytest.raises(ValueError, match="num_frames"):
+        sample_indices(0, 8, train=False)
+    with pytest.raises(ValueError, match="short_video"):
+        sample_indices(48, 8, train=False, short_video="stretch")
+
+
+def test_independent_rates_are_sampled_separately() -> None:
+    rng = np.random.default_rng(3)
+    subset_every_time = True
+    for _ in range(50):
+        sets = multi_rate_indices(48, (4, 8, 16), True, rng)
+        assert {rate: len(indices) for rate, indices in sets.items()} == {4: 4, 8: 8, 16: 16}
+        subset_every_time &= set(sets[4].tolist()) <= set(sets[16].tolist())
+    assert not subset_every_time, "independent sampling must not nest the 4-frame set in the 16-frame set"
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
+    rng = np.random.default_rng(4)
+    for num_frames in (48, 20, 9):
+        sets = multi_rate_indices(num_frames, (4, 8, 16), train, rng, sampling="nested")
+        for rate in (4, 8):
+            assert set(sets[rate].tolist()) <= set(sets[16].tolist())
+            assert np.all(np.diff(sets[rate]) >= 0)
+        plan = plan_frames(num_frames, (4, 8, 16), train, rng, sampling="nested")
+        assert len(plan.unique) <= 16
+
+
+def test_nested_takes_one_frame_per_group() -> None:
+    sets = multi_rate_indices(48, (4, 16), False, None, sampling="nested")
+    assert sets[4].tolist() == [sets[16][position] for position in (2, 6, 10, 14)]
+
+
+def test_plan_frames_decodes_each_frame_once_and_maps_back() -> None:
+    rng = np.random.default_rng(5)
+    plan = plan_frames(48, (4, 8, 16), True, rng)
+    assert np.all(np.diff(plan.unique) > 0)
+    assert len(plan.positions) == 1
+    rebuilt = {rate: plan.unique[positions] for rate, positions in plan.positions[0].items()}
+    replay = multi_rate_indices(48, (4, 8, 16), True, np.random.default_rng(5))
+    for rate in (4, 8, 16):
+        assert rebuilt[rate].tolist() == replay[rate].tolist()
+    two_clips = plan_frames(48, (8,), False, None, num_clips=2)
+    assert [clip[8].tolist() for clip in two_clips.positions] != [two_clips.positions[0][8].tolist()] * 2
+    assert eval_clip_fractions(2) == [0.5, 0.0]
+
+
+def test_multi_scale_box_follows_the_official_recipe() -> None:
+    rng = np.random.default_rng(6)
+    width, height, crop = 427, 240, 224
+    sides = {240, 210, 180, 158}
+    offsets = set()
+    for _ in range(2000):
+        box = multi_scale_box(width, height, crop, rng, flip=False)
+        assert box.width in sides and box.height in sides
+        assert abs(sorted(sides, reverse=True).index(box.width) - sorted(sides, reverse=True).index(box.height)) <= 1
+        assert 0 <= box.x <= width - box.width and 0 <= box.y <= height - box.height
+        assert (box.out_width, box.out_height, box.flip) == (crop, crop, False)
+        column_step, row_step = (width - box.width) // 4, (height - box.height) // 4
+        if column_step > 0 and row_step > 0:
+            assert box.x % column_step == 0 and box.y % row_step == 0
+            offsets.add((box.x // column_step, box.y // row_step))
+    factors = offsets
+    assert factors <= set(FIXED_OFFSET_STEPS) and len(factors) == 13
+
+
+def test_multi_scale_snaps_sides_near_the_crop_size() -> None:
+    rng = np.random.default_rng(7)
+    widths = {multi_scale_box(300, 256, 224, rng, flip=False).width for _ in range(500)}
+    assert 224 in widths  # int(256 * .875) = 224; int(256 * .75) = 192; 256 and 168 stay
+    widths = {multi_scale_box(300, 226, 224, rng, flip=False).width for _ in range(500)}
+    assert 224 in widths and 226 not in widths  # 226 is within 3 px of 224: snapped
+
+
+def test_eval_boxes_centre_and_three_crops() -> None:
+    (centre,) = eval_boxes(427, 240, 224, 256)
+    assert (centre.width, centre.height) == (210, 210)  # 224 * 240 / 256
+    assert (centre.x, centre.y) == ((427 - 210) // 2, 15)
+    left, middle, right = eval_boxes(427, 240, 224, 256, num_crops=3)
+    assert (left.x, middle.x, right.x) == (0, centre.x, 427 - 210)
+    with pytest.raises(ValueError, match="test_crops"):
+        eval_boxes(427, 240, 224, 256, num_crops=2)
+    assert choose_boxes(40, 32, False, 32, None, None)[0].width == 28  # default resize 32 * 256 / 224
+
+
+def test_crop_resize_is_exact_without_scaling_and_mirrors() -> None:
+    frames = torch.randint(0, 256, (3, 3, 20, 30), dtype=torch.uint8)
+    box = CropBox(5, 2, 16, 16, 16, 16, flip=True)
+    assert torch.equal(crop_resize(frames, box), frames[:, :, 2:18, 5:21].float().flip(-1))
+
+
+def test_uint8_resize_on_cpu_stays_within_one_level_of_float_bilinear() -> None:
+    frames = torch.randint(0, 256, (4, 3, 60, 80), dtype=torch.uint8)
+    for box in (CropBox(3, 1, 57, 50, 24, 24), CropBox(0, 0, 20, 20, 48, 48)):
+        fast = crop_resize(frames, box)
+        region = frames[:, :, box.y : box.y + box.height, box.x : box.x + box.width].float()
+        exact = torch.nn.functional.interpolate(region, size=(box.out_height, box.out_width), mode="bilinear")
+        assert (fast - exact).abs().max() <= 1.0 + 1e-3
+
+
+def test_one_crop_shared_by_every_frame_and_rate() -> None:
+    rng = np.random.default_rng(8)
+    image = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
+    plan = plan_frames(48, (4, 8, 16), True, rng)
+    frames = list(image.repeat(len(plan.unique), 1, 1, 1))
+    boxes = choose_boxes(56, 40, True, 24, None, rng)
+    mean, std = normalisation_tensors()
+    views = video_views(frames, boxes, plan.positions, mean, std)
+    reference = views[16][0, 0]
+    for rate in (4, 8, 16):
+        assert views[rate].shape == (1, rate, 3, 24, 24)
+        assert torch.equal(views[rate][0], reference.expand(rate, -1, -1, -1))
