@@ -33,6 +33,7 @@ SIDECAR_SUFFIX = ".done.json"
 MANIFEST_SUFFIX = ".manifest.json"
 TAR_MEMBER_MODE = 0o644
 TAR_MTIME = 0
+MISSING_NAMES_SHOWN = 20
 
 
 class ManifestError(RuntimeError):
@@ -181,8 +182,17 @@ def shard_is_complete(shard_path: Path, settings_digest: str) -> bool:
     return record is not None and record.get("settings_hash") == settings_digest
 
 
-def assemble_manifest(out_dir: Path, split: str, num_shards: int, settings: dict[str, Any]) -> dict[str, Any]:
+def assemble_manifest(
+    out_dir: Path,
+    split: str,
+    num_shards: int,
+    settings: dict[str, Any],
+    extra_skipped: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
     """Build and atomically write ``<split>.manifest.json`` from the sidecars of shards 0..num_shards-1.
+
+    `extra_skipped` lists entries skipped before any shard was assigned (e.g. a template not in labels.json);
+    they join the sidecars' skipped ids in the manifest's "skipped".
 
     Raises
     ------
@@ -203,8 +213,10 @@ def assemble_manifest(out_dir: Path, split: str, num_shards: int, settings: dict
     if missing:
         raise ManifestError(
             f"{out_dir}: {len(missing)} of {num_shards} {split} shards missing or from other settings "
-            f"(first: {missing[0]}); rerun the shard job, it redoes only those"
+            f"({', '.join(missing[:MISSING_NAMES_SHOWN])}{' ...' if len(missing) > MISSING_NAMES_SHOWN else ''}); "
+            "rerun the shard job, it redoes only those"
         )
+    skipped.extend(dict(entry) for entry in extra_skipped)
     manifest = {
         "format_version": FORMAT_VERSION,
         "split": split,
