@@ -1,0 +1,79 @@
+"""ImageNet initialisation from torchvision ResNet weights (V1, as the official code used), online or from a file."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from model.official_checkpoints import load_checkpoint_file, map_state_dict
+
+IMAGENET = "imagenet"
+# torchvision weight enum names of the V1 ImageNet weights, per arch.
+TORCHVISION_V1_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+}
+# Model keys an ImageNet ResNet cannot provide: the new head and FFN's Weight Alteration convs.
+NOT_IN_IMAGENET = ("fc.", ".wa.convs.")
+
+
+def download_imagenet_state_dict(arch: str) -> dict:
+    """torchvision's IMAGENET1K_V1 state dict for ``arch`` (from the torch hub cache, else downloaded).
+
+    Raises
+    ------
+    RuntimeError
+        One line naming the fix when the weights cannot be fetched (e.g. offline).
+    """
+    if arch not in TORCHVISION_V1_WEIGHTS:
+        raise ValueError(f"pretrained='imagenet' is not available for arch={arch!r}; use one of "
+                         f"{sorted(TORCHVISION_V1_WEIGHTS)} or pretrained=None")
+    import torchvision.models
+
+    weights = getattr(torchvision.models, TORCHVISION_V1_WEIGHTS[arch]).IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as error:  # URLError, OSError, HTTPError, ... all mean "could not fetch"
+        file_name = os.path.basename(weights.url)
+        raise RuntimeError(
+            f"could not download the ImageNet weights {weights.url} ({type(error).__name__}); when offline, copy "
+            f"{file_name} to a local path and pass pretrained=<that path>, or use pretrained=None"
+        ) from None
+
+
+def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> list[str]:
+    """Initialise the backbone of ``model`` from ImageNet weights; every private BN copy gets the same BN values.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A TSMResNet (vanilla or FFN).
+    arch : str
+        Its arch name (to choose torchvision's weights when ``source`` is "imagenet").
+    source : str
+        "imagenet" or a path to a torchvision-style ResNet state dict (or a checkpoint dict with "state_dict").
+
+    Returns
+    -------
+    list of str
+        The model keys left at their initial values (the head, Weight Alteration convs).
+    """
+    if source == IMAGENET:
+        state_dict = download_imagenet_state_dict(arch)
+    else:
+        state_dict = load_checkpoint_file(source)
+        state_dict = state_dict.get("state_dict", state_dict)
+    translated, missing, unexpected = map_state_dict(model, state_dict, expand_shared_bn=True, skip_head=True)
+    not_initialised = [key for key in missing if not any(part in key for part in NOT_IN_IMAGENET)]
+    if not_initialised or unexpected:
+        where = "torchvision's weights" if source == IMAGENET else source
+        raise ValueError(
+            f"ImageNet weights in {where} do not fit arch={arch!r}: {len(not_initialised)} model keys missing "
+            f"(e.g. {not_initialised[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); pass the "
+            f"torchvision {arch} state dict"
+        )
+    model.load_state_dict(translated, strict=False)
+    return missing
