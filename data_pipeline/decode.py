@@ -22,6 +22,7 @@ from PIL import Image
 import torchvision.io  # imported here, not in each forked loader worker (a lazy import there costs seconds)
 
 from data_pipeline.augment import allocate_views, normalisation_tensors, render_views, video_views
+from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.stream import SelectedSample
 
 LOGGER = logging.getLogger(__name__)
@@ -272,20 +273,36 @@ class TorchvisionDecoder:
         self.mean, self.std = normalisation_tensors(self.device)
 
     def _decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor]:
-        """Decode a list of JPEGs on the device, (3, H, W) uint8 each."""
+        """Decode a list of JPEGs on the device, (3, H, W) uint8 each.
+
+        On CUDA the current stream is drained first: torchvision's nvJPEG path writes its output from a private
+        stream not ordered after the caller's, so it can overwrite a freed block that kernels queued on the
+        caller's stream still read (pytorch/vision#9606). Under the loader's prefetch thread the current stream
+        is the thread's side stream, so only that thread waits.
+        """
         encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB, device=self.device)
 
     def _decode_videos(self, samples: Sequence[SelectedSample]) -> list[list[torch.Tensor] | None]:
-        """Decode every video's frames in one call; on failure video by video (None for a corrupt one)."""
+        """Decode every video's frames in one call; on failure video by video (None for a corrupt one).
+
+        Videos whose headers failed the worker's check are left out of the call (None).
+        """
+        bad = find_corrupt_headers(samples)
+        readable = [sample for index, sample in enumerate(samples) if index not in bad]
         try:
-            decoded = self._decode([jpeg for sample in samples for jpeg in sample.jpegs])
+            decoded = self._decode([jpeg for sample in readable for jpeg in sample.jpegs]) if readable else []
         except RuntimeError:
-            return [self._decode_or_none(sample) for sample in samples]
+            return [None if index in bad else self._decode_or_none(sample) for index, sample in enumerate(samples)]
         per_video, start = [], 0
-        for sample in samples:
+        for index, sample in enumerate(samples):
+            if index in bad:
+                per_video.append(None)
+                continue
             frames = decoded[start : start + len(sample.jpegs)]
             start += len(sample.jpegs)
             per_video.append(frames if frames_fit(frames, sample) else None)
@@ -351,8 +368,9 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
 class DaliDecoder:
     """DALI decode + crop + bilinear resize (no antialias) + normalise, one DALI sample per frame.
 
-    Frames of a video are decoded once per view (once in training). A video whose JPEG headers do not read
-    (PIL, cheap) is left out before DALI runs; should DALI still fail, the batch is retried video by video.
+    Frames of a video are decoded once per view (once in training). A video whose JPEG headers failed the loader
+    worker's check (`SelectedSample.header_ok`) is left out before DALI runs; should DALI still fail, the batch is
+    retried video by video.
 
     Parameters
     ----------
@@ -476,19 +494,20 @@ class DaliDecoder:
         return results
 
 
+def header_ok(sample: SelectedSample) -> bool:
+    """The loader worker's header verdict; for a sample built outside the loader, the same check made here."""
+    if sample.header_ok is not None:
+        return sample.header_ok
+    return headers_fit(sample.jpegs, sample.width, sample.height)
+
+
 def find_corrupt_headers(samples: Sequence[SelectedSample]) -> set[int]:
-    """Return the batch indices of videos whose JPEG headers are unreadable or of the wrong size (cheap check)."""
-    bad = set()
-    for index, sample in enumerate(samples):
-        for jpeg in sample.jpegs:
-            try:
-                with Image.open(io.BytesIO(jpeg)) as image:
-                    if image.size != (sample.width, sample.height) or image.format != "JPEG":
-                        raise CorruptFrameError("wrong size or format")
-            except (OSError, ValueError, SyntaxError):
-                bad.add(index)
-                break
-    return bad
+    """Return the batch indices of videos whose JPEG headers are unreadable or of the wrong size.
+
+    Reads `SelectedSample.header_ok`, set by the loader workers: no parsing in the main process for loader
+    batches.
+    """
+    return {index for index, sample in enumerate(samples) if not header_ok(sample)}
 
 
 def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int):

@@ -2,8 +2,9 @@
 
 Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
 slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes and
-augments in the workers (pinned output when CUDA is available); the GPU backends (torchvision, dali) receive the
-compressed batch in the main process and decode it on the device.
+augments in the workers (pinned output when CUDA is available); for the GPU backends (torchvision, dali) the workers
+also check every kept JPEG's header (jpeg_header), and the compressed batch is decoded on the device in the main
+process, by a background thread on its own CUDA stream that runs `prefetch` batches ahead (data_pipeline.prefetch).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.augment import choose_boxes, normalisation_tensors
 from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, choose_backend, decode_batch
+from data_pipeline.jpeg_header import headers_fit
+from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
 from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, plan_frames
 from data_pipeline.stream import (
     Assignment,
@@ -72,7 +75,11 @@ class PipelineConfig:
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
-    """Parse a raw sample, sample its frame indices and crop boxes, and keep only the needed JPEG bytes."""
+    """Parse a raw sample, sample its frame indices and crop boxes, and keep only the needed JPEG bytes.
+
+    For the GPU backends (config.decode_in_worker False) every kept JPEG's header is checked here, in the worker,
+    and the verdict stored as `header_ok`, so the main process never parses headers.
+    """
     meta = parse_meta(raw, shard)
     plan = plan_frames(
         int(meta["num_frames"]), config.rates, config.train, rng, config.sampling, config.short_video, config.test_clips
@@ -81,9 +88,11 @@ def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng:
         int(meta["width"]), int(meta["height"]), config.train, config.crop_size, config.test_resize, rng,
         config.multi_scale, config.flip, config.test_crops,
     )
+    width, height = int(meta["width"]), int(meta["height"])
+    jpegs = slice_frames(raw["frames"], meta, plan.unique)
     return SelectedSample(
-        video_id=str(meta["id"]), label=int(meta["label"]), width=int(meta["width"]), height=int(meta["height"]),
-        jpegs=slice_frames(raw["frames"], meta, plan.unique), plan=plan, boxes=boxes,
+        video_id=str(meta["id"]), label=int(meta["label"]), width=width, height=height, jpegs=jpegs, plan=plan,
+        boxes=boxes, header_ok=None if config.decode_in_worker else headers_fit(jpegs, width, height),
     )
 
 
@@ -198,7 +207,8 @@ def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int,
 class VideoLoader:
     """Iterable over one rank's batches of an epoch; `set_epoch` reseeds order, sampling and crops.
 
-    Use `build_loader` to make one.
+    Use `build_loader` to make one. With a GPU decoder and `prefetch` > 0, a background thread decodes up to
+    `prefetch` batches ahead on its own CUDA stream (data_pipeline.prefetch) while the caller trains.
     """
 
     entries: list[ShardEntry]
@@ -208,6 +218,7 @@ class VideoLoader:
     num_workers: int
     pin_memory: bool
     decoder: Any = None
+    prefetch: int = 0
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
 
     def set_epoch(self, epoch: int) -> None:
@@ -238,23 +249,43 @@ class VideoLoader:
             multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
         )
 
-    def _finish(self, item: Any) -> dict[str, Any]:
-        """Decode on the GPU (GPU backends) or move the batch to a non-CPU device (cpu backend)."""
+    def _items(self) -> Iterator[tuple[Any, dict[str, int]]]:
+        """The DataLoader's (item, stats delta) pairs of the current epoch."""
+        yield from self._data_loader()
+
+    def _finish(self, pair: tuple[Any, dict[str, int]]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Decode on the GPU (GPU backends) or move the batch to a non-CPU device (cpu backend).
+
+        Returns the batch and its stats delta, with the corrupt videos the GPU decoder replaced added.
+        """
+        item, stats = pair
         if self.decoder is not None:
             batch, replaced = self.decoder.decode_batch(item)
-            self.totals["corrupt_videos_replaced"] += replaced
-            return batch
+            return batch, dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
         if self.device.type != "cpu":
             moved = {rate: frames.to(self.device, non_blocking=True) for rate, frames in item["frames"].items()}
             item["frames"] = moved
-        return item
+        return item, stats
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Yield this rank's batches of the current epoch."""
-        for item, stats in self._data_loader():
-            for key, value in stats.items():
-                self.totals[key] += int(value)
-            yield self._finish(item)
+        """Yield this rank's batches of the current epoch (stats count a batch when it is yielded)."""
+        if self.decoder is None or self.prefetch < 1:
+            for batch, stats in map(self._finish, self._items()):
+                self._count(stats)
+                yield batch
+            return
+        finished = prefetch_outputs(self._items(), self._finish, self.device, self.prefetch)
+        try:
+            for batch, stats in finished:
+                self._count(stats)
+                yield batch
+        finally:
+            finished.close()  # stops and joins the decode thread at once when the caller stops early
+
+    def _count(self, stats: dict[str, int]) -> None:
+        """Add one batch's stats delta to the totals."""
+        for key, value in stats.items():
+            self.totals[key] += int(value)
 
     def stats(self) -> dict[str, Any]:
         """Counters since the loader was built: samples, batches, corrupt videos replaced, frames decoded, bytes."""
@@ -296,6 +327,7 @@ def build_loader(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     rank: int | None = None,
     world_size: int | None = None,
+    prefetch: int | None = None,
 ) -> VideoLoader:
     """Build the streaming multi-rate video loader of one rank.
 
@@ -327,6 +359,10 @@ def build_loader(
         Compressed samples held per worker for shuffling (training).
     rank, world_size : int, optional
         Default from torch.distributed when initialised, else 0 and 1.
+    prefetch : int, optional
+        GPU backends: batches decoded ahead in a background thread on a side CUDA stream, overlapping decode with
+        training (default data_pipeline.prefetch.DEFAULT_PREFETCH; 0: decode in the caller's thread). Ignored by
+        the cpu backend (its workers already run ahead).
 
     Returns
     -------
@@ -334,6 +370,8 @@ def build_loader(
         Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}.
     """
     _check_options(rates, batch_size, sampling, short_video, crop_size)
+    if prefetch is not None and prefetch < 0:
+        raise ValueError(f"prefetch={prefetch}; use 0 (off) or a positive queue depth")
     if device is None:
         from model.device import get_device
 
@@ -369,4 +407,5 @@ def build_loader(
         views = config.test_crops * config.test_clips
         decoder = DaliDecoder(device, max_frames=config.batch_size * views * sum(config.rates))
     pin = backend == "cpu" and torch.cuda.is_available()
-    return VideoLoader(entries, config, backend, device, int(num_workers), pin, decoder)
+    depth = 0 if decoder is None else DEFAULT_PREFETCH if prefetch is None else int(prefetch)
+    return VideoLoader(entries, config, backend, device, int(num_workers), pin, decoder, depth)

@@ -27,9 +27,8 @@ import numpy as np
 from webdataset.tariterators import group_by_keys, tar_file_iterator  # at import: not once per forked worker
 
 from data_pipeline.sampling import FramePlan
+from preprocess.shard_format import ManifestError, manifest_path, read_manifest
 
-MANIFEST_SUFFIX = ".manifest.json"
-SUPPORTED_FORMAT_VERSION = 1
 SHARD_ORDER_STREAM = 0x5A4D  # separates the shard-order random stream from the per-worker one
 REQUIRED_META_KEYS = ("id", "label", "num_frames", "width", "height", "offsets", "lengths")
 
@@ -55,18 +54,11 @@ def read_split(shards_dir: str | Path, split: str) -> list[ShardEntry]:
         If the manifest is missing, malformed, of another format version, lists no shard or a missing shard.
     """
     folder = Path(shards_dir)
-    path = folder / f"{split}{MANIFEST_SUFFIX}"
+    path = manifest_path(folder, split)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ShardDataError(f"{path}: no manifest; run `make shards` (or pass the right --shards / split)") from error
-    except json.JSONDecodeError as error:
-        raise ShardDataError(f"{path}: not valid JSON ({error}); rerun `make shards` to rebuild it") from error
-    if manifest.get("format_version") != SUPPORTED_FORMAT_VERSION:
-        raise ShardDataError(
-            f"{path}: format_version {manifest.get('format_version')}, this code reads {SUPPORTED_FORMAT_VERSION}; "
-            "rebuild the shards with this version"
-        )
+        manifest = read_manifest(path)
+    except ManifestError as error:
+        raise ShardDataError(str(error)) from error
     entries = [ShardEntry(folder / shard["name"], int(shard["num_samples"])) for shard in manifest.get("shards", [])]
     if not entries:
         raise ShardDataError(f"{path}: lists no shard; rebuild the shards of split {split!r}")
@@ -184,6 +176,9 @@ class SelectedSample:
         Unique frame indices and, per clip and rate, positions into `jpegs`.
     boxes : list
         The crop boxes (augment.CropBox), one in training.
+    header_ok : bool or None
+        Whether every JPEG's frame header reads and gives width x height, checked in the loader worker for the
+        GPU backends (jpeg_header.headers_fit); None when not checked (the GPU decoders then check it).
     """
 
     video_id: str
@@ -193,6 +188,7 @@ class SelectedSample:
     jpegs: list[bytes]
     plan: FramePlan
     boxes: list = field(default_factory=list)
+    header_ok: bool | None = None
 
     def compressed_bytes(self) -> int:
         """Return the bytes of JPEG data held."""

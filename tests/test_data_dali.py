@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,29 @@ def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_s
     mean_abs, max_abs = differences_255(cpu_batch["frames"], dali_batch["frames"])
     print(f"DALI (CPU mode) vs cpu backend, crop {crop_size}: mean abs {mean_abs:.3f}, max abs {max_abs:.3f} (0-255)")
     assert mean_abs <= MEAN_ABS_LIMIT and max_abs <= MAX_ABS_LIMIT
+
+
+def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
+    """The loader's background decode thread (DALI run from that thread) yields the synchronous batches."""
+    import dataclasses
+
+    from data_pipeline import build_loader
+    from data_pipeline.loader import STATS_KEYS
+    from data_pipeline.prefetch import THREAD_NAME
+
+    runs = {}
+    for depth in (0, 2):
+        loader = build_loader(
+            shard_path.parent, "train", RATES, 2, decode="cpu", device="cpu", num_workers=0, crop_size=24, seed=3
+        )
+        loader = dataclasses.replace(
+            loader, backend="dali", config=dataclasses.replace(loader.config, decode_in_worker=False),
+            decoder=DaliDecoder(torch.device("cpu"), max_frames=2 * sum(RATES), num_threads=1), prefetch=depth,
+            totals={key: 0 for key in STATS_KEYS},
+        )  # fmt: skip
+        runs[depth] = (list(loader), loader.stats())
+    assert runs[0][1] == runs[2][1] and runs[2][1]["batches"] == 2
+    for plain, ahead in zip(runs[0][0], runs[2][0], strict=True):
+        assert plain["id"] == ahead["id"]
+        assert all(torch.equal(plain["frames"][rate], ahead["frames"][rate]) for rate in RATES)
+    assert not [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]
