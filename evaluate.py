@@ -1,0 +1,286 @@
+"""Evaluate checkpoints at any frame count: a table (checkpoint x frames, top-1 / top-5), a JSON and a PNG.
+
+Usage::
+
+    python evaluate.py --checkpoints runs/tsm16/best.pt runs/ffn/best.pt --frames 2 4 6 8 10 12 14 16 \\
+        --shards database/shards --output runs/eval
+
+A checkpoint is ours (train.py's ``last.pt`` / ``best.pt``) or an official TSM / TSM-FFN file (read through
+model/'s loader). ``NAME=PATH`` names a checkpoint in the table and the JSON. An FFN evaluated at T frames uses
+its nearest trained branch (ties to the larger); the temporal shift always uses the actual T. The default protocol
+is the paper's: 1 clip x 1 centre crop; ``--test-crops 3 --test-clips 2`` is TSM's fuller protocol. All models and
+frame counts are evaluated in one pass over the data. Runs under torchrun too (each video once across ranks).
+
+JSON (``<output>/<tag>.json``)::
+
+    {"settings": {...}, "models": {NAME: {"trained_frames": [...], "top1": {"2": ..}, "top5": {..},
+                                          "split": "validation", "n": ..., "checkpoint": path}}}
+
+top-1 and top-5 are percentages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model import build_model
+from preprocess.shard_format import write_json_atomic
+from train import evaluate_networks, init_distributed, is_distributed, resolve_channels_last, resolve_precision
+
+DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
+DEFAULT_CROP_SIZE = 224
+DEFAULT_TAG = "eval"
+OFFICIAL_ARCH = "resnet50"
+FFN_KEY_MARKERS = ("bn1_4.", "_16.", "adaconv_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="PATH or NAME=PATH, one or more")
+    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_FRAMES))
+    parser.add_argument("--shards", type=Path, required=True, help="folder with <split>.manifest.json and tars")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--output", type=Path, required=True, help="folder for <tag>.json and <tag>.png")
+    parser.add_argument("--tag", default=DEFAULT_TAG, help="file name stem of the JSON and the PNG")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per batch per process")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--decode", default="auto", help="auto, dali, torchvision or cpu")
+    parser.add_argument("--crop-size", type=int, default=None, help="default: the training crop, else 224")
+    parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: "
+                        "the training run's, else the loader's 256)")
+    parser.add_argument("--test-crops", type=int, choices=(1, 3), default=1)
+    parser.add_argument("--test-clips", type=int, default=1)
+    parser.add_argument("--short-video", choices=("official", "spread"), default="official")
+    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", default=None, help="plot title")
+    return parser
+
+
+def split_named_path(entry: str) -> tuple[str, Path]:
+    """Return (name, path) for ``NAME=PATH`` or ``PATH`` (name: the run folder for last.pt/best.pt, else stem)."""
+    if "=" in entry:
+        name, path = entry.split("=", 1)
+        return name, Path(path)
+    path = Path(entry)
+    name = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+    return name, path
+
+
+def is_ffn_state_dict(state_dict: dict[str, Any]) -> bool:
+    """True for an official TSM-FFN state dict (private BatchNorms / Weight Alteration keys)."""
+    return any(marker in key for key in state_dict for marker in FFN_KEY_MARKERS)
+
+
+def load_network(path: Path, arch: str, channels_last: bool,
+                 trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and load a model from one of our checkpoints or an official TSM / TSM-FFN file.
+
+    Returns
+    -------
+    (module, settings)
+        The model in eval mode on the CPU, and the training settings recorded in our checkpoints ({} else).
+
+    Raises
+    ------
+    SystemExit
+        If the file is missing or is neither format.
+    """
+    from model import load_checkpoint_file, load_official_state_dict
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such checkpoint; check --checkpoints")
+    try:
+        payload = load_checkpoint_file(path, trust_pickle=trust_pickle)
+    except ValueError as error:
+        raise SystemExit(f"{error}; evaluate.py: pass --trust-pickle for a file you trust") from error
+    if isinstance(payload, dict) and "config" in payload and "model" in payload:
+        config = dict(payload["config"], pretrained=None, channels_last=channels_last)
+        network = build_model(**config)
+        network.load_state_dict(payload["model"])
+        settings = payload.get("metrics", {}).get("settings", {})
+        return network.eval(), settings
+    state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state_dict, dict) or not any(key.endswith("new_fc.weight") for key in state_dict):
+        raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
+    num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
+    network = build_model(arch=arch, num_classes=num_classes, pretrained=None, channels_last=channels_last,
+                          ffn_frames=(4, 8, 16) if is_ffn_state_dict(state_dict) else None)
+    try:
+        load_official_state_dict(network, state_dict, strict=True)
+    except ValueError as error:
+        raise SystemExit(f"{path}: {error} (evaluate.py --arch sets the backbone)") from error
+    return network.eval(), {}
+
+
+def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any) -> Any:
+    """Return the first recorded training setting `key`, or the fallback."""
+    for settings in all_settings:
+        if settings.get(key) is not None:
+            return settings[key]
+    return fallback
+
+
+def model_entry(network: nn.Module, settings: dict[str, Any], rates: Sequence[int],
+                per_rate: dict[int, dict[str, float]], split: str, checkpoint: Path) -> dict[str, Any]:
+    """Return one model's JSON entry (trained frames: the FFN branches, else the training run's --frames)."""
+    trained = getattr(network, "trained_frames", None) or settings.get("frames") or []
+    return {
+        "trained_frames": [int(rate) for rate in trained],
+        "top1": {str(rate): round(per_rate[rate]["top1"], 4) for rate in rates},
+        "top5": {str(rate): round(per_rate[rate]["top5"], 4) for rate in rates},
+        "split": split,
+        "n": int(per_rate[rates[0]]["n"]),
+        "checkpoint": str(checkpoint),
+    }
+
+
+def format_table(models: dict[str, dict[str, Any]], rates: Sequence[int], key: str = "top1",
+                 second: str | None = "top5") -> str:
+    """Return a plain-text table: one row per model, one column per frame count (``top1 / top5``)."""
+    header = ["model"] + [f"{rate}F" for rate in rates]
+    rows = [header]
+    for name, entry in models.items():
+        cells = [name]
+        for rate in rates:
+            cell = f"{entry[key][str(rate)]:.1f}"
+            if second:
+                cell += f" / {entry[second][str(rate)]:.1f}"
+            cells.append(cell)
+        rows.append(cells)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def plot_top1(models: dict[str, dict[str, Any]], rates: Sequence[int], path: Path, title: str,
+              labels: dict[str, str] | None = None) -> None:
+    """Write a PNG of top-1 against frames, one line per model (a band where min / max are recorded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8.6, 4.2), dpi=120)
+    for name, entry in models.items():
+        values = [entry["top1"][str(rate)] for rate in rates]
+        line, = axes.plot(rates, values, marker="o", label=(labels or {}).get(name, name))
+        if "top1_min" in entry and "top1_max" in entry:
+            lows = [entry["top1_min"][str(rate)] for rate in rates]
+            highs = [entry["top1_max"][str(rate)] for rate in rates]
+            axes.fill_between(rates, lows, highs, color=line.get_color(), alpha=0.15)
+        trained = [rate for rate in entry.get("trained_frames", []) if rate in rates]
+        axes.scatter(trained, [entry["top1"][str(rate)] for rate in trained], s=90, facecolors="none",
+                     edgecolors=line.get_color())
+    axes.set_xlabel("frames at evaluation")
+    axes.set_ylabel("top-1 (%)")
+    axes.set_xticks(list(rates))
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(title="circled: trained frame counts", fontsize=8, title_fontsize=8, loc="upper left",
+                bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate every checkpoint at every frame count; write the JSON and PNG on rank 0; return the JSON."""
+    device, rank, world_size = init_distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    precision = resolve_precision(args.precision, device)
+    channels_last = resolve_channels_last(args.channels_last, device)
+    named = [split_named_path(entry) for entry in args.checkpoints]
+    networks, paths, all_settings = {}, {}, []
+    settings_by_name: dict[str, dict[str, Any]] = {}
+    for name, path in named:
+        if name in networks:
+            raise SystemExit(f"{path}: the name {name!r} is used twice; name them NAME=PATH")
+        network, settings = load_network(path, args.arch, channels_last, args.trust_pickle)
+        networks[name], paths[name], settings_by_name[name] = network.to(device), path, settings
+        all_settings.append(settings)
+    args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
+    if args.test_resize is None:
+        args.test_resize = settings_default(all_settings, "test_resize", None)
+    args.sampling, args.multi_scale = "independent", False
+    rates = sorted(set(args.frames))
+    loader = make_loader_for_eval(args, rates, device, rank, world_size)
+    start = time.perf_counter()
+    results = evaluate_networks(networks, loader, rates, device, precision)
+    seconds = time.perf_counter() - start
+    report = {
+        "settings": {
+            "split": args.split, "frames": rates, "shards": str(args.shards), "crop_size": args.crop_size,
+            "test_resize": args.test_resize, "test_crops": args.test_crops, "test_clips": args.test_clips,
+            "batch_size": args.batch_size, "precision": precision, "device": str(device),
+            "world_size": world_size, "seconds": round(seconds, 2),
+            "checkpoints": {name: str(path) for name, path in paths.items()},
+        },
+        "models": {name: model_entry(networks[name], settings_by_name[name], rates, results[name], args.split,
+                                     paths[name])
+                   for name in networks},
+    }
+    if rank == 0:
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.output / f"{args.tag}.json", report)
+        title = args.title or f"top-1 against frames ({args.split}, {report['models'][named[0][0]]['n']} videos)"
+        plot_top1(report["models"], rates, args.output / f"{args.tag}.png", title)
+        print(format_table(report["models"], rates))
+        print(f"wrote {args.output / (args.tag + '.json')} and {args.output / (args.tag + '.png')} "
+              f"({seconds:.1f} s)", flush=True)
+    return report
+
+
+def make_loader_for_eval(args: argparse.Namespace, rates: Sequence[int], device: torch.device, rank: int,
+                         world_size: int) -> Any:
+    """Build the evaluation loader: every rate of every video in one pass, the test transform and views."""
+    from data_pipeline import build_loader
+
+    options: dict[str, Any] = {
+        "shards": args.shards, "split": args.split, "rates": tuple(rates), "batch_size": args.batch_size,
+        "train": False, "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
+        "short_video": args.short_video, "crop_size": args.crop_size, "multi_scale": False, "flip": False,
+        "test_crops": args.test_crops, "test_clips": args.test_clips,
+    }
+    if args.test_resize is not None:
+        options["test_resize"] = args.test_resize
+    if world_size > 1:
+        options.update(rank=rank, world_size=world_size)
+    return build_loader(**options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    finally:
+        if is_distributed():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""`make demo`: the Temporal Frequency Deviation experiment on synthetic data, on any laptop (2 CPU cores, no GPU).
+
+Steps, each timed: generate a synthetic SSv2-format dataset (VP9 .webm + label JSONs), build its shards, train on
+the same data with one preset (``train.py --preset demo``): vanilla TSM at 16 frames (tsm16), TSM-FFN at 4/8/16
+(ffn), separated TSM at 4 and 8 frames (tsm4, tsm8); evaluate every model on the validation split at 2, 4, 6, 8, 12
+and 16 frames; print the table and the margins; write ``<runs>/tfd.json`` and ``<runs>/tfd.png``.
+
+Usage::
+
+    python scripts/demo.py --runs runs/demo [--seeds 0 1 2] [--started-at UNIX_TIME] [--workers N]
+
+With several seeds the data stay the same (data seed 0) and the training seed varies; every cell reports the mean
+and the min / max over seeds. Everything lives under ``--runs``. A rerun reuses the dataset, the shards and every
+finished training with identical settings (``--fresh`` starts over); an interrupted training resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from evaluate import format_table, plot_top1  # noqa: E402
+from preprocess.shard_format import write_json_atomic  # noqa: E402
+from train import PRESETS  # noqa: E402
+
+DATA_SEED = 0
+VIDEOS_PER_CLASS = 250
+SPLIT_FRACTIONS = (0.8, 0.2, 0.0)
+CLIP_FRAMES = 48
+FRAME_SIZE = "32x32"
+TRAIN_SHARDS = 16
+EVAL_SHARDS = 4
+EVAL_FRAMES = (2, 4, 6, 8, 12, 16)
+EVAL_BATCH = 50
+LOADER_WORKERS = 1
+OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
+VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
+MODELS: dict[str, list[str]] = {
+    "tsm16": ["--mode", "tsm", "--frames", "16"],
+    "ffn": ["--mode", "ffn", "--frames", "4", "8", "16"],
+    "tsm4": ["--mode", "tsm", "--frames", "4"],
+    "tsm8": ["--mode", "tsm", "--frames", "8"],
+}
+MODEL_LOSSES = {"tsm16": "cross-entropy", "ffn": OFFICIAL_LOSS, "tsm4": "cross-entropy", "tsm8": "cross-entropy",
+                "ffn_ce_all": VARIANT_LOSS}
+VARIANT_NAME = "ffn_ce_all"
+VARIANT_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--ce-all-rates"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, required=True, help="everything goes here (data, shards, runs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (mean and spread)")
+    parser.add_argument("--started-at", type=float, default=None, help="unix time `make demo` started (set-up)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for generation and shards")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (smoke runs)")
+    parser.add_argument("--fresh", action="store_true", help="delete <runs> first and redo everything")
+    return parser
+
+
+class Timer:
+    """Named wall-clock durations, in order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, command: Sequence[str]) -> None:
+        """Run a command (output streams through), record its wall time, stop the demo if it fails."""
+        print(f"\n== {name}: {' '.join(command)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(list(command), cwd=REPO_ROOT, check=False)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(f"demo: step {name!r} failed (exit {result.returncode}); see the output above")
+
+
+def generate_data(args: argparse.Namespace, data_root: Path, timer: Timer) -> dict[str, Any]:
+    """Generate the synthetic dataset unless one with the same settings is there; return generator.json."""
+    summary_path = data_root / "labels" / "generator.json"
+    wanted = {"videos_per_class": args.videos_per_class, "seed": DATA_SEED, "split_fractions": list(SPLIT_FRACTIONS)}
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if all(summary.get(key) == value for key, value in wanted.items()):
+            print(f"\n== generation: reusing {data_root}", flush=True)
+            timer.seconds["generation"] = 0.0
+            return summary
+    command = [sys.executable, "-m", "preprocess.synthetic", "--root", str(data_root), "--videos-per-class",
+               str(args.videos_per_class), "--size", FRAME_SIZE, "--frames", str(CLIP_FRAMES), "--seed",
+               str(DATA_SEED), "--split", *map(str, SPLIT_FRACTIONS), "--force"]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    timer.run("generation", command)
+    return json.loads(summary_path.read_text(encoding="utf-8"))
+
+
+def build_shards(args: argparse.Namespace, data_root: Path, shards: Path, timer: Timer) -> None:
+    """Build the train and validation shards at native size (a rerun skips finished shards)."""
+    command = [sys.executable, "-m", "preprocess.make_shards", "--data-root", str(data_root), "--out", str(shards),
+               "--splits", "train", "validation", "--short-side", "0", "--train-shards", str(TRAIN_SHARDS),
+               "--eval-shards", str(EVAL_SHARDS)]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    timer.run("shards", command)
+
+
+def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
+                  args: argparse.Namespace) -> list[str]:
+    """Return the train.py command of one demo model (the demo preset, validation only after the last epoch)."""
+    command = [sys.executable, "train.py", *mode_args, "--preset", "demo", "--shards", str(shards), "--output",
+               str(output), "--seed", str(seed), "--num-classes", str(num_classes), "--workers", str(LOADER_WORKERS),
+               "--threads", str(args.threads or os.cpu_count() or 1), "--val-every", "1000", "--no-progress"]
+    if args.epochs:
+        command += ["--epochs", str(args.epochs)]
+    return command
+
+
+def finished_run(output: Path, command: list[str]) -> str:
+    """Return "done" when a run with this exact command finished, "partial" when it can resume, else "new"."""
+    record = output / "demo_command.json"
+    last = output / "last.pt"
+    if not record.is_file() or not last.is_file():
+        return "new"
+    if json.loads(record.read_text(encoding="utf-8")) != command[1:]:
+        return "new"
+    import torch
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    epochs = checkpoint["metrics"]["settings"]["epochs"]
+    return "done" if checkpoint["epoch"] >= epochs else "partial"
+
+
+def train_model(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
+                args: argparse.Namespace, timer: Timer) -> Path:
+    """Train one model (or reuse / resume an identical run); return its last checkpoint."""
+    command = train_command(mode_args, shards, output, seed, num_classes, args)
+    state = finished_run(output, command)
+    label = f"train {name} (seed {seed})"
+    if state == "done":
+        print(f"\n== {label}: reusing {output / 'last.pt'}", flush=True)
+        timer.seconds[label] = 0.0
+        return output / "last.pt"
+    if state == "new" and output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / "demo_command.json", command[1:])
+    timer.run(label, command + (["--resume"] if state == "partial" else []))
+    return output / "last.pt"
+
+
+def evaluate_all(checkpoints: dict[str, Path], shards: Path, output: Path, tag: str, args: argparse.Namespace,
+                 timer: Timer) -> dict[str, Any]:
+    """Evaluate every given checkpoint in one pass over the validation data; return evaluate.py's JSON."""
+    command = [sys.executable, "evaluate.py", "--checkpoints", *[f"{key}={path}" for key, path in checkpoints.items()],
+               "--frames", *map(str, EVAL_FRAMES), "--shards", str(shards), "--output", str(output), "--tag", tag,
+               "--workers", str(LOADER_WORKERS), "--batch-size", str(EVAL_BATCH),
+               "--threads", str(args.threads or os.cpu_count() or 1)]
+    timer.run("evaluation", command)
+    return json.loads((output / f"{tag}.json").read_text(encoding="utf-8"))
+
+
+def aggregate(per_seed: dict[str, Any], names: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+    """Return {name: entry} with top-1 / top-5 means over seeds, min / max and the per-seed values."""
+    models = {}
+    for name in names:
+        entries = [per_seed["models"][f"{name}@seed{seed}"] for seed in seeds]
+        frames = list(entries[0]["top1"])
+        entry: dict[str, Any] = {"trained_frames": entries[0]["trained_frames"], "split": entries[0]["split"],
+                                 "n": entries[0]["n"], "seeds": list(seeds)}
+        for metric in ("top1", "top5"):
+            values = {rate: [item[metric][rate] for item in entries] for rate in frames}
+            entry[metric] = {rate: round(statistics.fmean(items), 2) for rate, items in values.items()}
+            entry[f"{metric}_min"] = {rate: min(items) for rate, items in values.items()}
+            entry[f"{metric}_max"] = {rate: max(items) for rate, items in values.items()}
+            entry[f"{metric}_by_seed"] = values
+        entry["checkpoints"] = [item["checkpoint"] for item in entries]
+        models[name] = entry
+    return models
+
+
+def margins(models: dict[str, Any], ffn_name: str = "ffn") -> list[dict[str, Any]]:
+    """Return the issue's margins (and the two reported differences) from mean top-1 values."""
+    top1 = {name: {int(rate): value for rate, value in entry["top1"].items()} for name, entry in models.items()}
+    tsm16, ffn = top1["tsm16"], top1[ffn_name]
+    checks = [
+        ("tsm16@4F <= tsm16@16F - 25", tsm16[4], tsm16[16] - 25, tsm16[4] <= tsm16[16] - 25),
+        (f"{ffn_name}@4F >= tsm16@4F + 30", ffn[4], tsm16[4] + 30, ffn[4] >= tsm16[4] + 30),
+        (f"{ffn_name}@16F >= tsm16@16F - 3", ffn[16], tsm16[16] - 3, ffn[16] >= tsm16[16] - 3),
+        ("tsm4@4F >= tsm16@16F - 10", top1["tsm4"][4], tsm16[16] - 10, top1["tsm4"][4] >= tsm16[16] - 10),
+    ]
+    rows = [{"rule": rule, "value": round(value, 2), "bound": round(bound, 2), "pass": bool(ok)}
+            for rule, value, bound, ok in checks]
+    rows.append({"rule": f"{ffn_name}@4F - tsm4@4F (reported)", "value": round(ffn[4] - top1["tsm4"][4], 2)})
+    if "tsm8" in top1:
+        rows.append({"rule": f"{ffn_name}@8F - tsm8@8F (reported)", "value": round(ffn[8] - top1["tsm8"][8], 2)})
+    return rows
+
+
+def print_margins(rows: list[dict[str, Any]]) -> None:
+    """Print the margins, one per line."""
+    for row in rows:
+        verdict = "" if "pass" not in row else ("  PASS" if row["pass"] else "  MISSED")
+        bound = "" if "bound" not in row else f" (bound {row['bound']:.2f})"
+        print(f"  {row['rule']}: {row['value']:.2f}{bound}{verdict}")
+
+
+def format_spread_table(models: dict[str, Any]) -> str:
+    """Return the top-1 table as mean [min-max] per cell (several seeds)."""
+    frames = list(next(iter(models.values()))["top1"])
+    header = ["model"] + [f"{rate}F" for rate in frames]
+    rows = [header]
+    for name, entry in models.items():
+        rows.append([name] + [f"{entry['top1'][r]:.1f} [{entry['top1_min'][r]:.1f}-{entry['top1_max'][r]:.1f}]"
+                              for r in frames])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
+def print_times(timer: Timer, setup_s: float | None, total_s: float) -> None:
+    """Print the time breakdown."""
+    print("\ntime breakdown (wall seconds)")
+    if setup_s is not None:
+        print(f"  {'set-up (make, venv)':<32} {setup_s:8.1f}")
+    for name, seconds in timer.seconds.items():
+        print(f"  {name:<32} {seconds:8.1f}")
+    print(f"  {'total':<32} {total_s:8.1f}  ({total_s / 60:.1f} min)")
+
+
+def settings_record(args: argparse.Namespace, summary: dict[str, Any], names: Sequence[str],
+                    commands: dict[str, str], n_val: int) -> dict[str, Any]:
+    """Return tfd.json's "settings": data, preset, loss per model, seeds, evaluation protocol and machine."""
+    losses = {name: MODEL_LOSSES[name] for name in names}
+    preset = dict(PRESETS["demo"])
+    if args.epochs:
+        preset["epochs"] = args.epochs
+    return {
+        "seeds": list(args.seeds), "data_seed": DATA_SEED, "classes": summary.get("templates"),
+        "num_classes": summary.get("num_classes"), "videos_per_class": summary.get("videos_per_class"),
+        "counts": summary.get("counts"), "clip_frames": CLIP_FRAMES, "frame_size": FRAME_SIZE,
+        "n_validation": n_val, "split": "validation", "eval_frames": list(EVAL_FRAMES),
+        "protocol": "1 clip x full 32x32 frame (test resize 32, centre crop 32)",
+        "preset": preset, "loss": losses, "commands": commands,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    """Plot tfd.json's top-1 against frames (mean with a min-max band over seeds)."""
+    seeds = report["settings"]["seeds"]
+    spread = " (mean, band: min-max)" if len(seeds) > 1 else ""
+    title = (f"Synthetic TFD: top-1 on {report['settings']['n_validation']} validation videos, "
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}{spread}")
+    labels = {VARIANT_NAME: f"{VARIANT_NAME} (CE on every rate: NOT official)", "ffn": "ffn (official loss)"}
+    order = [name for name in [*MODELS, VARIANT_NAME] if name in report["models"]]
+    models = {name: report["models"][name] for name in order}
+    plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every step; return tfd.json's content."""
+    begin = time.time()
+    setup_s = begin - args.started_at if args.started_at else None
+    runs = args.runs.resolve()
+    if args.fresh and runs.exists():
+        shutil.rmtree(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    data_root, shards, timer = runs / "data", runs / "shards", Timer()
+    summary = generate_data(args, data_root, timer)
+    build_shards(args, data_root, shards, timer)
+    num_classes = int(summary["num_classes"])
+    checkpoints: dict[str, Path] = {}
+    commands: dict[str, str] = {}
+    for seed in args.seeds:
+        for name, mode_args in MODELS.items():
+            output = runs / f"seed{seed}" / name
+            checkpoints[f"{name}@seed{seed}"] = train_model(name, mode_args, shards, output, seed, num_classes,
+                                                            args, timer)
+            commands[name] = shlex.join(train_command(mode_args, shards, output, seed, num_classes, args)[1:])
+    names = list(MODELS)
+    per_seed = evaluate_all(checkpoints, shards, runs, "tfd_per_seed", args, timer)
+    models = aggregate(per_seed, names, args.seeds)
+    checks = margins(models)
+    if not all(row["pass"] for row in checks[1:3]):
+        print("\nan FFN margin is missed with the official loss: training the variant with CE on every rate too",
+              flush=True)
+        variant_checkpoints = {}
+        for seed in args.seeds:
+            output = runs / f"seed{seed}" / VARIANT_NAME
+            variant_checkpoints[f"{VARIANT_NAME}@seed{seed}"] = train_model(
+                VARIANT_NAME, VARIANT_ARGS, shards, output, seed, num_classes, args, timer)
+            commands[VARIANT_NAME] = shlex.join(train_command(VARIANT_ARGS, shards, output, seed, num_classes,
+                                                              args)[1:])
+        variant = evaluate_all(variant_checkpoints, shards, runs, "tfd_per_seed_variant", args, timer)
+        per_seed["models"].update(variant["models"])
+        names.append(VARIANT_NAME)
+        models = aggregate(per_seed, names, args.seeds)
+    n_val = models["tsm16"]["n"]
+    report = {
+        "settings": settings_record(args, summary, names, commands, n_val),
+        "models": models,
+        "margins": {"official_loss": margins(models)},
+    }
+    if VARIANT_NAME in models:
+        report["margins"]["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
+    total_s = time.time() - begin + (setup_s or 0.0)
+    report["settings"]["timings_s"] = {"setup": None if setup_s is None else round(setup_s, 1),
+                                       **{k: round(v, 1) for k, v in timer.seconds.items()},
+                                       "total": round(total_s, 1)}
+    write_json_atomic(runs / "tfd.json", report)
+    write_plot(report, runs / "tfd.png")
+    print("\ntop-1 (%) on the validation split" + (" (mean [min-max] over seeds)" if len(args.seeds) > 1 else ""))
+    print(format_spread_table(models) if len(args.seeds) > 1 else format_table(models, EVAL_FRAMES, second=None))
+    for label, rows in report["margins"].items():
+        print(f"\nmargins ({label.replace('_', ' ')})")
+        print_margins(rows)
+    print_times(timer, setup_s, total_s)
+    print(f"\nwrote {runs / 'tfd.json'} and {runs / 'tfd.png'}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    run_demo(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
