@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from preprocess import shard_format
-from preprocess.annotations import AnnotationError, VideoEntry, entries_digest, load_annotations, video_path
+from preprocess.annotations import (
+    LABELS_FILE,
+    AnnotationError,
+    VideoEntry,
+    entries_digest,
+    labels_dir,
+    load_annotations,
+    read_labels,
+    video_path,
+)
 from preprocess.ffmpeg_tools import FfmpegInfo, FfmpegNotFoundError, resolve_ffmpeg
 from preprocess.shard_format import SPLITS, ManifestError
 
@@ -109,11 +118,14 @@ def shard_count(requested: int, usable: int) -> int:
     return 0 if usable == 0 else max(1, min(requested, usable))
 
 
-def split_settings(args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, num_shards: int, digest: str) -> dict:
+def split_settings(
+    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, num_shards: int, digest: str, num_classes: int
+) -> dict:
     """Return the settings recorded in a split's manifest; their hash guards every sidecar."""
     return {
         "format_version": shard_format.FORMAT_VERSION,
         "split": split,
+        "num_classes": num_classes,
         "frames": FRAMES_RULE,
         "size_rule": size_rule(args.short_side),
         "short_side": args.short_side,
@@ -128,8 +140,10 @@ def split_settings(args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, num
     }
 
 
-def plan_split(args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries: Sequence[VideoEntry]) -> SplitPlan:
-    """Order a split's videos, cut them into shards and build each shard's task."""
+def plan_split(
+    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries: Sequence[VideoEntry], num_classes: int
+) -> SplitPlan:
+    """Order a split's videos, cut them into shards and build each shard's task (num_classes: labels.json size)."""
     usable = sorted(
         (entry for entry in entries if entry.skip_reason is None),
         key=lambda entry: shuffle_key(args.seed, split, entry.video_id),
@@ -137,7 +151,7 @@ def plan_split(args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries
     pre_skipped = [{"id": entry.video_id, "reason": entry.skip_reason} for entry in entries if entry.skip_reason]
     requested = args.train_shards if split == "train" else args.eval_shards
     num_shards = shard_count(requested, len(usable))
-    settings = split_settings(args, ffmpeg, split, num_shards, entries_digest(usable))
+    settings = split_settings(args, ffmpeg, split, num_shards, entries_digest(usable), num_classes)
     digest = shard_format.settings_hash(settings)
     tasks = []
     for index in range(num_shards):
@@ -406,7 +420,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo) -> list[SplitPlan]:
     """Read and validate every annotation file, then plan every split (nothing is written)."""
     annotations = load_annotations(args.data_root, args.splits)
-    return [plan_split(args, ffmpeg, split, entries) for split, entries in annotations.items()]
+    num_classes = len(read_labels(labels_dir(args.data_root) / LABELS_FILE))
+    return [plan_split(args, ffmpeg, split, entries, num_classes) for split, entries in annotations.items()]
 
 
 def run_slice(args: argparse.Namespace, plans: Sequence[SplitPlan]) -> tuple[int, int, list[dict[str, str]]]:

@@ -142,6 +142,8 @@ def test_manifests_count_every_good_video_and_list_the_bad_ones(dataset, built):
         assert manifest["num_frames"] == sum(shard["num_frames"] for shard in manifest["shards"])
         assert all((built / shard["name"]).stat().st_size == shard["bytes"] for shard in manifest["shards"])
         assert manifest["settings"]["jpeg_quality"] == 90 and manifest["settings"]["ffmpeg_path"]
+        labels = json.loads((root / "labels" / "labels.json").read_text())
+        assert manifest["settings"]["num_classes"] == len(labels)
     skipped = {}
     for split in annotations:
         skipped.update({e["id"]: e["reason"] for e in read_manifest(manifest_path(built, split))["skipped"]})
