@@ -180,7 +180,7 @@ def aggregate(per_seed: dict[str, Any], names: Sequence[str], seeds: Sequence[in
     models = {}
     for name in names:
         entries = [per_seed["models"][f"{name}@seed{seed}"] for seed in seeds]
-        frames = list(entries[0]["top1"])
+        frames = sorted(entries[0]["top1"], key=int)
         entry: dict[str, Any] = {"trained_frames": entries[0]["trained_frames"], "split": entries[0]["split"],
                                  "n": entries[0]["n"], "seeds": list(seeds)}
         for metric in ("top1", "top5"):
@@ -222,7 +222,7 @@ def print_margins(rows: list[dict[str, Any]]) -> None:
 
 def format_spread_table(models: dict[str, Any]) -> str:
     """Return the top-1 table as mean [min-max] per cell (several seeds)."""
-    frames = list(next(iter(models.values()))["top1"])
+    frames = sorted(next(iter(models.values()))["top1"], key=int)
     header = ["model"] + [f"{rate}F" for rate in frames]
     rows = [header]
     for name, entry in models.items():
