@@ -459,17 +459,10 @@ def scaled_learning_rate(base_lr: float, total_batch: int) -> float:
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary name, fsync, then rename: a reader never sees half a checkpoint."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    from preprocess.shard_format import atomic_file
+
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

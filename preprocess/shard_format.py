@@ -16,14 +16,15 @@ This module needs only the standard library, so the GPU machine (no ffmpeg) can 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
@@ -111,38 +112,40 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_tar_atomic(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
-    """Write a tar of `members` under a temporary name, fsync, rename to `path`; return its size in bytes."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path` for writing; on success fsync it and rename it to `path`.
+
+    On any error the temporary file is removed and `path` is left as it was, so a reader never sees half a file.
+    """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    encoding = None if "b" in mode else "utf-8"
     try:
-        with open(temporary, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-                for name, payload in members:
-                    archive.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+        with open(temporary, mode, encoding=encoding) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
-    return path.stat().st_size
+
+
+def write_tar_atomic(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write a tar of `members` under a temporary name, fsync, rename to `path`; return its size in bytes."""
+    with atomic_file(path) as handle:
+        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+            for name, payload in members:
+                archive.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+    return Path(path).stat().st_size
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to a temporary file, fsync and rename, so a reader never sees half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    with atomic_file(path, "w") as handle:
+        json.dump(payload, handle, indent=1, sort_keys=True)
+        handle.write("\n")
 
 
 def write_sidecar(
