@@ -1,11 +1,13 @@
-"""Decoding backends: cpu (PIL in loader workers), torchvision (batched GPU decode), dali (fn.decoders.image).
+"""Decoding backends: cpu (torchvision or PIL in loader workers), torchvision (batched GPU decode), dali
+(fn.decoders.image).
 
 Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes).
 The batch entry point is `decode_batch` (cpu) or a decoder's `decode_batch` method (torchvision, dali): they write
 every video straight into the preallocated batch layout {rate: float (B*V, T, 3, S, S)}, normalised with the
-ImageNet mean/std, and replace each video with a corrupt JPEG by another good video of the batch (`finish_batch`),
-so batch sizes and counts never change. The per-video forms (`process_cpu`, calling a decoder, `assemble_batch`)
-give the same numbers for tests and checks. DALI and torchvision are imported lazily.
+ImageNet mean/std (the cpu backend's loader workers ask for uint8 instead, normalised on the training device),
+and replace each video with a corrupt JPEG by another good video of the batch (`finish_batch`), so batch sizes
+and counts never change. The per-video forms (`process_cpu`, calling a decoder, `assemble_batch`)
+give the same numbers for tests and checks. DALI is imported lazily.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ def decode_jpeg_pil(jpeg: bytes) -> np.ndarray:
 def decode_video_cpu(sample: SelectedSample) -> list[torch.Tensor]:
     """Decode a sample's unique frames on the CPU, uint8 (3, H, W) each; raise CorruptFrameError if any fails.
 
-    torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here); PIL when torchvision
-    refuses a frame (PIL then names the problem or decodes what torchvision would not). Full resolution always.
+    torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here; simplejpeg measured
+    only 1-2% faster still, not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
+    problem or decodes what torchvision would not). Full resolution always. Frames come back as (3, H, W) views
+    of (H, W, 3) memory, the layout augment.crop_frames resizes fastest.
     """
     try:
         frames = decode_jpegs_torchvision_cpu(sample.jpegs)
@@ -109,6 +113,7 @@ def decode_batch(
     mean: torch.Tensor | None = None,
     std: torch.Tensor | None = None,
     fallback: SelectedSample | None = None,
+    normalise: bool = True,
 ) -> tuple[dict[str, Any], int]:
     """Decode and augment a batch on the CPU into the batch layout, replacing corrupt videos.
 
@@ -120,6 +125,9 @@ def decode_batch(
         From augment.normalisation_tensors (made when omitted).
     fallback : SelectedSample, optional
         A good video seen earlier, decoded only when every video of this batch is corrupt.
+    normalise : bool
+        True: float frames normalised with mean/std. False: the resized uint8 frames (a quarter of the bytes to
+        hand between processes and to the device), for augment.normalise_views where the model runs.
 
     Returns
     -------
@@ -129,7 +137,7 @@ def decode_batch(
     if mean is None or std is None:
         mean, std = normalisation_tensors()
     rates, views, size = batch_geometry(samples)
-    outputs = allocate_views(rates, len(samples), views, size)
+    outputs = allocate_views(rates, len(samples), views, size, dtype=torch.float32 if normalise else torch.uint8)
     samples = list(samples)
     good = [cpu_into(sample, slot(outputs, index, views), mean, std) for index, sample in enumerate(samples)]
     if not any(good) and fallback is not None and cpu_into(fallback, slot(outputs, 0, views), mean, std):

@@ -1,8 +1,10 @@
 """build_loader: the one entry point train.py and evaluate.py use (see README, section data_pipeline).
 
 Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
-slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes and
-augments in the workers (pinned output when CUDA is available); for the GPU backends (torchvision, dali) the workers
+slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes, crops
+and resizes in the workers into a uint8 batch (a quarter of the bytes of float; pinned when CUDA is available),
+which the main process moves to the training device and normalises there (augment.normalise_views); for the GPU
+backends (torchvision, dali) the workers
 also check every kept JPEG's header (jpeg_header), and the compressed batch is decoded on the device in the main
 process, by a background thread on its own CUDA stream that runs `prefetch` batches ahead (data_pipeline.prefetch).
 """
@@ -20,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_pipeline.augment import choose_boxes, normalisation_tensors
+from data_pipeline.augment import choose_boxes, normalisation_tensors, normalise_views
 from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, choose_backend, decode_batch
+from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
 from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, plan_frames
@@ -29,6 +32,7 @@ from data_pipeline.stream import (
     Assignment,
     SelectedSample,
     ShardEntry,
+    TAR_READERS,
     ShuffleBuffer,
     Slot,
     assign,
@@ -72,6 +76,8 @@ class PipelineConfig:
     world_size: int = 1
     num_workers: int = 1
     batches_per_rank: int = 0
+    tar_reader: str = "lean"
+    keep_freed_memory: bool = True
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
@@ -116,7 +122,7 @@ class ShardVideoDataset(IterableDataset):
         assignment = assign(self.entries, slot, order)
         while True:
             kept = 0
-            for raw, shard in read_assigned(self.entries, assignment):
+            for raw, shard in read_assigned(self.entries, assignment, self.config.tar_reader):
                 kept += 1
                 yield select_sample(raw, shard, self.config, rng)
             if not self.config.train:
@@ -164,6 +170,8 @@ class ShardVideoDataset(IterableDataset):
         slot = self._slot()
         if get_worker_info() is not None:
             torch.set_num_threads(WORKER_TORCH_THREADS)
+        if self.config.keep_freed_memory:
+            keep_freed_host_memory()
         rng = np.random.default_rng([self.config.seed, self.config.epoch, slot.index, WORKER_STREAM])
         mean, std = normalisation_tensors()
         fallback = None
@@ -176,7 +184,7 @@ class ShardVideoDataset(IterableDataset):
             if not self.config.decode_in_worker:
                 yield group, stats
                 continue
-            batch, replaced = decode_batch(group, mean, std, fallback)
+            batch, replaced = decode_batch(group, mean, std, fallback, normalise=False)
             stats["corrupt_videos_replaced"] = replaced
             fallback = next((sample for sample in group if sample.video_id in batch["id"]), fallback)
             yield batch, stats
@@ -220,6 +228,7 @@ class VideoLoader:
     decoder: Any = None
     prefetch: int = 0
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
+    normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
@@ -254,7 +263,7 @@ class VideoLoader:
         yield from self._data_loader()
 
     def _finish(self, pair: tuple[Any, dict[str, int]]) -> tuple[dict[str, Any], dict[str, int]]:
-        """Decode on the GPU (GPU backends) or move the batch to a non-CPU device (cpu backend).
+        """Decode on the GPU (GPU backends), or move the cpu backend's uint8 batch to the device and normalise it.
 
         Returns the batch and its stats delta, with the corrupt videos the GPU decoder replaced added.
         """
@@ -262,13 +271,19 @@ class VideoLoader:
         if self.decoder is not None:
             batch, replaced = self.decoder.decode_batch(item)
             return batch, dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
-        if self.device.type != "cpu":
-            moved = {rate: frames.to(self.device, non_blocking=True) for rate, frames in item["frames"].items()}
-            item["frames"] = moved
+        if self.normalisation is None:
+            self.normalisation = normalisation_tensors(self.device)
+        mean, std = self.normalisation
+        item["frames"] = {
+            rate: normalise_views(frames.to(self.device, non_blocking=True), mean, std)
+            for rate, frames in item["frames"].items()
+        }
         return item, stats
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this rank's batches of the current epoch (stats count a batch when it is yielded)."""
+        if self.config.keep_freed_memory:
+            keep_freed_host_memory()
         if self.decoder is None or self.prefetch < 1:
             for batch, stats in map(self._finish, self._items()):
                 self._count(stats)
@@ -328,6 +343,8 @@ def build_loader(
     rank: int | None = None,
     world_size: int | None = None,
     prefetch: int | None = None,
+    tar_reader: str = "lean",
+    keep_freed_memory: bool = True,
 ) -> VideoLoader:
     """Build the streaming multi-rate video loader of one rank.
 
@@ -363,6 +380,12 @@ def build_loader(
         GPU backends: batches decoded ahead in a background thread on a side CUDA stream, overlapping decode with
         training (default data_pipeline.prefetch.DEFAULT_PREFETCH; 0: decode in the caller's thread). Ignored by
         the cpu backend (its workers already run ahead).
+    tar_reader : str
+        "lean" (data_pipeline.tar_reader, the default) or "webdataset" (WebDataset's tarfile-based iterator; the
+        same samples, slower; a fallback should a shard written by another tool trip the lean reader).
+    keep_freed_memory : bool
+        Let malloc keep freed batch-sized blocks for reuse in the workers and in this process
+        (data_pipeline.host_memory; glibc only): saves first-touch page faults on every batch, keeps peak heap.
 
     Returns
     -------
@@ -370,6 +393,8 @@ def build_loader(
         Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}.
     """
     _check_options(rates, batch_size, sampling, short_video, crop_size)
+    if tar_reader not in TAR_READERS:
+        raise ValueError(f"tar_reader={tar_reader!r}; use one of {TAR_READERS}")
     if prefetch is not None and prefetch < 0:
         raise ValueError(f"prefetch={prefetch}; use 0 (off) or a positive queue depth")
     if device is None:
@@ -388,6 +413,7 @@ def build_loader(
         test_crops=1 if train else int(test_crops), test_clips=1 if train else int(test_clips),
         shuffle_buffer=int(shuffle_buffer), rank=rank, world_size=world_size, num_workers=workers,
         batches_per_rank=train_batches_per_rank(entries, world_size, int(batch_size)) if train else 0,
+        tar_reader=tar_reader, keep_freed_memory=bool(keep_freed_memory),
     )  # fmt: skip
     if train and config.batches_per_rank == 0:
         raise ValueError(

@@ -27,10 +27,12 @@ import numpy as np
 from webdataset.tariterators import group_by_keys, tar_file_iterator  # at import: not once per forked worker
 
 from data_pipeline.sampling import FramePlan
+from data_pipeline.tar_reader import TarFormatError, read_samples
 from preprocess.shard_format import ManifestError, manifest_path, read_manifest
 
 SHARD_ORDER_STREAM = 0x5A4D  # separates the shard-order random stream from the per-worker one
 REQUIRED_META_KEYS = ("id", "label", "num_frames", "width", "height", "offsets", "lengths")
+TAR_READERS = ("lean", "webdataset")
 
 
 class ShardDataError(RuntimeError):
@@ -150,13 +152,27 @@ def worker_quota(batches_per_rank: int, worker: int, workers: int) -> int:
     return batches_per_rank // workers + int(worker < batches_per_rank % workers)
 
 
-def iterate_tar(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the samples {"__key__", "json", "frames"} of one shard with WebDataset's tar primitives."""
+def iterate_tar(path: Path, reader: str = "lean") -> Iterator[dict[str, Any]]:
+    """Yield the samples {"__key__", "json", "frames", ...} of one shard.
+
+    Parameters
+    ----------
+    path : Path
+        The shard.
+    reader : str
+        "lean" (data_pipeline.tar_reader: one read per member, the default) or "webdataset" (WebDataset's
+        tarfile-based iterator; the same samples, slower on packed members).
+    """
+    if reader not in TAR_READERS:
+        raise ValueError(f"tar reader {reader!r}; use one of {TAR_READERS}")
     try:
+        if reader == "lean":
+            yield from read_samples(path)
+            return
         with open(path, "rb") as stream:
             members = (dict(member, __url__=str(path)) for member in tar_file_iterator(stream))
             yield from group_by_keys(members)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TarFormatError) as error:
         raise ShardDataError(f"{path}: unreadable shard ({error}); run `make verify-shards` and rebuild it") from error
 
 
@@ -239,8 +255,10 @@ class ShuffleBuffer:
             yield self.items.pop()
 
 
-def read_assigned(entries: Sequence[ShardEntry], assignment: Assignment) -> Iterator[tuple[dict[str, Any], Path]]:
-    """Yield (raw sample, shard path) for the samples a slot keeps, reading only its shards."""
+def read_assigned(
+    entries: Sequence[ShardEntry], assignment: Assignment, reader: str = "lean"
+) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Yield (raw sample, shard path) for the samples a slot keeps, reading only its shards (see `iterate_tar`)."""
     position = 0
     for shard_index in assignment.shards:
         path = entries[shard_index].path
@@ -250,10 +268,9 @@ def read_assigned(entries: Sequence[ShardEntry], assignment: Assignment) -> Iter
             position += count
             if first_kept >= count:
                 continue
-            for local, raw in enumerate(iterate_tar(path)):
+            for local, raw in enumerate(iterate_tar(path, reader)):
                 if local % assignment.stride == first_kept:
                     yield raw, path
             continue
-        for raw in iterate_tar(path):
+        for raw in iterate_tar(path, reader):
             yield raw, path
-

@@ -13,9 +13,10 @@ from PIL import Image
 from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader, reduce_counts
-from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
-from data_pipeline.decode import choose_backend
-from data_pipeline.stream import ShardDataError
+from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
+from data_pipeline.decode import choose_backend, decode_batch
+from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.stream import ShardDataError, iterate_tar, read_split
 
 FRAME_COUNTS = (48, 30, 12, 4)
 TRAIN_SHARD_SIZES = (9, 3, 7, 2, 6)
@@ -82,6 +83,21 @@ def test_eval_frames_are_the_exact_normalised_centre_crop(shards: Path) -> None:
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert batch["id"][0] == "e0000"
     torch.testing.assert_close(batch["frames"][8][0], (crop - mean) / std, atol=1e-5, rtol=0)
+
+
+def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
+    """The cpu backend's workers hand over uint8; normalising it gives exactly the float path's batch."""
+    config = PipelineConfig(rates=(4, 8), batch_size=4, train=True, decode_in_worker=True, crop_size=24, seed=5)
+    shard = read_split(shards, "train")[0].path
+    rng = np.random.default_rng(5)
+    samples = [select_sample(raw, shard, config, rng) for raw in iterate_tar(shard)][:4]
+    floats, _ = decode_batch(samples)
+    raw, _ = decode_batch(samples, normalise=False)
+    mean, std = normalisation_tensors()
+    for rate in (4, 8):
+        assert raw["frames"][rate].dtype == torch.uint8 and raw["frames"][rate].shape == (4, rate, 3, 24, 24)
+        assert torch.equal(normalise_views(raw["frames"][rate], mean, std), floats["frames"][rate])
+    assert raw["id"] == floats["id"]
 
 
 @pytest.mark.parametrize("workers", [0, 2, 3])

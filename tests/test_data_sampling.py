@@ -10,10 +10,12 @@ from data_pipeline.augment import (
     FIXED_OFFSET_STEPS,
     CropBox,
     choose_boxes,
+    crop_frames,
     crop_resize,
     eval_boxes,
     multi_scale_box,
     normalisation_tensors,
+    resize,
     video_views,
 )
 from data_pipeline.sampling import (
@@ -166,6 +168,18 @@ def test_uint8_resize_on_cpu_stays_within_one_level_of_float_bilinear() -> None:
         region = frames[:, :, box.y : box.y + box.height, box.x : box.x + box.width].float()
         exact = torch.nn.functional.interpolate(region, size=(box.out_height, box.out_width), mode="bilinear")
         assert (fast - exact).abs().max() <= 1.0 + 1e-3
+
+
+def test_channels_last_frames_crop_and_resize_to_the_same_pixels() -> None:
+    """Decoder output ((3, H, W) views of (H, W, 3) memory) takes the fast path with bit-identical results."""
+    planar = torch.randint(0, 256, (5, 3, 60, 80), dtype=torch.uint8)
+    interleaved = [frame.permute(1, 2, 0).contiguous().permute(2, 0, 1) for frame in planar]
+    assert interleaved[0].stride(0) == 1 and planar[0].stride(2) == 1
+    for box in (CropBox(3, 1, 57, 50, 24, 24), CropBox(10, 4, 30, 30, 64, 64, flip=True)):
+        fast = resize(crop_frames(interleaved, [4, 0, 2], box), box)
+        reference = resize(crop_frames(list(planar), [4, 0, 2], box), box)
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(fast, reference)
 
 
 def test_one_crop_shared_by_every_frame_and_rate() -> None:

@@ -1,0 +1,159 @@
+"""A lean reader for WebDataset tar shards: one ``read`` per header and one per member, no per-block copying.
+
+WebDataset's own iterator goes through Python's ``tarfile`` in stream mode, which reads every member in 10 KiB
+pieces and joins them: about 30 us per member plus about 5 us per 10 KiB here. A packed shard has two members
+per video (``.json`` and a ``.frames`` member of about 1 MB), so that piecewise copying is most of the cost of
+reading it. This reader parses the 512-byte headers itself and reads each member with a single call.
+
+It reads what WebDataset reads: POSIX ustar (with the name prefix field), pax extended headers (``path``) and
+GNU long names; directories, links and other non-regular members are skipped, as are WebDataset's ``__meta__``
+style names. Samples are formed the WebDataset way: consecutive members that share the part of their name before
+the first dot of the basename form one sample, keyed by the rest (lower case). A damaged header (bad checksum,
+bad size) or a member cut short raises `TarFormatError`; the caller names the shard and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+BLOCK_SIZE = 512
+REGULAR_TYPES = (b"0", b"\0", b"7")
+PAX_TYPE = b"x"
+PAX_GLOBAL_TYPE = b"g"
+GNU_LONG_NAME_TYPE = b"L"
+CHECKSUM_FIELD = slice(148, 156)
+SKIPPED_NAME = re.compile(r"__[^/]*__($|/)")
+
+
+class TarFormatError(ValueError):
+    """A tar shard is damaged: bad header checksum, bad number field, or a member cut short."""
+
+
+def _number(field: bytes) -> int:
+    """Parse a tar number field: octal text, or GNU base-256 when the top bit of the first byte is set."""
+    if field and field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] & 0x40 else value
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError as error:
+        raise TarFormatError(f"bad number field {field!r} in a tar header") from error
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """Whether the header's stored checksum matches (the unsigned sum, checksum field read as spaces)."""
+    stored = _number(header[CHECKSUM_FIELD])
+    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    return stored == computed
+
+
+def _header_name(header: bytes) -> str:
+    """The member name of a ustar header (prefix + "/" + name when the prefix field is used)."""
+    name = header[:100].split(b"\0", 1)[0]
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _pax_path(payload: bytes) -> str | None:
+    """The ``path`` record of a pax extended header, if any ("<length> path=<value>\\n" records)."""
+    position = 0
+    found = None
+    while position < len(payload):
+        space = payload.find(b" ", position)
+        if space < 0:
+            break
+        length = int(payload[position:space])
+        record = payload[space + 1 : position + length - 1]
+        key, _, value = record.partition(b"=")
+        if key == b"path":
+            found = value.decode("utf-8", "surrogateescape")
+        position += max(length, 1)
+    return found
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    """Read exactly `size` bytes or raise TarFormatError (a member cut short)."""
+    data = stream.read(size)
+    if len(data) != size:
+        raise TarFormatError(f"a member is cut short ({len(data)} of {size} bytes)")
+    return data
+
+
+def iterate_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, data) of every regular member of a tar stream, in order.
+
+    Raises
+    ------
+    TarFormatError
+        On a bad header checksum, a bad number field, or a truncated member.
+    """
+    pending_name: str | None = None
+    while True:
+        header = stream.read(BLOCK_SIZE)
+        if len(header) < BLOCK_SIZE or header.count(0) == BLOCK_SIZE:
+            return  # end-of-archive blocks (or a file ending on a block boundary without them)
+        if not _checksum_ok(header):
+            raise TarFormatError("bad tar header checksum")
+        size = _number(header[124:136])
+        if size < 0:
+            raise TarFormatError("negative member size in a tar header")
+        data = _read_exact(stream, size)
+        padding = -size % BLOCK_SIZE
+        if padding:
+            _read_exact(stream, padding)
+        kind = header[156:157]
+        if kind == GNU_LONG_NAME_TYPE:
+            pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if kind == PAX_TYPE:
+            pending_name = _pax_path(data) or pending_name
+            continue
+        name, pending_name = pending_name or _header_name(header), None
+        if kind in REGULAR_TYPES and not SKIPPED_NAME.match(name):
+            yield name, data
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Split a member name WebDataset's way: (key, field) at the first dot of the basename; field lower case."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :].lower()
+
+
+def iterate_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
+    """Yield samples {"__key__", "__url__", field: bytes, ...} of a tar stream (consecutive members by key).
+
+    Raises
+    ------
+    TarFormatError
+        As `iterate_members`, and when a sample holds the same field twice.
+    """
+    sample: dict[str, Any] | None = None
+    for name, data in iterate_members(stream):
+        key, suffix = split_name(name)
+        if not suffix:
+            continue
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        if suffix in sample:
+            raise TarFormatError(f"member {name!r} repeats field {suffix!r} of sample {key!r}")
+        sample[suffix] = data
+    if sample is not None:
+        yield sample
+
+
+def read_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the samples of the tar file at `path` (see `iterate_samples`)."""
+    with open(path, "rb", buffering=0) as stream:
+        yield from iterate_samples(stream, str(path))
