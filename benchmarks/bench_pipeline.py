@@ -3,9 +3,12 @@
 1. Shard iteration without decode: packed shards (one ``.frames`` member per video) against the same frames
    written one tar member per frame; each layout read with our lean tar reader and with webdataset.WebDataset.
 2. FFN clips/s on one CPU core (one process, one torch thread): our cpu backend (independent 4+8+16 sampling,
-   official multi-scale train augmentation to 224, normalised float output, full-resolution decode) against an
-   official-style baseline built from the same JPEG bytes (one file per frame in a folder per video, PIL open per
-   frame, per-frame Python crop and resize, per-frame normalise, torch.stack); `nested` sampling reported apart.
+   official multi-scale train augmentation to 224, full-resolution decode; the worker's uint8 batch normalised to
+   the float batch on the CPU, counted) against an official-style baseline built from the same JPEG bytes (one
+   file per frame in a folder per video, PIL open per frame, per-frame Python crop and resize, per-frame
+   normalise, torch.stack); `nested` sampling and the worker's share alone (normalisation on a GPU or MPS device)
+   reported apart. Each allocator setting (data_pipeline.host_memory's kept freed memory, glibc's defaults) runs
+   in a fresh process of its own, ours and the baseline under the same setting.
 3. Host memory of one loader worker (cpu backend) with the default shuffle buffer once the buffer is full.
 4. On CUDA only: decode + augment frames/s of the torchvision and dali backends into the training layout.
 
@@ -195,25 +198,22 @@ def run_baseline(entries: list[tuple[Path, int]], clips: int, seed: int) -> floa
     return done / (time.process_time() - start)
 
 
-def ours_config(
-    sampling: str, batches: int, shuffle_buffer: int, decode: bool = True, keep_freed: bool = True
-) -> PipelineConfig:
+def ours_config(sampling: str, batches: int, shuffle_buffer: int, decode: bool = True) -> PipelineConfig:
     """Our cpu-backend worker configuration for FFN training clips."""
     return PipelineConfig(
         rates=RATES, batch_size=BATCH, train=True, decode_in_worker=decode, seed=1, sampling=sampling,
         crop_size=CROP_SIZE, multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1, batches_per_rank=batches,
-        keep_freed_memory=keep_freed,
     )  # fmt: skip
 
 
-def run_ours(shards: Path, clips: int, sampling: str, keep_freed: bool, normalise: bool = True) -> tuple[float, float]:
+def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) -> tuple[float, float]:
     """Our cpu backend in this process: clips/s and mean frames decoded per clip.
 
     The worker's work (read, sample, decode, crop, resize into a uint8 batch) and, with `normalise`, the main
     process's normalisation to the float batch on the CPU (VideoLoader does it on the training device).
     """
     entries = read_split(shards, SPLIT)
-    dataset = ShardVideoDataset(entries, ours_config(sampling, max(1, clips // BATCH), BATCH, keep_freed=keep_freed))
+    dataset = ShardVideoDataset(entries, ours_config(sampling, max(1, clips // BATCH), BATCH))
     mean, std = normalisation_tensors()
     start = time.process_time()
     done, decoded = 0, 0
@@ -372,10 +372,10 @@ def ffn_figures(data: dict[str, Any], clips: int, repeats: int, keep_freed: bool
     best = best_of(
         repeats,
         {
-            "ours_independent": lambda: run_ours(data["packed"], clips, "independent", keep_freed),
+            "ours_independent": lambda: run_ours(data["packed"], clips, "independent"),
             "baseline": lambda: run_baseline(data["folders"], clips, seed=1),
-            "ours_nested": lambda: run_ours(data["packed"], clips, "nested", keep_freed),
-            "ours_worker_only": lambda: run_ours(data["packed"], clips, "independent", keep_freed, normalise=False),
+            "ours_nested": lambda: run_ours(data["packed"], clips, "nested"),
+            "ours_worker_only": lambda: run_ours(data["packed"], clips, "independent", normalise=False),
         },
     )
     return {

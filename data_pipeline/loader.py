@@ -77,7 +77,6 @@ class PipelineConfig:
     num_workers: int = 1
     batches_per_rank: int = 0
     tar_reader: str = "lean"
-    keep_freed_memory: bool = True
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
@@ -170,8 +169,6 @@ class ShardVideoDataset(IterableDataset):
         slot = self._slot()
         if get_worker_info() is not None:
             torch.set_num_threads(WORKER_TORCH_THREADS)
-        if self.config.keep_freed_memory:
-            keep_freed_host_memory()
         rng = np.random.default_rng([self.config.seed, self.config.epoch, slot.index, WORKER_STREAM])
         mean, std = normalisation_tensors()
         fallback = None
@@ -228,6 +225,7 @@ class VideoLoader:
     decoder: Any = None
     prefetch: int = 0
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
+    keep_freed_memory: bool = True
     normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -282,7 +280,7 @@ class VideoLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this rank's batches of the current epoch (stats count a batch when it is yielded)."""
-        if self.config.keep_freed_memory:
+        if self.keep_freed_memory:
             keep_freed_host_memory()
         if self.decoder is None or self.prefetch < 1:
             for batch, stats in map(self._finish, self._items()):
@@ -384,8 +382,9 @@ def build_loader(
         "lean" (data_pipeline.tar_reader, the default) or "webdataset" (WebDataset's tarfile-based iterator; the
         same samples, slower; a fallback should a shard written by another tool trip the lean reader).
     keep_freed_memory : bool
-        Let malloc keep freed batch-sized blocks for reuse in the workers and in this process
-        (data_pipeline.host_memory; glibc only): saves first-touch page faults on every batch, keeps peak heap.
+        Let malloc keep freed batch-sized blocks of this process for reuse (data_pipeline.host_memory; glibc
+        only), set when iteration starts: the float batches (and, on the CPU, the training step's own large
+        tensors) then reuse warm pages instead of faulting in fresh ones; the process keeps its peak heap.
 
     Returns
     -------
@@ -413,7 +412,7 @@ def build_loader(
         test_crops=1 if train else int(test_crops), test_clips=1 if train else int(test_clips),
         shuffle_buffer=int(shuffle_buffer), rank=rank, world_size=world_size, num_workers=workers,
         batches_per_rank=train_batches_per_rank(entries, world_size, int(batch_size)) if train else 0,
-        tar_reader=tar_reader, keep_freed_memory=bool(keep_freed_memory),
+        tar_reader=tar_reader,
     )  # fmt: skip
     if train and config.batches_per_rank == 0:
         raise ValueError(
@@ -434,4 +433,6 @@ def build_loader(
         decoder = DaliDecoder(device, max_frames=config.batch_size * views * sum(config.rates))
     pin = backend == "cpu" and torch.cuda.is_available()
     depth = 0 if decoder is None else DEFAULT_PREFETCH if prefetch is None else int(prefetch)
-    return VideoLoader(entries, config, backend, device, int(num_workers), pin, decoder, depth)
+    return VideoLoader(
+        entries, config, backend, device, int(num_workers), pin, decoder, depth, keep_freed_memory=keep_freed_memory
+    )

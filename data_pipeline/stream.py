@@ -216,7 +216,7 @@ def parse_meta(raw: dict[str, Any], shard: Path) -> dict[str, Any]:
     key = raw.get("__key__", "?")
     if "json" not in raw or "frames" not in raw:
         raise ShardDataError(f"{shard}: sample {key!r} lacks its .json or .frames member; rebuild this shard")
-    meta = json.loads(raw["json"])
+    meta = json.loads(bytes(raw["json"]))
     missing = [name for name in REQUIRED_META_KEYS if name not in meta]
     if missing or len(meta["offsets"]) != meta["num_frames"] or meta["num_frames"] < 1:
         raise ShardDataError(f"{shard}: sample {key!r} has malformed metadata {missing or ''}; rebuild this shard")
