@@ -242,17 +242,20 @@ def render_views(
             for rate, rate_positions in clip.items():
                 local = torch.as_tensor(np.searchsorted(needed, rate_positions), device=resized.device)
                 target = outputs[rate][view]
-                target.copy_(resized.index_select(0, local))
                 if target.is_floating_point():
-                    target.sub_(mean).div_(std)
+                    target.copy_(resized.index_select(0, local)).sub_(mean).div_(std)
+                else:  # uint8 batch held channels-last (allocate_views): a plain gather, no reordering
+                    torch.index_select(resized.permute(0, 2, 3, 1), 0, local, out=target.permute(0, 2, 3, 1))
 
 
 def normalise_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Return uint8 views (..., 3, S, S) as float normalised with `mean` and `std`.
+    """Return uint8 views (..., 3, S, S), in any memory layout, as contiguous float normalised with `mean`, `std`.
 
-    The arithmetic of render_views' float outputs (convert, subtract, divide), so both paths give equal numbers.
+    The arithmetic of render_views' float outputs (convert, subtract, divide), so both paths give equal numbers;
+    the channels-last to planes reordering happens inside the conversion (on the device when it is not the CPU).
     """
-    return frames.float().sub_(mean).div_(std)
+    output = torch.empty(frames.shape, dtype=torch.float32, device=frames.device)
+    return output.copy_(frames).sub_(mean).div_(std)
 
 
 def allocate_views(
@@ -265,13 +268,24 @@ def allocate_views(
 ) -> dict[int, torch.Tensor]:
     """Allocate the batch layout {rate: (videos * views, rate, 3, height, width)} of `dtype`.
 
-    Inside a DataLoader worker the CPU tensors are allocated in shared memory (as torch's default_collate does),
-    so handing the batch to the main process copies nothing.
+    Float batches are contiguous. uint8 batches (the cpu backend's, normalised later by `normalise_views`) are
+    (3, height, width) views of (height, width, 3) memory, the layout the CPU resize produces, so filling them is
+    a gather without reordering (about 0.5 ms less per FFN clip on the CPU, and the reordering moves to the
+    device). Inside a DataLoader worker the CPU tensors are allocated in shared memory (as torch's
+    default_collate does), so handing the batch to the main process copies nothing.
     """
-    shapes = {int(rate): (videos * views, int(rate), 3, *size) for rate in rates}
+    channels_last = dtype == torch.uint8
+    shapes = {
+        int(rate): (videos * views, int(rate), *size, 3) if channels_last else (videos * views, int(rate), 3, *size)
+        for rate in rates
+    }
     if torch.device(device).type == "cpu" and get_worker_info() is not None:
-        return {rate: shared_empty(shape, dtype) for rate, shape in shapes.items()}
-    return {rate: torch.empty(shape, device=device, dtype=dtype) for rate, shape in shapes.items()}
+        outputs = {rate: shared_empty(shape, dtype) for rate, shape in shapes.items()}
+    else:
+        outputs = {rate: torch.empty(shape, device=device, dtype=dtype) for rate, shape in shapes.items()}
+    if channels_last:
+        return {rate: tensor.permute(0, 1, 4, 2, 3) for rate, tensor in outputs.items()}
+    return outputs
 
 
 def shared_empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
