@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-crops", type=int, choices=(1, 3), default=1)
     parser.add_argument("--test-clips", type=int, default=1)
     parser.add_argument("--short-video", choices=("official", "spread"), default="official")
+    parser.add_argument("--tar-reader", choices=("lean", "webdataset"), default="lean",
+                        help="shard tar reader (webdataset: WebDataset's own, slower; a fallback)")
     parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
@@ -260,7 +262,7 @@ def make_loader_for_eval(args: argparse.Namespace, rates: Sequence[int], device:
         "shards": args.shards, "split": args.split, "rates": tuple(rates), "batch_size": args.batch_size,
         "train": False, "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
         "short_video": args.short_video, "crop_size": args.crop_size, "multi_scale": False, "flip": False,
-        "test_crops": args.test_crops, "test_clips": args.test_clips,
+        "test_crops": args.test_crops, "test_clips": args.test_clips, "tar_reader": args.tar_reader,
     }
     if args.test_resize is not None:
         options["test_resize"] = args.test_resize

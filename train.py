@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--workers", type=int, default=4, help="loader worker processes per process")
     group.add_argument("--decode", default="auto", help="auto, dali, torchvision or cpu")
     group.add_argument("--sampling", choices=("independent", "nested"), default="independent")
+    group.add_argument("--tar-reader", choices=("lean", "webdataset"), default="lean",
+                       help="shard tar reader (webdataset: WebDataset's own, slower; a fallback)")
     group.add_argument("--short-video", choices=("official", "spread"), default="official")
     group.add_argument("--crop-size", type=int, default=None)
     group.add_argument("--test-resize", type=int, default=None, help="validation short side (default: loader's)")
@@ -334,7 +336,7 @@ def make_loader(args: argparse.Namespace, split: str, rates: Sequence[int], trai
         "shards": args.shards, "split": split, "rates": tuple(rates), "batch_size": batch_size, "train": train,
         "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
         "sampling": args.sampling, "short_video": args.short_video, "crop_size": args.crop_size,
-        "multi_scale": args.multi_scale and train, "flip": False,
+        "multi_scale": args.multi_scale and train, "flip": False, "tar_reader": args.tar_reader,
     }
     if args.test_resize is not None:
         options["test_resize"] = args.test_resize

@@ -159,7 +159,7 @@ def test_evaluate_at_several_frame_counts_writes_the_schema(trained_runs, shards
     checkpoints = [f"tsm4={trained_runs['tsm4'] / 'last.pt'}", str(trained_runs["ffn"] / "last.pt")]
     report = evaluate.run(evaluate.build_parser().parse_args(
         ["--checkpoints", *checkpoints, "--frames", "2", "4", "8", "16", "--shards", str(shards),
-         "--output", str(tmp_path), "--workers", "0", "--batch-size", "5"]))
+         "--output", str(tmp_path), "--workers", "0", "--batch-size", "5", "--tar-reader", "webdataset"]))
     written = json.loads((tmp_path / "eval.json").read_text())
     assert written == json.loads(json.dumps(report))
     assert set(written) == {"settings", "models"} and set(written["models"]) == {"tsm4", "ffn"}
@@ -169,7 +169,8 @@ def test_evaluate_at_several_frame_counts_writes_the_schema(trained_runs, shards
         assert entry["trained_frames"] == trained and entry["split"] == "validation" and entry["n"] == 12
         assert set(entry["top1"]) == set(entry["top5"]) == {"2", "4", "8", "16"}
         assert all(0 <= entry["top1"][t] <= entry["top5"][t] <= 100 for t in entry["top1"])
-    # The evaluation protocol is the one train.py validates with: the same number at the trained frame count.
+    # The evaluation protocol is the one train.py validates with (there through the lean tar reader, here through
+    # WebDataset's): the same number at the trained frame count.
     for name, frames in (("tsm4", "4"), ("ffn", "16")):
         last = read_history(trained_runs[name])[-1]
         assert written["models"][name]["top1"][frames] == pytest.approx(last["val_top1"], abs=1e-3)
