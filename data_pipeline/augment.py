@@ -177,7 +177,8 @@ def crop_frames(frames: Sequence[torch.Tensor], indices: Sequence[int], box: Cro
     """
     rows, columns = slice(box.y, box.y + box.height), slice(box.x, box.x + box.width)
     if frames[int(indices[0])].stride(0) == 1:
-        return torch.stack([frames[int(index)].permute(1, 2, 0)[rows, columns] for index in indices]).permute(0, 3, 1, 2)
+        crops = [frames[int(index)].permute(1, 2, 0)[rows, columns] for index in indices]
+        return torch.stack(crops).permute(0, 3, 1, 2)
     return torch.stack([frames[int(index)][:, rows, columns] for index in indices])
 
 

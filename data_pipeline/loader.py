@@ -3,10 +3,10 @@
 Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
 slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes, crops
 and resizes in the workers into a uint8 batch (a quarter of the bytes of float; pinned when CUDA is available),
-which the main process moves to the training device and normalises there (augment.normalise_views); for the GPU
-backends (torchvision, dali) the workers
-also check every kept JPEG's header (jpeg_header), and the compressed batch is decoded on the device in the main
-process, by a background thread on its own CUDA stream that runs `prefetch` batches ahead (data_pipeline.prefetch).
+which the main process moves to the training device and normalises there (augment.normalise_views). For the GPU
+backends (torchvision, dali) the workers also check every kept JPEG's header (jpeg_header), and the compressed
+batch is decoded on the device in the main process, by a background thread on its own CUDA stream that runs
+`prefetch` batches ahead (data_pipeline.prefetch).
 """
 
 from __future__ import annotations
