@@ -45,10 +45,16 @@ def _number(field: bytes) -> int:
 
 
 def _checksum_ok(header: bytes) -> bool:
-    """Whether the header's stored checksum matches (the unsigned sum, checksum field read as spaces)."""
+    """Whether the stored checksum matches the header's byte sum (checksum field read as spaces).
+
+    The unsigned sum is POSIX; some old writers store the signed sum, which Python's tarfile also accepts.
+    """
     stored = _number(header[CHECKSUM_FIELD])
-    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return stored == computed
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if stored == unsigned:
+        return True
+    high_bytes = sum(1 for byte in header[:148] + header[156:] if byte > 127)
+    return stored == unsigned - 256 * high_bytes
 
 
 def _header_name(header: bytes) -> str:
