@@ -43,8 +43,8 @@ def keep_freed_memory() -> bool:
     Returns
     -------
     bool
-        True when the C library accepted both settings (glibc), False otherwise (nothing changed, or only the
-        trim threshold where the mmap threshold was refused).
+        True when the C library accepted both settings (glibc). False where it has no mallopt, or refused the
+        mmap threshold (then nothing changed), or refused the trim threshold (then only the mmap one changed).
     """
     mallopt = _mallopt()
     if mallopt is None:

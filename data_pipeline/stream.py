@@ -27,7 +27,7 @@ import numpy as np
 from webdataset.tariterators import group_by_keys, tar_file_iterator  # at import: not once per forked worker
 
 from data_pipeline.sampling import FramePlan
-from data_pipeline.tar_reader import TarFormatError, read_samples
+from data_pipeline.tar_reader import read_samples
 from preprocess.shard_format import ManifestError, manifest_path, read_manifest
 
 SHARD_ORDER_STREAM = 0x5A4D  # separates the shard-order random stream from the per-worker one
@@ -172,7 +172,7 @@ def iterate_tar(path: Path, reader: str = "lean") -> Iterator[dict[str, Any]]:
         with open(path, "rb") as stream:
             members = (dict(member, __url__=str(path)) for member in tar_file_iterator(stream))
             yield from group_by_keys(members)
-    except (OSError, ValueError, TarFormatError) as error:
+    except (OSError, ValueError) as error:  # TarFormatError is a ValueError
         raise ShardDataError(f"{path}: unreadable shard ({error}); run `make verify-shards` and rebuild it") from error
 
 
@@ -216,7 +216,7 @@ def parse_meta(raw: dict[str, Any], shard: Path) -> dict[str, Any]:
     key = raw.get("__key__", "?")
     if "json" not in raw or "frames" not in raw:
         raise ShardDataError(f"{shard}: sample {key!r} lacks its .json or .frames member; rebuild this shard")
-    meta = json.loads(bytes(raw["json"]))
+    meta = json.loads(raw["json"])
     missing = [name for name in REQUIRED_META_KEYS if name not in meta]
     if missing or len(meta["offsets"]) != meta["num_frames"] or meta["num_frames"] < 1:
         raise ShardDataError(f"{shard}: sample {key!r} has malformed metadata {missing or ''}; rebuild this shard")

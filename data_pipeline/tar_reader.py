@@ -22,7 +22,6 @@ from typing import Any, BinaryIO
 BLOCK_SIZE = 512
 REGULAR_TYPES = (b"0", b"\0", b"7")
 PAX_TYPE = b"x"
-PAX_GLOBAL_TYPE = b"g"
 GNU_LONG_NAME_TYPE = b"L"
 CHECKSUM_FIELD = slice(148, 156)
 SKIPPED_NAME = re.compile(r"__[^/]*__($|/)")
