@@ -8,6 +8,8 @@ import torch
 
 from data_pipeline.augment import (
     FIXED_OFFSET_STEPS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     CropBox,
     choose_boxes,
     crop_frames,
@@ -15,6 +17,7 @@ from data_pipeline.augment import (
     eval_boxes,
     multi_scale_box,
     normalisation_tensors,
+    normalise_views,
     resize,
     video_views,
 )
@@ -180,6 +183,17 @@ def test_channels_last_frames_crop_and_resize_to_the_same_pixels() -> None:
         reference = resize(crop_frames(list(planar), [4, 0, 2], box), box)
         assert fast.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(fast, reference)
+
+
+@pytest.mark.parametrize("frame_count", [1, 6, 9])
+def test_normalise_views_matches_the_official_formula_in_every_chunk(frame_count: int) -> None:
+    """Channels-last uint8 frames, a frame count that leaves a partial last chunk: every frame normalised."""
+    pixels = torch.randint(0, 256, (frame_count, 20, 24, 3), dtype=torch.uint8)
+    frames = pixels.permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, H, W) view of channels-last memory
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    output = normalise_views(frames, *normalisation_tensors())
+    assert output.is_contiguous() and output.dtype == torch.float32
+    torch.testing.assert_close(output[0], (frames[0].float() / 255.0 - mean) / std, atol=2e-6, rtol=0)
 
 
 def test_one_crop_shared_by_every_frame_and_rate() -> None:
