@@ -42,6 +42,7 @@ from preprocess.annotations import (
 )
 from preprocess.ffmpeg_tools import FfmpegInfo, FfmpegNotFoundError, resolve_ffmpeg
 from preprocess.shard_format import SPLITS, ManifestError
+from preprocess.synthetic import default_workers
 
 LOGGER = logging.getLogger("preprocess.make_shards")
 
@@ -203,8 +204,7 @@ def _shard_members(
 def write_shard(task: ShardTask, report: Callable[[int, int], None]) -> dict[str, Any]:
     """Decode, encode and write one shard atomically, then its sidecar; return the sidecar record."""
     shard_path = Path(task.shard_path)
-    for stale in shard_path.parent.glob(f".{shard_path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
+    shard_format.remove_stale_temporaries(shard_path)
     shard_format.sidecar_path(shard_path).unlink(missing_ok=True)
     counts: dict[str, Any] = {"samples": 0, "frames": 0, "skipped": []}
     shard_format.write_tar_atomic(shard_path, _shard_members(task, counts, report))
@@ -414,7 +414,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if not 0 <= args.slice_index < args.slice_count:
         parser.error(f"--slice-index {args.slice_index} must be in [0, --slice-count {args.slice_count})")
     if args.workers is None:
-        args.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        args.workers = default_workers()
 
 
 def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo) -> list[SplitPlan]:

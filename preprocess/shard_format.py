@@ -112,6 +112,18 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def temporary_prefix(path: Path) -> str:
+    """Return the name prefix of `atomic_file`'s temporary siblings of `path` (the writer's pid follows it)."""
+    return f".{path.name}.tmp-"
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary siblings of `path` left by a killed `atomic_file` writer of any process."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{temporary_prefix(path)}*"):
+        stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of `path` for writing; on success fsync it and rename it to `path`.
@@ -119,7 +131,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     On any error the temporary file is removed and `path` is left as it was, so a reader never sees half a file.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(f"{temporary_prefix(path)}{os.getpid()}")
     encoding = None if "b" in mode else "utf-8"
     try:
         with open(temporary, mode, encoding=encoding) as handle:

@@ -39,13 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from preprocess.annotations import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
 from preprocess.shard_format import SPLITS, write_json_atomic
 
 LOGGER = logging.getLogger("preprocess.synthetic")
 
 GENERATOR_VERSION = 1
-VIDEO_SUBDIR = Path("data") / "20bn-something-something-v2"
-LABELS_SUBDIR = Path("labels")
 GENERATOR_FILE = "generator.json"
 LABEL_FILES = ("labels.json", "train.json", "validation.json", "test.json")
 
@@ -203,11 +202,6 @@ def hue_name(colour: np.ndarray) -> str:
 def clip_rng(seed: int, template_index: int, index: int) -> np.random.Generator:
     """Return the generator of clip `index` of template `template_index` (independent of any other clip)."""
     return np.random.default_rng([seed, RENDER_STREAM, template_index, index])
-
-
-def strip_template(template: str) -> str:
-    """Return the labels.json key of a template: the text with "[" and "]" removed."""
-    return template.replace("[", "").replace("]", "")
 
 
 def fill_template(template: str, placeholders: Sequence[str]) -> str:
@@ -685,7 +679,7 @@ def _annotations(
     plans: list[ClipPlan], entries: list[dict[str, Any]], template_indices: list[int]
 ) -> dict[str, Any]:
     """Build the four SSv2 label files' contents from the plans and the encoded clips' entries."""
-    labels = {strip_template(ALL_TEMPLATES[index]): str(label) for label, index in enumerate(template_indices)}
+    labels = {template_key(ALL_TEMPLATES[index]): str(label) for label, index in enumerate(template_indices)}
     files: dict[str, Any] = {"labels.json": labels}
     for split in SPLITS:
         chosen = [entry for plan, entry in zip(plans, entries) if plan.split == split]

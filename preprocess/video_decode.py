@@ -26,7 +26,7 @@ import os
 import re
 import selectors
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 JPEG_SUBSAMPLING_420 = 2
@@ -257,7 +257,6 @@ def decode_videos(
     short_side: int,
     quality: int,
     batch_size: int,
-    on_batch: Callable[[list[DecodedVideo]], None] | None = None,
 ) -> list[DecodedVideo]:
     """Decode `paths` in batches of `batch_size` videos per ffmpeg process.
 
@@ -273,8 +272,6 @@ def decode_videos(
         JPEG quality on the IJG scale (1-95).
     batch_size : int
         Videos per ffmpeg process.
-    on_batch : callable, optional
-        Called with each finished batch (for progress reporting).
 
     Returns
     -------
@@ -284,10 +281,7 @@ def decode_videos(
     results: list[DecodedVideo] = []
     for start in range(0, len(paths), max(1, batch_size)):
         batch = [Path(path) for path in paths[start : start + max(1, batch_size)]]
-        results_batch = _decode_batch(ffmpeg, batch, short_side, quality)
-        results += results_batch
-        if on_batch is not None:
-            on_batch(results_batch)
+        results += _decode_batch(ffmpeg, batch, short_side, quality)
     return results
 
 
