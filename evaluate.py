@@ -33,7 +33,14 @@ from torch import nn
 
 from model import build_model
 from preprocess.shard_format import write_json_atomic
-from train import evaluate_networks, init_distributed, is_distributed, resolve_channels_last, resolve_precision
+from train import (
+    evaluate_networks,
+    init_distributed,
+    is_distributed,
+    make_loader,
+    resolve_channels_last,
+    resolve_precision,
+)
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
 DEFAULT_CROP_SIZE = 224
@@ -111,13 +118,13 @@ def load_network(path: Path, arch: str, channels_last: bool,
         payload = load_checkpoint_file(path, trust_pickle=trust_pickle)
     except ValueError as error:
         raise SystemExit(f"{error}; evaluate.py: pass --trust-pickle for a file you trust") from error
-    if isinstance(payload, dict) and "config" in payload and "model" in payload:
+    if "config" in payload and "model" in payload:
         config = dict(payload["config"], pretrained=None, channels_last=channels_last)
         network = build_model(**config)
         network.load_state_dict(payload["model"])
         settings = payload.get("metrics", {}).get("settings", {})
         return network.eval(), settings
-    state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    state_dict = payload.get("state_dict", payload)
     if not isinstance(state_dict, dict) or not any(key.endswith("new_fc.weight") for key in state_dict):
         raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
     num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
@@ -224,9 +231,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
     if args.test_resize is None:
         args.test_resize = settings_default(all_settings, "test_resize", None)
-    args.sampling, args.multi_scale = "independent", False
+    args.sampling, args.multi_scale = "independent", False  # training-only options that make_loader reads
     rates = sorted(set(args.frames))
-    loader = make_loader_for_eval(args, rates, device, rank, world_size)
+    loader = make_loader(args, args.split, rates, False, args.batch_size, device, rank, world_size,
+                         test_crops=args.test_crops, test_clips=args.test_clips)
     start = time.perf_counter()
     results = evaluate_networks(networks, loader, rates, device, precision)
     seconds = time.perf_counter() - start
@@ -251,24 +259,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {args.output / (args.tag + '.json')} and {args.output / (args.tag + '.png')} "
               f"({seconds:.1f} s)", flush=True)
     return report
-
-
-def make_loader_for_eval(args: argparse.Namespace, rates: Sequence[int], device: torch.device, rank: int,
-                         world_size: int) -> Any:
-    """Build the evaluation loader: every rate of every video in one pass, the test transform and views."""
-    from data_pipeline import build_loader
-
-    options: dict[str, Any] = {
-        "shards": args.shards, "split": args.split, "rates": tuple(rates), "batch_size": args.batch_size,
-        "train": False, "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
-        "short_video": args.short_video, "crop_size": args.crop_size, "multi_scale": False, "flip": False,
-        "test_crops": args.test_crops, "test_clips": args.test_clips, "tar_reader": args.tar_reader,
-    }
-    if args.test_resize is not None:
-        options["test_resize"] = args.test_resize
-    if world_size > 1:
-        options.update(rank=rank, world_size=world_size)
-    return build_loader(**options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

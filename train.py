@@ -39,8 +39,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from model import build_model, build_param_groups, distillation_loss, get_device, load_checkpoint_file
-from preprocess.shard_format import write_json_atomic
+from data_pipeline import build_loader, reduce_counts
+from model import build_model, build_optimizer, distillation_loss, get_device, load_checkpoint_file
+from preprocess.shard_format import atomic_file, write_json_atomic
 
 REFERENCE_TOTAL_BATCH = 32
 SSV2_NUM_CLASSES = 174
@@ -328,15 +329,16 @@ def read_num_classes(shards: Path, split: str) -> int:
 
 
 def make_loader(args: argparse.Namespace, split: str, rates: Sequence[int], train: bool, batch_size: int,
-                device: torch.device, rank: int, world_size: int) -> Any:
-    """Build the data_pipeline loader for a split (training: augmentation and shuffling; else: test transform)."""
-    from data_pipeline import build_loader
+                device: torch.device, rank: int, world_size: int, **extra: Any) -> Any:
+    """Build the data_pipeline loader for a split (training: augmentation and shuffling; else: test transform).
 
+    `extra` goes to build_loader as well (evaluate.py: test_crops, test_clips).
+    """
     options: dict[str, Any] = {
         "shards": args.shards, "split": split, "rates": tuple(rates), "batch_size": batch_size, "train": train,
         "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
         "sampling": args.sampling, "short_video": args.short_video, "crop_size": args.crop_size,
-        "multi_scale": args.multi_scale and train, "flip": False, "tar_reader": args.tar_reader,
+        "multi_scale": args.multi_scale and train, "flip": False, "tar_reader": args.tar_reader, **extra,
     }
     if args.test_resize is not None:
         options["test_resize"] = args.test_resize
@@ -368,21 +370,6 @@ def frames_to_device(batch: dict[str, Any], rates: Sequence[int], device: torch.
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class RateForward(nn.Module):
-    """Wrap a TSM / TSM-FFN so that one forward() (what DDP hooks) returns {T: logits} for {T: frames}."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, frames_by_rate: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Return the logits of every rate (FFN: each rate through its own branch)."""
-        if len(frames_by_rate) == 1:
-            (rate, frames), = frames_by_rate.items()
-            return {rate: self.network(frames)}
-        return self.network.forward_rates(frames_by_rate)
-
-
 def build_network(args: argparse.Namespace, num_classes: int, channels_last: bool) -> nn.Module:
     """Build the TSM (mode tsm) or TSM-FFN (mode ffn) of the arguments."""
     pretrained = None if args.pretrained in (None, "none") else args.pretrained
@@ -398,29 +385,17 @@ def build_network(args: argparse.Namespace, num_classes: int, channels_last: boo
 
 
 def compute_loss(mode: str, logits_by_rate: dict[int, torch.Tensor], labels: torch.Tensor, lam: float,
-                 ce_all_rates: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    """Return (loss, parts): cross-entropy (tsm) or the FFN distillation loss (ffn), computed in float32."""
+                 ce_all_rates: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Return (loss, parts): cross-entropy (tsm) or the FFN distillation loss (ffn), computed in float32.
+
+    The parts are detached scalar tensors, read (a device sync) only when they are logged.
+    """
     logits_by_rate = {rate: logits.float() for rate, logits in logits_by_rate.items()}
     if mode == "tsm":
         (logits,) = logits_by_rate.values()
         loss = F.cross_entropy(logits, labels)
-        return loss, {"ce": float(loss.detach())}
-    total, parts = distillation_loss(logits_by_rate, labels, lam=lam, ce_all_rates=ce_all_rates)
-    return total, {name: float(torch.as_tensor(value).detach()) for name, value in parts.items()}
-
-
-def build_optimizer(args: argparse.Namespace, network: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Return SGD (momentum) or AdamW over model/'s parameter groups.
-
-    Without ``--official-groups`` every parameter is decayed; with it, BatchNorm parameters and biases are not and
-    the classifier weight / bias get lr x5 / x10 (the official recipe).
-    """
-    groups = build_param_groups(network, weight_decay=args.weight_decay, official_groups=args.official_groups)
-    for group in groups:
-        group["lr"] = lr * group["lr_mult"]
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=args.weight_decay)
+        return loss, {"ce": loss.detach()}
+    return distillation_loss(logits_by_rate, labels, lam=lam, ce_all_rates=ce_all_rates)
 
 
 class LearningRateShape:
@@ -461,8 +436,6 @@ def scaled_learning_rate(base_lr: float, total_batch: int) -> float:
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary name, fsync, then rename: a reader never sees half a checkpoint."""
-    from preprocess.shard_format import atomic_file
-
     with atomic_file(path) as handle:
         torch.save(payload, handle)
 
@@ -492,9 +465,8 @@ def write_log_csv(path: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({key: row.get(key, "") for key in LOG_COLUMNS})
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_file(path, "w") as handle:
+        handle.write(buffer.getvalue())
 
 
 def open_tensorboard(output: Path) -> Any:
@@ -532,20 +504,15 @@ def check_finite(loss_value: float, epoch: int, step: int, global_step: int, las
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, top_k: int = TOP_K) -> tuple[int, int]:
-    """Return (top-1 correct, top-k correct) counts; k is capped at the number of classes."""
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, top_k: int = TOP_K) -> torch.Tensor:
+    """Return the (top-1 correct, top-k correct) counts as an int64 tensor on the logits' device (no sync).
+
+    k is capped at the number of classes.
+    """
     k = min(top_k, logits.shape[1])
     predictions = logits.topk(k, dim=1).indices
     hits = predictions.eq(labels.unsqueeze(1))
-    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
-
-
-def all_reduce_counts(counts: torch.Tensor) -> torch.Tensor:
-    """Sum integer counts over ranks (a no-op in one process)."""
-    if is_distributed():
-        counts = counts.clone()
-        dist.all_reduce(counts)
-    return counts
+    return torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
 
 
 @torch.no_grad()
@@ -560,7 +527,8 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, rates: Sequen
     dict
         {name: {T: {"top1": percent, "top5": percent, "n": videos}}}, summed over all ranks.
     """
-    counts = torch.zeros(len(networks), len(rates), 3, dtype=torch.float64)
+    correct = torch.zeros(len(networks), len(rates), 2, dtype=torch.int64, device=device)  # read once, at the end
+    videos = 0
     for network in networks.values():
         network.eval()
     for batch in loader:
@@ -572,9 +540,11 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, rates: Sequen
                 with autocast_context(precision, device):
                     logits = network(frames_by_rate[rate]).float()
                 logits = logits.view(labels.shape[0], views, -1).mean(dim=1)
-                top1, top5 = topk_correct(logits, labels)
-                counts[model_index, rate_index] += torch.tensor([top1, top5, labels.shape[0]], dtype=torch.float64)
-    counts = all_reduce_counts(counts.to(device)).cpu()
+                correct[model_index, rate_index] += topk_correct(logits, labels)
+        videos += labels.shape[0]
+    totals = torch.full((len(networks), len(rates), 1), float(videos), dtype=torch.float64)
+    counts = torch.cat([correct.cpu().double(), totals], dim=2)
+    counts = torch.tensor(reduce_counts(counts, device), dtype=torch.float64).view_as(counts)
     results: dict[str, dict[int, dict[str, float]]] = {}
     for model_index, name in enumerate(networks):
         results[name] = {}
@@ -625,12 +595,15 @@ class Trainer:
                              f"{args.batch_size} per process; lower --batch-size")
         self.total_batch = args.batch_size * self.world_size
         self.lr = scaled_learning_rate(args.lr, self.total_batch)
-        self.optimizer = build_optimizer(args, self.network, self.lr)
+        # Without --official-groups every parameter is decayed; with it, BatchNorm parameters and biases are not and
+        # the classifier weight / bias get lr x5 / x10 (the official recipe).
+        self.optimizer = build_optimizer(self.network, self.lr, args.momentum, args.weight_decay,
+                                         args.official_groups, optimizer=args.optimizer)
         self.shape = LearningRateShape(args.schedule, self.steps_per_epoch, args.epochs, args.warmup_epochs,
                                        args.lr_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.shape)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.model = RateForward(self.network)
+        self.model = self.network  # forward({T: frames}) runs forward_rates, so DDP can wrap the network itself
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
@@ -723,7 +696,7 @@ class Trainer:
             bar.update(1)
         bar.close()
         elapsed = time.perf_counter() - start
-        sums = all_reduce_counts(sums.to(self.device)).cpu()
+        sums = torch.tensor(reduce_counts(sums, self.device), dtype=torch.float64)
         return {
             "train_loss": float(sums[0] / max(sums[2], 1)),
             "train_top1": float(100 * sums[1] / max(sums[2], 1)),
@@ -759,7 +732,7 @@ class Trainer:
         if self.writer is not None and self.global_step % 10 == 0:
             self.writer.add_scalar("train/loss", loss_value, self.global_step)
             for name, value in parts.items():
-                self.writer.add_scalar(f"train/{name}", value, self.global_step)
+                self.writer.add_scalar(f"train/{name}", float(value), self.global_step)
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
         return loss_value, correct, int(labels.shape[0])
 

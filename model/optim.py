@@ -74,8 +74,9 @@ def build_optimizer(
     momentum: float = DEFAULT_MOMENTUM,
     weight_decay: float = DEFAULT_WEIGHT_DECAY,
     official_groups: bool = False,
-) -> torch.optim.SGD:
-    """SGD over ``build_param_groups``; each group's lr is ``lr * lr_mult`` (schedulers keep the ratios).
+    optimizer: str = "sgd",
+) -> torch.optim.Optimizer:
+    """SGD (or AdamW) over ``build_param_groups``; each group's lr is ``lr * lr_mult`` (schedulers keep the ratios).
 
     Parameters
     ----------
@@ -89,8 +90,14 @@ def build_optimizer(
         Weight decay (5e-4).
     official_groups : bool
         Use the official groups (see ``build_param_groups``).
+    optimizer : str
+        "sgd" (the official recipe) or "adamw" (momentum unused).
     """
     groups = build_param_groups(model, weight_decay=weight_decay, official_groups=official_groups)
     for group in groups:
         group["lr"] = lr * group["lr_mult"]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {optimizer!r}: choose sgd or adamw")

@@ -9,7 +9,6 @@ names onto them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +73,10 @@ class BranchNorm(nn.Module):
 
 
 class WeightAlteration(nn.Module):
-    """Per-branch depthwise 1x1 conv applied as a residual: s + wa(s) (FFN's Weight Alteration)."""
+    """Per-branch depthwise 1x1 conv applied as a residual: s + wa(s) (FFN's Weight Alteration).
+
+    Blocks never run it on features: ``channel_scale`` folds s + wa(s) into the following conv1's weights.
+    """
 
     def __init__(self, channels: int, branch_keys: tuple[str, ...]) -> None:
         super().__init__()
@@ -85,9 +87,6 @@ class WeightAlteration(nn.Module):
     def channel_scale(self, branch_key: str) -> torch.Tensor:
         """(C,) factors 1 + w: s + wa(s) equals s scaled per channel, since wa is a depthwise 1x1 conv."""
         return 1.0 + self.convs[branch_key].weight.view(-1)
-
-    def forward(self, features: torch.Tensor, branch_key: str) -> torch.Tensor:
-        return features + self.convs[branch_key](features)
 
 
 @dataclass(frozen=True)
@@ -366,7 +365,3 @@ def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(parameter.numel() for parameter in module.parameters() if parameter.requires_grad)
 
-
-def kaiming_fan_out_std(channels: int) -> float:
-    """Std of kaiming_normal fan_out for a depthwise 1x1 conv on ``channels`` channels (sqrt(2 / C))."""
-    return math.sqrt(2.0 / channels)
