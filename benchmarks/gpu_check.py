@@ -437,15 +437,16 @@ class BatchDecoder:
             self.decoder = DaliDecoder(device, max_frames=max_frames)
 
     def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
-        """Decode, augment and collate `samples`: {"frames": {T: (B, T, 3, S, S)}, "label", "id", "views"}."""
-        from data_pipeline.decode import assemble_batch, process_cpu
+        """Decode, augment and collate `samples`: {"frames": {T: (B, T, 3, S, S)}, "label", "id", "views"}.
+
+        The loader's own batch path (`decode_batch`: straight into the preallocated batch), so the timings are the
+        training path's.
+        """
+        from data_pipeline.decode import decode_batch
 
         if self.decoder is None:
-            videos = [process_cpu(sample, self.mean, self.std) for sample in samples]
-        else:
-            videos = self.decoder(samples)
-        batch, _ = assemble_batch(samples, videos)
-        return batch
+            return decode_batch(samples, self.mean, self.std)[0]
+        return self.decoder.decode_batch(samples)[0]
 
 
 def differences_255(reference: dict[int, torch.Tensor], other: dict[int, torch.Tensor]) -> dict[str, float]:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as functional
 from torch.utils.data import get_worker_info
 
+from data_pipeline.sampling import clip_gathers
+
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 MAX_SCALE_DISTORTION = 1
 SNAP_TOLERANCE_PX = 3
@@ -202,13 +204,6 @@ def resize(crops: torch.Tensor, box: CropBox) -> torch.Tensor:
     return images.flip(-1) if box.flip else images
 
 
-def resize_normalise(crops: torch.Tensor, box: CropBox, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """`resize`, then normalise: float (n, 3, S, S)."""
-    resized = resize(crops, box)
-    output = torch.empty(resized.shape, dtype=torch.float32, device=resized.device)
-    return normalise_into(output, resized, mean, std)
-
-
 def normalise_into(output: torch.Tensor, frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Normalise `frames` into float `output` as ``(x - mean) / std`` and return `output`.
 
@@ -227,8 +222,7 @@ def normalise_into(output: torch.Tensor, frames: torch.Tensor, mean: torch.Tenso
 
 def crop_resize(frames: torch.Tensor, box: CropBox) -> torch.Tensor:
     """Crop and resize uint8 frames (N, 3, H, W) to float (N, 3, S, S) on the 0-255 scale (no normalisation)."""
-    zero, one = torch.zeros(1, 3, 1, 1, device=frames.device), torch.ones(1, 3, 1, 1, device=frames.device)
-    return resize_normalise(crop_frames(list(frames), range(frames.shape[0]), box), box, zero, one)
+    return resize(crop_frames(list(frames), range(frames.shape[0]), box), box).float().contiguous()
 
 
 def render_views(
@@ -257,17 +251,17 @@ def render_views(
         (on the training device).
     """
     for clip_index, clip in enumerate(positions):
-        needed = np.unique(np.concatenate(list(clip.values())))
+        needed, local_positions = clip_gathers(clip)
+        local = {rate: torch.as_tensor(indices, device=frames[0].device) for rate, indices in local_positions.items()}
         for crop_index, box in enumerate(boxes):
             resized = resize(crop_frames(frames, needed, box), box)
             view = clip_index * len(boxes) + crop_index
-            for rate, rate_positions in clip.items():
-                local = torch.as_tensor(np.searchsorted(needed, rate_positions), device=resized.device)
+            for rate, rate_local in local.items():
                 target = outputs[rate][view]
                 if target.is_floating_point():
-                    normalise_into(target, resized.index_select(0, local), mean, std)
+                    normalise_into(target, resized.index_select(0, rate_local), mean, std)
                 else:  # uint8 batch held channels-last (allocate_views): a plain gather, no reordering
-                    torch.index_select(resized.permute(0, 2, 3, 1), 0, local, out=target.permute(0, 2, 3, 1))
+                    torch.index_select(resized.permute(0, 2, 3, 1), 0, rate_local, out=target.permute(0, 2, 3, 1))
 
 
 def normalise_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

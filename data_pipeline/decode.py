@@ -6,8 +6,8 @@ The batch entry point is `decode_batch` (cpu) or a decoder's `decode_batch` meth
 every video straight into the preallocated batch layout {rate: float (B*V, T, 3, S, S)}, normalised with the
 ImageNet mean/std (the cpu backend's loader workers ask for uint8 instead, normalised on the training device),
 and replace each video with a corrupt JPEG by another good video of the batch (`finish_batch`), so batch sizes
-and counts never change. The per-video forms (`process_cpu`, calling a decoder, `assemble_batch`)
-give the same numbers for tests and checks. DALI is imported lazily.
+and counts never change. The per-video form of the dali decoder (calling it, then `assemble_batch`) gives the same
+numbers (tested); its one-by-one fallback uses it. DALI is imported lazily.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 import torchvision.io  # imported here, not in each forked loader worker (a lazy import there costs seconds)
 
-from data_pipeline.augment import allocate_views, normalisation_tensors, render_views, video_views
+from data_pipeline.augment import allocate_views, normalisation_tensors, render_views
 from data_pipeline.jpeg_header import headers_fit
+from data_pipeline.sampling import clip_gathers
 from data_pipeline.stream import SelectedSample
 
 LOGGER = logging.getLogger(__name__)
@@ -53,42 +54,30 @@ def decode_video_cpu(sample: SelectedSample) -> list[torch.Tensor]:
     """Decode a sample's unique frames on the CPU, uint8 (3, H, W) each; raise CorruptFrameError if any fails.
 
     torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here; simplejpeg measured
-    only 1-2% faster still, not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
+    only 2-4% faster still, not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
     problem or decodes what torchvision would not). Full resolution always. Frames come back as (3, H, W) views
     of (H, W, 3) memory, the layout augment.crop_frames resizes fastest.
     """
     try:
-        frames = decode_jpegs_torchvision_cpu(sample.jpegs)
+        frames = decode_jpegs_torchvision(sample.jpegs, torch.device("cpu"))
     except RuntimeError:
         frames = [torch.from_numpy(decode_jpeg_pil(jpeg)).permute(2, 0, 1) for jpeg in sample.jpegs]
-    check_sizes(frames, sample)
-    return frames
-
-
-def check_sizes(frames: Sequence[Any], sample: SelectedSample) -> Sequence[Any]:
-    """Raise CorruptFrameError when a decoded frame (3, H, W) is not the sample's size."""
-    expected = (3, sample.height, sample.width)
-    if any(tuple(frame.shape) != expected for frame in frames):
+    if not frames_fit(frames, sample):
         raise CorruptFrameError(f"a frame is not {sample.width}x{sample.height} RGB")
     return frames
 
 
-def decode_jpegs_torchvision_cpu(jpegs: Sequence[bytes]) -> list[torch.Tensor]:
-    """Decode JPEGs on the CPU with torchvision (RGB, (3, H, W) uint8 each)."""
+def frames_fit(frames: Sequence[torch.Tensor], sample: SelectedSample) -> bool:
+    """True when every decoded frame is (3, height, width) of the sample."""
+    return all(tuple(frame.shape) == (3, sample.height, sample.width) for frame in frames)
+
+
+def decode_jpegs_torchvision(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """Decode JPEGs with torchvision on `device` (RGB, (3, H, W) uint8 each)."""
     encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB)
-
-
-def process_cpu(sample: SelectedSample, mean: torch.Tensor, std: torch.Tensor) -> dict[int, torch.Tensor] | None:
-    """Decode and augment one video on the CPU: {rate: (V, T, 3, S, S)}, None when a frame is corrupt."""
-    try:
-        frames = decode_video_cpu(sample)
-    except CorruptFrameError as error:
-        log_corrupt(sample, error)
-        return None
-    return video_views(frames, sample.boxes, sample.plan.positions, mean, std)
+        return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB, device=device)
 
 
 def log_corrupt(sample: SelectedSample, reason: Any) -> None:
@@ -268,11 +257,6 @@ def dali_available() -> bool:
     return True
 
 
-def frames_fit(frames: Sequence[torch.Tensor], sample: SelectedSample) -> bool:
-    """True when every decoded frame is (3, height, width) of the sample."""
-    return all(tuple(frame.shape) == (3, sample.height, sample.width) for frame in frames)
-
-
 class TorchvisionDecoder:
     """Batched torchvision.io.decode_jpeg on the GPU, then the shared torch crop/resize/normalise (float)."""
 
@@ -288,12 +272,9 @@ class TorchvisionDecoder:
         caller's stream still read (pytorch/vision#9606). Under the loader's prefetch thread the current stream
         is the thread's side stream, so only that thread waits.
         """
-        encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torchvision.io.decode_jpeg(encoded, mode=torchvision.io.ImageReadMode.RGB, device=self.device)
+        return decode_jpegs_torchvision(jpegs, self.device)
 
     def _decode_videos(self, samples: Sequence[SelectedSample]) -> list[list[torch.Tensor] | None]:
         """Decode every video's frames in one call; on failure video by video (None for a corrupt one).
@@ -338,18 +319,6 @@ class TorchvisionDecoder:
             good.append(True)
         return finish_batch(samples, outputs, good, views)
 
-    def __call__(self, samples: Sequence[SelectedSample]) -> list[dict[int, torch.Tensor] | None]:
-        """Per-video form: {rate: (V, T, 3, S, S)} per video, None for a corrupt one."""
-        results: list[dict[int, torch.Tensor] | None] = []
-        for sample, frames in zip(samples, self._decode_videos(samples)):
-            if frames is None:
-                log_corrupt(sample, "torchvision could not decode it")
-            if frames is None:
-                results.append(None)
-                continue
-            results.append(video_views(frames, sample.boxes, sample.plan.positions, self.mean, self.std))
-        return results
-
 
 def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int, Any]], dict[int, list[np.ndarray]]]:
     """Flatten a batch for DALI: one DALI sample per (video, clip, crop, needed frame).
@@ -364,12 +333,12 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
     gathers: dict[int, list[np.ndarray]] = {}
     for video_index, sample in enumerate(samples):
         for clip in sample.plan.positions:
-            needed = np.unique(np.concatenate(list(clip.values())))
+            needed, local = clip_gathers(clip)
             for box in sample.boxes:
                 base = len(entries)
                 entries.extend((video_index, int(position), box) for position in needed)
-                for rate, positions in clip.items():
-                    gathers.setdefault(rate, []).append(base + np.searchsorted(needed, positions))
+                for rate, rate_local in local.items():
+                    gathers.setdefault(rate, []).append(base + rate_local)
     return entries, gathers
 
 
@@ -579,5 +548,4 @@ __all__ = [
     "decode_batch",
     "decode_video_cpu",
     "finish_batch",
-    "process_cpu",
 ]

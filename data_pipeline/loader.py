@@ -27,7 +27,7 @@ from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, choose_backend
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
-from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, plan_frames
+from data_pipeline.sampling import check_sampling, check_short_video, plan_frames
 from data_pipeline.stream import (
     Assignment,
     SelectedSample,
@@ -311,10 +311,8 @@ def _check_options(rates: Sequence[int], batch_size: int, sampling: str, short_v
         raise ValueError(f"rates={tuple(rates)}; pass positive frame counts, e.g. (4, 8, 16)")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; use at least 1")
-    if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
-    if short_video not in SHORT_VIDEO_RULES:
-        raise ValueError(f"short_video={short_video!r}; use one of {SHORT_VIDEO_RULES}")
+    check_sampling(sampling)
+    check_short_video(short_video)
     if crop_size < 1:
         raise ValueError(f"crop_size={crop_size}; use a positive size")
 

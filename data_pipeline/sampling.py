@@ -28,10 +28,16 @@ SAMPLING_MODES = ("independent", "nested")
 EVAL_CLIP_CENTRE = 0.5
 
 
-def _check_rule(short_video: str) -> None:
+def check_short_video(short_video: str) -> None:
     """Raise ValueError for an unknown short-video rule."""
     if short_video not in SHORT_VIDEO_RULES:
         raise ValueError(f"short_video={short_video!r}; use one of {SHORT_VIDEO_RULES}")
+
+
+def check_sampling(sampling: str) -> None:
+    """Raise ValueError for an unknown multi-rate sampling mode."""
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
 
 
 def _spread(num_frames: int, num_segments: int, fractions: np.ndarray) -> np.ndarray:
@@ -61,7 +67,7 @@ def train_indices(
     numpy.ndarray
         int64 indices, shape (T,), non-decreasing, each in [0, num_frames).
     """
-    _check_rule(short_video)
+    check_short_video(short_video)
     segment_length = num_frames // num_segments
     if segment_length > 0:
         starts = np.arange(num_segments, dtype=np.int64) * segment_length
@@ -93,13 +99,10 @@ def eval_indices(
     numpy.ndarray
         int64 indices, shape (T,).
     """
-    _check_rule(short_video)
+    check_short_video(short_video)
     if num_frames > num_segments:
-        tick = num_frames / num_segments
-        if clip_fraction == EVAL_CLIP_CENTRE:
-            positions = [int(tick / 2.0 + tick * index) for index in range(num_segments)]
-        else:
-            positions = [int(tick * clip_fraction + tick * index) for index in range(num_segments)]
+        tick = num_frames / num_segments  # clip_fraction 0.5 gives the official int(tick / 2.0 + tick * i) exactly
+        positions = [int(tick * clip_fraction + tick * index) for index in range(num_segments)]
         return np.minimum(np.asarray(positions, dtype=np.int64), num_frames - 1)
     if short_video == "spread":
         return _spread(num_frames, num_segments, np.full(num_segments, clip_fraction))
@@ -144,8 +147,7 @@ def nested_positions(
         fractions = rng.random(num_segments)
     else:
         fractions = np.full(num_segments, EVAL_CLIP_CENTRE)
-    positions = np.floor((np.arange(num_segments) + fractions) * largest / num_segments).astype(np.int64)
-    return np.minimum(positions, largest - 1)
+    return _spread(largest, num_segments, fractions)
 
 
 def multi_rate_indices(
@@ -181,8 +183,7 @@ def multi_rate_indices(
     dict
         {rate: int64 indices of shape (rate,)}.
     """
-    if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
+    check_sampling(sampling)
     if not rates:
         raise ValueError("rates is empty; pass at least one frame count, e.g. (16,)")
     if sampling == "independent" or len(rates) == 1:
@@ -219,6 +220,12 @@ class FramePlan:
 
     unique: np.ndarray
     positions: list[dict[int, np.ndarray]]
+
+
+def clip_gathers(clip: dict[int, np.ndarray]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Return the sorted positions one clip of a FramePlan needs and, per rate, where its frames sit among them."""
+    needed = np.unique(np.concatenate(list(clip.values())))
+    return needed, {rate: np.searchsorted(needed, rate_positions) for rate, rate_positions in clip.items()}
 
 
 def plan_frames(
