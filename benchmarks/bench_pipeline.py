@@ -24,7 +24,6 @@ alike. Absolute numbers belong to the machine printed with them; the ratios are 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.gpu_check_data import encode_jpeg
 from data_pipeline import DEFAULT_SHUFFLE_BUFFER
 from data_pipeline.augment import (
     IMAGENET_MEAN,
@@ -80,20 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def encode_jpeg(frame: np.ndarray) -> bytes:
-    """JPEG-encode one uint8 RGB frame at the benchmark quality."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
 def make_videos(rendered: int, count: int) -> list[dict[str, Any]]:
     """Render `rendered` textured 427x240 clips once and return `count` videos cycling over them."""
     pool = []
     for index in range(rendered):
         frames = render_clip(index % 12, np.random.default_rng(index), num_frames=max(FRAME_COUNTS),
                              width=WIDTH, height=HEIGHT, textured=True)  # fmt: skip
-        pool.append([encode_jpeg(frame) for frame in frames])
+        pool.append([encode_jpeg(frame, JPEG_QUALITY) for frame in frames])
     videos = []
     for index in range(count):
         frames = pool[index % rendered][: FRAME_COUNTS[index % len(FRAME_COUNTS)]]

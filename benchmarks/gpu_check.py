@@ -53,7 +53,7 @@ import torch  # noqa: E402
 
 from benchmarks.gpu_check_data import ThroughputSpec, make_temporal_shards, make_throughput_shards  # noqa: E402
 from model import build_model, distillation_loss, get_device  # noqa: E402
-from preprocess.shard_format import write_json_atomic  # noqa: E402
+from preprocess.shard_format import atomic_file, write_json_atomic  # noqa: E402
 
 DEFAULT_BUDGET_S = 220.0
 REFERENCE_BUDGET_S = 220.0
@@ -237,14 +237,19 @@ def run_for(step: Callable[[], Any], seconds: float, min_steps: int, device: tor
     return steps, time.perf_counter() - started
 
 
+def failure_record(error: Exception) -> dict[str, Any]:
+    """The record of a failed measurement (the error and its traceback's last lines, also printed to stderr)."""
+    lines = traceback.format_exc().strip().splitlines()
+    print("\n".join(lines[-ERROR_LINES:]), file=sys.stderr, flush=True)
+    return {"status": "failed", "reason": f"{type(error).__name__}: {error}", "traceback": lines[-ERROR_LINES:]}
+
+
 def guarded(function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one measurement; an exception becomes {"status": "failed", "reason": ...} so its neighbours still run."""
     try:
         return function()
     except Exception as error:  # noqa: BLE001 - one backend failing must not lose the others' figures
-        lines = traceback.format_exc().strip().splitlines()
-        print("\n".join(lines[-ERROR_LINES:]), file=sys.stderr, flush=True)
-        return {"status": "failed", "reason": f"{type(error).__name__}: {error}", "traceback": lines[-ERROR_LINES:]}
+        return failure_record(error)
 
 
 def package_version(name: str) -> str | None:
@@ -854,6 +859,7 @@ def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
     model = build_model("tiny", classes, ffn_frames=FFN_RATES, dropout=0.0, channels_last=context.on_cuda)
     model = model.to(context.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+    trainer = Trainer(model, optimizer, context.device, bf16=context.on_cuda)
     planned = sizes.train_epochs * len(train_loader)
     train_seconds = 0.8 * seconds
     started = time.perf_counter()
@@ -866,13 +872,8 @@ def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(progress)
-        with autocast(context.device, context.on_cuda):
-            loss, _ = distillation_loss(model.forward_rates(batch["frames"]), batch["label"].to(context.device))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(trainer.step(batch["frames"], batch["label"].to(context.device))))
         steps += 1
-        losses.append(float(loss.detach()))
     batches.close()
     synchronize(context.device)
     train_elapsed = time.perf_counter() - started
@@ -987,10 +988,8 @@ class Report:
         self.results["loaded_ffmpeg_modules"] = sorted(name for name in sys.modules if name in FFMPEG_MODULES)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.results)
-        markdown = self.path.with_suffix(".md")
-        temporary = markdown.with_name(f".{markdown.name}.tmp-{os.getpid()}")
-        temporary.write_text(markdown_table(self.results), encoding="utf-8")
-        os.replace(temporary, markdown)
+        with atomic_file(self.path.with_suffix(".md"), "w") as handle:
+            handle.write(markdown_table(self.results))
 
 
 SectionFunction = Callable[[Context, float], dict[str, Any]]
@@ -1014,9 +1013,7 @@ def run_section(name: str, function: SectionFunction, context: Context, allotted
     except SectionSkipped as reason:
         record = {"status": "skipped", "reason": str(reason)}
     except Exception as error:  # noqa: BLE001 - one broken section must not cost the others their figures
-        lines = traceback.format_exc().strip().splitlines()
-        record = {"status": "failed", "reason": f"{type(error).__name__}: {error}", "traceback": lines[-ERROR_LINES:]}
-        print("\n".join(lines[-ERROR_LINES:]), file=sys.stderr, flush=True)
+        record = failure_record(error)
     record.update(
         seconds=time.perf_counter() - started, main_process_cpu_s=time.process_time() - cpu_started, allotted_s=allotted
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
@@ -268,6 +269,7 @@ def write_jpeg_split(
     videos: Sequence[dict[str, Any]],
     num_shards: int,
     settings: dict[str, Any],
+    shard_sizes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write already-encoded JPEG videos as `num_shards` shards plus sidecars and the manifest.
 
@@ -284,6 +286,9 @@ def write_jpeg_split(
         Number of shards (at most len(videos)).
     settings : dict
         Recorded in the manifest; its hash guards the sidecars.
+    shard_sizes : sequence of int, optional
+        Videos per shard, in order (uneven sizes allowed; they must add up to len(videos)); replaces the even
+        split and `num_shards`.
 
     Returns
     -------
@@ -292,11 +297,15 @@ def write_jpeg_split(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, min(num_shards, len(videos)))
+    if shard_sizes is None:
+        num_shards = max(1, min(num_shards, len(videos)))
+        bounds = [index * len(videos) // num_shards for index in range(num_shards + 1)]
+    elif sum(shard_sizes) != len(videos):
+        raise ValueError(f"shard sizes {list(shard_sizes)} do not add up to {len(videos)} videos")
+    else:
+        bounds = list(itertools.accumulate(shard_sizes, initial=0))
     digest = settings_hash(settings)
-    for index in range(num_shards):
-        start = index * len(videos) // num_shards
-        stop = (index + 1) * len(videos) // num_shards
+    for index, (start, stop) in enumerate(zip(bounds, bounds[1:])):
         members: list[tuple[str, bytes]] = []
         frames = 0
         for video in videos[start:stop]:
@@ -307,4 +316,4 @@ def write_jpeg_split(
         shard_path = out_dir / shard_name(split, index)
         write_tar_atomic(shard_path, members)
         write_sidecar(shard_path, stop - start, frames, [], digest)
-    return assemble_manifest(out_dir, split, num_shards, settings)
+    return assemble_manifest(out_dir, split, len(bounds) - 1, settings)

@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from benchmarks.gpu_check_data import encode_jpeg
 from preprocess import shard_format
+from preprocess.synthetic import render_clip
 
 FIXTURE_SETTINGS = {"purpose": "data_pipeline tests"}
 JPEG_QUALITY = 90
 NUM_CLASSES = 12
 
 
-def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """Encode one uint8 (H, W, 3) frame as JPEG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def render_frames(index: int, num_frames: int, width: int, height: int, seed: int = 0) -> np.ndarray:
-    """Synthetic frames of one clip: preprocess.synthetic.render_clip when available, else smooth random frames."""
+    """Synthetic frames of one clip (preprocess.synthetic.render_clip, class index % NUM_CLASSES)."""
     rng = np.random.default_rng([seed, index])
-    try:
-        from preprocess.synthetic import render_clip
-
-        return render_clip(index % NUM_CLASSES, rng, num_frames=num_frames, width=width, height=height)
-    except ImportError:
-        base = rng.integers(0, 256, size=(1, height, width, 3))
-        drift = np.arange(num_frames).reshape(-1, 1, 1, 1) * 3
-        return ((base + drift) % 256).astype(np.uint8)
+    return render_clip(index % NUM_CLASSES, rng, num_frames=num_frames, width=width, height=height)
 
 
 def make_videos(
@@ -50,7 +36,7 @@ def make_videos(
                 "id": f"{prefix}{index:04d}",
                 "label": index % NUM_CLASSES,
                 "template": f"class {index % NUM_CLASSES}",
-                "frames": [encode_jpeg(frame) for frame in frames],
+                "frames": [encode_jpeg(frame, JPEG_QUALITY) for frame in frames],
                 "width": width,
                 "height": height,
             }
@@ -60,21 +46,4 @@ def make_videos(
 
 def write_split(out_dir: Path, split: str, videos: Sequence[dict[str, Any]], shard_sizes: Sequence[int]) -> dict:
     """Write `videos` as shards holding `shard_sizes` videos each (uneven sizes allowed), plus the manifest."""
-    if sum(shard_sizes) != len(videos):
-        raise ValueError(f"shard sizes {list(shard_sizes)} do not add up to {len(videos)} videos")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    digest = shard_format.settings_hash(FIXTURE_SETTINGS)
-    start = 0
-    for index, size in enumerate(shard_sizes):
-        members: list[tuple[str, bytes]] = []
-        chunk = videos[start : start + size]
-        for video in chunk:
-            members += shard_format.encode_sample(
-                video["id"], video["label"], video["template"], video["frames"], video["width"], video["height"]
-            )
-        path = out_dir / shard_format.shard_name(split, index)
-        shard_format.write_tar_atomic(path, members)
-        shard_format.write_sidecar(path, size, sum(len(video["frames"]) for video in chunk), [], digest)
-        start += size
-    return shard_format.assemble_manifest(out_dir, split, len(shard_sizes), FIXTURE_SETTINGS)
+    return shard_format.write_jpeg_split(out_dir, split, videos, len(shard_sizes), FIXTURE_SETTINGS, shard_sizes)

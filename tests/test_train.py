@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -11,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 import evaluate
 import train
+from benchmarks.gpu_check_data import encode_jpeg
 from model import build_model
 from preprocess.shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
@@ -29,13 +28,6 @@ TINY_ARGS = [
 ]
 
 
-def jpeg_bytes(frame) -> bytes:
-    """Encode one uint8 RGB frame as JPEG."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
 def clip_records(videos_per_class: int, seed: int) -> dict[str, list[dict]]:
     """Render synthetic clips (4 motion classes) and encode them as JPEG frame records, by split."""
     by_split: dict[str, list[dict]] = {"train": [], "validation": []}
@@ -43,7 +35,7 @@ def clip_records(videos_per_class: int, seed: int) -> dict[str, list[dict]]:
                            classes=NUM_CLASSES, splits=("train", "validation")):
         by_split[clip["split"]].append({
             "id": clip["id"], "label": clip["label"], "template": clip["template"],
-            "frames": [jpeg_bytes(frame) for frame in clip["frames"]], "width": 32, "height": 32,
+            "frames": [encode_jpeg(frame, JPEG_QUALITY) for frame in clip["frames"]], "width": 32, "height": 32,
         })
     return by_split
 
