@@ -47,7 +47,7 @@ from preprocess import make_shards
 from preprocess.annotations import video_path
 from preprocess.ffmpeg_tools import FFMPEG_ENV_VAR, resolve_ffmpeg
 from preprocess.shard_format import manifest_path, read_manifest, write_json_atomic
-from preprocess.video_decode import decode_videos, ffmpeg_command
+from preprocess.video_decode import PPM_HEADER, decode_videos, ffmpeg_command
 
 SHORT_SIDE = 256
 QUALITY = 90
@@ -237,24 +237,12 @@ def reference_frames(ffmpeg: str, clips: list[Path]) -> list[np.ndarray]:
         )  # PPM frames on stdout
         data = completed.stdout
         while data:
-            header_end = _ppm_header_end(data)
-            width, height = (int(value) for value in data[3:header_end].split()[:2])
+            header = PPM_HEADER.match(data)
+            width, height, header_end = int(header.group(1)), int(header.group(2)), header.end()
             size = width * height * 3
             frames.append(np.frombuffer(data[header_end : header_end + size], np.uint8).reshape(height, width, 3))
             data = data[header_end + size :]
     return frames
-
-
-def _ppm_header_end(data: bytes) -> int:
-    """Index just past a 'P6 W H 255' header's final whitespace."""
-    fields, position = 0, 2
-    while fields < 3:
-        while data[position : position + 1].isspace():
-            position += 1
-        while not data[position : position + 1].isspace():
-            position += 1
-        fields += 1
-    return position + 1
 
 
 def psnr(reference: list[np.ndarray], jpegs: list[bytes]) -> float:
@@ -399,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = QUICK_CLASSES if args.quick else NUM_CLASSES
         data_root = work / f"clips_{classes}x{per_class}"
         clips = make_clips(data_root, per_class, classes)
+        found = binaries()
         result = {
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "usable_cores": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
@@ -407,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"short_side": SHORT_SIDE, "quality": QUALITY, "rounds": rounds, "quick": args.quick,
                          "batch_videos": args.batch_videos},
             "binaries": [per_binary(binary, clips, data_root, work, args, rounds)
-                         for binary in binaries()[: 1 if args.quick else None]],
+                         for binary in found[: 1 if args.quick else None]],
         }  # fmt: skip
-        result["scaling"] = scaling(binaries()[0], data_root, work, args, rounds)
+        result["scaling"] = scaling(found[0], data_root, work, args, rounds)
     print_report(result)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "bench_preprocess.json", result)
