@@ -41,10 +41,11 @@ from torch import nn
 
 from data_pipeline import build_loader, reduce_counts
 from model import build_model, build_optimizer, distillation_loss, get_device, load_checkpoint_file
+from model.factory import DEFAULT_NUM_CLASSES as SSV2_NUM_CLASSES
+from model.tsm_resnet import SHIFT_MODES
 from preprocess.shard_format import atomic_file, write_json_atomic
 
 REFERENCE_TOTAL_BATCH = 32
-SSV2_NUM_CLASSES = 174
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "metrics")
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("model")
     group.add_argument("--arch", default=None, help="resnet50 (default), resnet18, ..., tiny")
     group.add_argument("--pretrained", default=None, help="auto (imagenet for resnet*), imagenet, none, or a path")
-    group.add_argument("--shift-mode", choices=("per-video", "official"), default=None)
+    group.add_argument("--shift-mode", choices=SHIFT_MODES, default=None)
     group.add_argument("--dropout", type=float, default=None)
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, default=None)

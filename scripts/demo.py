@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from evaluate import format_table, plot_top1  # noqa: E402
 from preprocess.shard_format import write_json_atomic  # noqa: E402
-from train import PRESETS  # noqa: E402
+from train import PRESETS, load_checkpoint  # noqa: E402
 
 DATA_SEED = 0
 VIDEOS_PER_CLASS = 250
@@ -139,29 +139,27 @@ def finished_run(output: Path, command: list[str]) -> str:
         return "new"
     if json.loads(record.read_text(encoding="utf-8")) != command[1:]:
         return "new"
-    import torch
-
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(last)
     epochs = checkpoint["metrics"]["settings"]["epochs"]
     return "done" if checkpoint["epoch"] >= epochs else "partial"
 
 
 def train_model(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                args: argparse.Namespace, timer: Timer) -> Path:
-    """Train one model (or reuse / resume an identical run); return its last checkpoint."""
+                args: argparse.Namespace, timer: Timer) -> tuple[Path, list[str]]:
+    """Train one model (or reuse / resume an identical run); return its last checkpoint and train command."""
     command = train_command(mode_args, shards, output, seed, num_classes, args)
     state = finished_run(output, command)
     label = f"train {name} (seed {seed})"
     if state == "done":
         print(f"\n== {label}: reusing {output / 'last.pt'}", flush=True)
         timer.seconds[label] = 0.0
-        return output / "last.pt"
+        return output / "last.pt", command
     if state == "new" and output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "demo_command.json", command[1:])
     timer.run(label, command + (["--resume"] if state == "partial" else []))
-    return output / "last.pt"
+    return output / "last.pt", command
 
 
 def evaluate_all(checkpoints: dict[str, Path], shards: Path, output: Path, tag: str, args: argparse.Namespace,
@@ -289,9 +287,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         for name, mode_args in MODELS.items():
             output = runs / f"seed{seed}" / name
-            checkpoints[f"{name}@seed{seed}"] = train_model(name, mode_args, shards, output, seed, num_classes,
-                                                            args, timer)
-            commands[name] = shlex.join(train_command(mode_args, shards, output, seed, num_classes, args)[1:])
+            checkpoints[f"{name}@seed{seed}"], command = train_model(name, mode_args, shards, output, seed,
+                                                                     num_classes, args, timer)
+            commands[name] = shlex.join(command[1:])
     names = list(MODELS)
     per_seed = evaluate_all(checkpoints, shards, runs, "tfd_per_seed", args, timer)
     models = aggregate(per_seed, names, args.seeds)
@@ -302,10 +300,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         variant_checkpoints = {}
         for seed in args.seeds:
             output = runs / f"seed{seed}" / VARIANT_NAME
-            variant_checkpoints[f"{VARIANT_NAME}@seed{seed}"] = train_model(
+            variant_checkpoints[f"{VARIANT_NAME}@seed{seed}"], command = train_model(
                 VARIANT_NAME, VARIANT_ARGS, shards, output, seed, num_classes, args, timer)
-            commands[VARIANT_NAME] = shlex.join(train_command(VARIANT_ARGS, shards, output, seed, num_classes,
-                                                              args)[1:])
+            commands[VARIANT_NAME] = shlex.join(command[1:])
         variant = evaluate_all(variant_checkpoints, shards, runs, "tfd_per_seed_variant", args, timer)
         per_seed["models"].update(variant["models"])
         names.append(VARIANT_NAME)
