@@ -155,8 +155,9 @@ def plan_split(
     settings = split_settings(args, ffmpeg, split, num_shards, entries_digest(usable), num_classes)
     digest = shard_format.settings_hash(settings)
     tasks = []
+    bounds = shard_format.shard_bounds(len(usable), num_shards)
     for index in range(num_shards):
-        chunk = tuple(usable[index * len(usable) // num_shards : (index + 1) * len(usable) // num_shards])
+        chunk = tuple(usable[bounds[index] : bounds[index + 1]])
         tasks.append(
             ShardTask(
                 split=split,

@@ -263,6 +263,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def shard_bounds(count: int, num_shards: int) -> list[int]:
+    """Return the num_shards + 1 boundaries cutting `count` ordered items into near-equal shards (i * count // n)."""
+    return [index * count // num_shards for index in range(num_shards + 1)]
+
+
 def write_jpeg_split(
     out_dir: Path,
     split: str,
@@ -299,7 +304,7 @@ def write_jpeg_split(
     out_dir.mkdir(parents=True, exist_ok=True)
     if shard_sizes is None:
         num_shards = max(1, min(num_shards, len(videos)))
-        bounds = [index * len(videos) // num_shards for index in range(num_shards + 1)]
+        bounds = shard_bounds(len(videos), num_shards)
     elif sum(shard_sizes) != len(videos):
         raise ValueError(f"shard sizes {list(shard_sizes)} do not add up to {len(videos)} videos")
     else:
