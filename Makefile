@@ -20,6 +20,7 @@ VERIFY_ARGS ?=
 TRAIN_ARGS ?=
 EVAL_ARGS ?=
 BENCH_ARGS ?=
+PRETRAIN_ARGS ?=
 
 REQUIREMENTS := requirements.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
@@ -35,10 +36,12 @@ endif
 
 WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: help setup test demo synthetic shards verify-shards train-tsm train-ffn eval bench clean distclean
+.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval bench \
+	clean distclean
 
 help:
-	@echo "make demo | test | synthetic | shards | verify-shards | train-tsm | train-ffn | eval | bench | clean"
+	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
+		"train-ffn | eval | bench | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -75,6 +78,18 @@ eval: $(SETUP)
 
 demo: $(SETUP)
 	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --started-at $(MAKE_START) $(WORKERS_FLAG)
+
+# The paper's ablation rows of TSM-FFN on the demo's data and pretrained backbone (reuses a finished `make demo`).
+ablations: $(SETUP)
+	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --study ablations $(WORKERS_FLAG)
+
+# The comparisons of docs/reproduction.md: random start, lambda 0 / 0.5 / 1, 20 against 40 epochs.
+mechanism: $(SETUP)
+	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --study mechanism $(WORKERS_FLAG)
+
+# The demo backbone's single-image pretraining alone (cached under RUNS/pretrain by its settings).
+pretrain: $(SETUP)
+	$(PYTHON) pretrain.py --output-root $(RUNS)/pretrain $(PRETRAIN_ARGS)
 
 bench: $(SETUP)
 	$(PYTHON) -m benchmarks.run_all --out $(RUNS)/bench $(BENCH_ARGS)

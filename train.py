@@ -127,9 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=None, help="default: from the shards' labels")
     group = parser.add_argument_group("model")
     group.add_argument("--arch", default=None, help="resnet50 (default), resnet18, ..., tiny")
-    group.add_argument("--pretrained", default=None, help="auto (imagenet for resnet*), imagenet, none, or a path")
+    group.add_argument("--pretrained", default=None,
+                       help="auto (imagenet for resnet*), imagenet, none, or the path of a torchvision-style ResNet "
+                            "state dict (e.g. pretrain.py's backbone.pt)")
     group.add_argument("--shift-mode", choices=SHIFT_MODES, default=None)
     group.add_argument("--dropout", type=float, default=None)
+    group.add_argument("--private-bn", action=argparse.BooleanOptionalAction, default=True,
+                       help="FFN: a BatchNorm set per frame count (--no-private-bn: one shared set, an ablation)")
+    group.add_argument("--weight-alteration", action=argparse.BooleanOptionalAction, default=True,
+                       help="FFN: per-frame-count Weight Alteration convs (--no-weight-alteration: an ablation)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, default=None)
     group.add_argument("--batch-size", type=int, default=None, help="videos per process (default 8)")
@@ -143,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--official-groups", action=argparse.BooleanOptionalAction, default=None,
                        help="classifier lr x5/x10 and no weight decay on BN/bias (official recipe)")
     group.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (default: none)")
-    group.add_argument("--lam", type=float, default=1.0, help="FFN: weight of the KL terms")
+    group.add_argument("--lam", type=float, default=1.0, help="FFN: weight of the KL terms (0: CE on the highest "
+                                                               "frame count only, an ablation)")
     group.add_argument("--ce-all-rates", action="store_true",
                        help="FFN: cross-entropy on every rate (not the official loss, which has CE on the highest)")
     group = parser.add_argument_group("data")
@@ -158,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--multi-scale", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--val-batch-size", type=int, default=None, help="default: --batch-size")
     group.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and always at the end)")
+    group.add_argument("--val-frames", type=int, nargs="+", default=None,
+                       help="frame counts validated (default: the highest trained; best.pt follows that one)")
     group = parser.add_argument_group("run")
     group.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
     group.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
@@ -197,6 +206,10 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--mode ffn needs at least two frame counts, e.g. --frames 4 8 16")
     if min(args.frames) < 1 or args.batch_size < 1 or args.epochs < 1:
         parser.error("--frames, --batch-size and --epochs must be positive")
+    if args.lam < 0:
+        parser.error("--lam must be zero or positive")
+    if args.val_frames is not None and min(args.val_frames) < 1:
+        parser.error("--val-frames must be positive frame counts")
     if args.pretrained == "auto":
         args.pretrained = "imagenet" if str(args.arch).startswith("resnet") else "none"
     return args
@@ -382,6 +395,8 @@ def build_network(args: argparse.Namespace, num_classes: int, channels_last: boo
         shift_mode=args.shift_mode,
         dropout=args.dropout,
         channels_last=channels_last,
+        private_bn=args.private_bn,
+        weight_alteration=args.weight_alteration,
     )
 
 
@@ -584,9 +599,10 @@ class Trainer:
         self.config = dict(self.network.config)
         self.rates = list(args.frames)
         self.val_rate = max(self.rates)
+        self.val_rates = sorted(set(args.val_frames or []) | {self.val_rate})
         self.train_loader = make_loader(args, args.train_split, self.rates, True, args.batch_size, self.device,
                                         self.rank, self.world_size)
-        self.val_loader = make_loader(args, args.val_split, [self.val_rate], False, args.val_batch_size,
+        self.val_loader = make_loader(args, args.val_split, self.val_rates, False, args.val_batch_size,
                                       self.device, self.rank, self.world_size)
         self.steps_per_epoch = len(self.train_loader)
         if args.max_steps_per_epoch:
@@ -737,12 +753,16 @@ class Trainer:
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
         return loss_value, correct, int(labels.shape[0])
 
-    def validate(self) -> dict[str, float]:
-        """Top-1 / top-5 at the highest trained frame count on the validation split."""
-        result = evaluate_networks({"model": self.network}, self.val_loader, [self.val_rate], self.device,
-                                   self.precision)["model"][self.val_rate]
-        return {"val_frames": self.val_rate, "val_top1": result["top1"], "val_top5": result["top5"],
-                "val_n": result["n"]}
+    def validate(self) -> dict[str, Any]:
+        """Top-1 / top-5 on the validation split at the highest trained frame count (and at --val-frames)."""
+        results = evaluate_networks({"model": self.network}, self.val_loader, self.val_rates, self.device,
+                                    self.precision)["model"]
+        result = results[self.val_rate]
+        record: dict[str, Any] = {"val_frames": self.val_rate, "val_top1": result["top1"], "val_top5": result["top5"],
+                                  "val_n": result["n"]}
+        if len(self.val_rates) > 1:
+            record["val_top1_at"] = {str(rate): results[rate]["top1"] for rate in self.val_rates}
+        return record
 
     def run(self) -> dict[str, Any]:
         """Train from start_epoch to the last epoch (or --stop-after-epochs); return the last epoch's record."""
@@ -750,6 +770,8 @@ class Trainer:
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             self.writer = open_tensorboard(self.output)
+            if self.network.backbone_load is not None:
+                print(self.network.backbone_load.summary(), flush=True)
             write_json_atomic(self.output / SETTINGS_JSON, self.settings())
             print(f"{args.mode} frames={self.rates} arch={args.arch} device={self.device} x{self.world_size} "
                   f"precision={self.precision} channels_last={self.channels_last} batch={args.batch_size}/process "
@@ -780,6 +802,8 @@ class Trainer:
         """Print one line, rewrite log.csv and add the epoch's scalars to TensorBoard."""
         validation = (f" val@{record['val_frames']}F top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f}"
                       if "val_top1" in record else "")
+        if "val_top1_at" in record:
+            validation += " (" + " ".join(f"{rate}F {top1:.1f}" for rate, top1 in record["val_top1_at"].items()) + ")"
         print(f"epoch {record['epoch']}/{self.args.epochs} loss {record['train_loss']:.4f} "
               f"train top1 {record['train_top1']:.2f}{validation} {record['clips_per_s']:.1f} clips/s "
               f"data wait {100 * record['data_wait']:.0f}% {record['epoch_s']:.1f} s", flush=True)

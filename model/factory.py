@@ -87,13 +87,15 @@ def build_model(
     wa_init : str
         "as-run" (kaiming fan_out, as the official code ran) or "paper" (N(0, 1e-3)).
     shift_impl : str
-        "autograd" (the fast shift) or "naive" (slice-assignment baseline, for benchmarks).
+        "autograd" (the fast shift), "naive" (slice-assignment baseline, for benchmarks) or "none" (no shift: a
+        plain 2D ResNet, used to pretrain a backbone on single images).
 
     Returns
     -------
     TSMResNet
         The model, with ``config`` (a JSON-serialisable dict: ``build_model(**model.config)`` rebuilds it),
-        ``trained_frames``, ``branch_for(T)`` and ``forward_rates``.
+        ``trained_frames``, ``branch_for(T)``, ``forward_rates`` and ``backbone_load`` (what ``pretrained``
+        loaded, dropped and left at init: a ``model.pretrained.BackboneLoad``, or None).
     """
     if arch not in ARCH_SPECS:
         raise ValueError(f"arch={arch!r} is not one of {sorted(ARCH_SPECS)}")
@@ -110,8 +112,7 @@ def build_model(
         private_bn=bool(private_bn), weight_alteration=bool(weight_alteration), wa_init=wa_init,
         shift_impl=shift_impl,
     )
-    if pretrained is not None:
-        load_imagenet_weights(model, arch, pretrained)
+    backbone_load = load_imagenet_weights(model, arch, pretrained) if pretrained is not None else None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.config = {
@@ -120,4 +121,5 @@ def build_model(
         "channels_last": bool(channels_last), "private_bn": bool(private_bn),
         "weight_alteration": bool(weight_alteration), "wa_init": wa_init, "shift_impl": shift_impl,
     }
+    model.backbone_load = backbone_load
     return model

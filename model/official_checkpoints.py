@@ -118,6 +118,41 @@ def map_state_dict(
     return translated, missing, unexpected
 
 
+# Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
+_TORCHVISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
+        (rf"^(layer\d+\.\d+)\.downsample_bn\.norms\.{SHARED_BRANCH}\.(\w+)$", r"\1.downsample.1.\2"),
+        (rf"^(.*bn\d)\.norms\.{SHARED_BRANCH}\.(\w+)$", r"\1.\2"),
+    )
+)
+
+
+def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a vanilla model under torchvision ResNet names (the inverse of ``map_state_dict``).
+
+    A file holding it loads through the same path as torchvision's ImageNet weights (``pretrained=<path>``).
+
+    Raises
+    ------
+    ValueError
+        If the model has private BatchNorm sets or Weight Alteration (no torchvision counterpart).
+    """
+    exported: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if ".wa.convs." in key or (".norms." in key and f".norms.{SHARED_BRANCH}." not in key):
+            raise ValueError(f"to_torchvision_state_dict: {key} has no torchvision name; export a vanilla model "
+                             "(ffn_frames=None)")
+        name = key
+        for pattern, replacement in _TORCHVISION_RULES:
+            if pattern.match(key):
+                name = pattern.sub(replacement, key)
+                break
+        exported[name] = value.detach().clone()
+    return exported
+
+
 def _summarise(keys: list[str]) -> str:
     shown = ", ".join(keys[:MAX_KEYS_IN_MESSAGE])
     return f"{len(keys)} ({shown}{', ...' if len(keys) > MAX_KEYS_IN_MESSAGE else ''})"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from torch import nn
 
-from model.official_checkpoints import load_checkpoint_file, map_state_dict
+from model.official_checkpoints import (
+    DATA_PARALLEL_PREFIX,
+    HEAD_PREFIXES,
+    OFFICIAL_BACKBONE_PREFIX,
+    load_checkpoint_file,
+    map_state_dict,
+    strip_prefix,
+)
 
 IMAGENET = "imagenet"
 # torchvision weight enum names of the V1 ImageNet weights, per arch.
@@ -44,7 +52,35 @@ def download_imagenet_state_dict(arch: str) -> dict:
         ) from None
 
 
-def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class BackboneLoad:
+    """What loading a pretrained backbone did.
+
+    Attributes
+    ----------
+    source : str
+        "imagenet" or the file's path.
+    loaded : list of str
+        Model keys that received a value (every stem and stage key).
+    dropped : list of str
+        Source keys not used: the pretraining classifier (``fc.*``).
+    left_at_init : list of str
+        Model keys the source cannot provide, left at their initial values (the new head, Weight Alteration).
+    """
+
+    source: str
+    loaded: list[str]
+    dropped: list[str]
+    left_at_init: list[str]
+
+    def summary(self) -> str:
+        """One line for the training log."""
+        return (f"pretrained backbone {self.source}: {len(self.loaded)} keys loaded; classifier dropped: "
+                f"{', '.join(self.dropped) or 'none'}; left at init: {len(self.left_at_init)} keys "
+                f"({', '.join(self.left_at_init[:4])}{', ...' if len(self.left_at_init) > 4 else ''})")
+
+
+def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> BackboneLoad:
     """Initialise the backbone of ``model`` from ImageNet weights; every private BN copy gets the same BN values.
 
     Parameters
@@ -58,8 +94,9 @@ def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> list[str]
 
     Returns
     -------
-    list of str
-        The model keys left at their initial values (the head, Weight Alteration convs).
+    BackboneLoad
+        Loaded keys, dropped source keys (the classifier) and the model keys left at their initial values (the
+        head, Weight Alteration convs).
     """
     if source == IMAGENET:
         state_dict = download_imagenet_state_dict(arch)
@@ -76,4 +113,7 @@ def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> list[str]
             f"torchvision {arch} state dict"
         )
     model.load_state_dict(translated, strict=False)
-    return missing
+    dropped = [key for key in state_dict
+               if strip_prefix(strip_prefix(key, DATA_PARALLEL_PREFIX), OFFICIAL_BACKBONE_PREFIX).startswith(
+                   HEAD_PREFIXES)]
+    return BackboneLoad(source=str(source), loaded=sorted(translated), dropped=dropped, left_at_init=missing)

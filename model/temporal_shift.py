@@ -124,4 +124,13 @@ def naive_temporal_shift(frames: torch.Tensor, clip_len: int, fold_div: int = DE
     return shifted.view(frames.shape)
 
 
-SHIFT_IMPLEMENTATIONS = {"autograd": temporal_shift, "naive": naive_temporal_shift}
+def no_temporal_shift(frames: torch.Tensor, clip_len: int, fold_div: int = DEFAULT_FOLD_DIV) -> torch.Tensor:
+    """No shift at all: the block becomes a plain 2D ResNet block (single-image pretraining of a backbone).
+
+    Same contract as :func:`temporal_shift`; returns ``frames`` itself.
+    """
+    _check_shift_arguments(frames, clip_len, fold_div)
+    return frames
+
+
+SHIFT_IMPLEMENTATIONS = {"autograd": temporal_shift, "naive": naive_temporal_shift, "none": no_temporal_shift}

@@ -208,7 +208,7 @@ class TSMResNet(nn.Module):
     wa_init : str
         "as-run" (kaiming fan_out, what the official code ran) or "paper" (N(0, 1e-3)).
     shift_impl : str
-        "autograd" or "naive" (benchmark baseline only).
+        "autograd", "naive" (benchmark baseline only) or "none" (a 2D ResNet, for single-image pretraining).
     """
 
     def __init__(

@@ -1,13 +1,21 @@
 """`make demo`: the Temporal Frequency Deviation experiment on synthetic data, on any laptop (2 CPU cores, no GPU).
 
-Steps, each timed: generate a synthetic SSv2-format dataset (VP9 .webm + label JSONs), build its shards, train on
-the same data with one preset (``train.py --preset demo``): vanilla TSM at 16 frames (tsm16), TSM-FFN at 4/8/16
-(ffn), separated TSM at 4 and 8 frames (tsm4, tsm8); evaluate every model on the validation split at 2, 4, 6, 8, 12
-and 16 frames; print the table and the margins; write ``<runs>/tfd.json`` and ``<runs>/tfd.png``.
+Steps, each timed: generate a synthetic SSv2-format dataset (VP9 .webm + label JSONs), build its shards, pretrain
+the 2D backbone on single synthetic images (``pretrain.py``, the stand-in for ImageNet initialisation), then train,
+every model starting from that backbone and with one preset (``train.py --preset demo``): vanilla TSM at 16 frames
+(tsm16), TSM-FFN at 4/8/16 with the official loss (ffn), separated TSM at 4 and 8 frames (tsm4, tsm8); evaluate every
+model on the validation split at 2, 4, 6, 8, 12 and 16 frames; print the table and the margins; write
+``<runs>/tfd.json``, ``<runs>/tfd.png`` and ``<runs>/tfd_curves.png`` (validation top-1 per epoch).
+
+``--study ablations`` (``make ablations``) trains the paper's ablation rows of TSM-FFN on the same data and backbone
+(one shared BN set, no Weight Alteration, lambda 0) and writes ``<runs>/ablations.json``. ``--study mechanism``
+trains the comparisons of the reproduction note (random start, lambda 0 / 0.5 / 1, 20 against 40 epochs) and writes
+``<runs>/mechanism.json``.
 
 Usage::
 
     python scripts/demo.py --runs runs/demo [--seeds 0 1 2] [--started-at UNIX_TIME] [--workers N]
+    python scripts/demo.py --runs runs/demo --study ablations
 
 With several seeds the data stay the same (data seed 0) and the training seed varies; every cell reports the mean
 and the min / max over seeds. Everything lives under ``--runs``. A rerun reuses the dataset, the shards and every
@@ -34,6 +42,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from evaluate import format_table, plot_top1  # noqa: E402
+from pretrain import BACKBONE_FILE, RECORD_FILE, cache_folder, settings_of  # noqa: E402
+from pretrain import build_parser as pretrain_parser  # noqa: E402
 from preprocess.shard_format import write_json_atomic  # noqa: E402
 from train import PRESETS, load_checkpoint  # noqa: E402
 
@@ -49,16 +59,34 @@ EVAL_BATCH = 50
 LOADER_WORKERS = 1
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
 VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
+FFN_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--val-frames", "4", "8", "16"]
 MODELS: dict[str, list[str]] = {
     "tsm16": ["--mode", "tsm", "--frames", "16"],
-    "ffn": ["--mode", "ffn", "--frames", "4", "8", "16"],
+    "ffn": FFN_ARGS,
     "tsm4": ["--mode", "tsm", "--frames", "4"],
     "tsm8": ["--mode", "tsm", "--frames", "8"],
 }
 MODEL_LOSSES = {"tsm16": "cross-entropy", "ffn": OFFICIAL_LOSS, "tsm4": "cross-entropy", "tsm8": "cross-entropy",
                 "ffn_ce_all": VARIANT_LOSS}
 VARIANT_NAME = "ffn_ce_all"
-VARIANT_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--ce-all-rates"]
+VARIANT_ARGS = [*FFN_ARGS, "--ce-all-rates"]
+PRETRAINED, RANDOM = "pretrained", "random"
+LONG_EPOCHS = 40
+# name: (train.py arguments beyond the preset, start, loss). Every study model uses the demo preset, data and seed.
+STUDIES: dict[str, dict[str, tuple[list[str], str, str]]] = {
+    "ablations": {
+        "ffn_shared_bn": ([*FFN_ARGS, "--no-private-bn"], PRETRAINED, OFFICIAL_LOSS + "; one shared BN set"),
+        "ffn_no_wa": ([*FFN_ARGS, "--no-weight-alteration"], PRETRAINED, OFFICIAL_LOSS + "; no Weight Alteration"),
+        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
+    },
+    "mechanism": {
+        **{f"{name}_random": (mode_args, RANDOM, MODEL_LOSSES[name]) for name, mode_args in MODELS.items()},
+        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
+        "ffn_lam0.5": ([*FFN_ARGS, "--lam", "0.5"], PRETRAINED, "CE on 16F + 0.5 x (the KL terms)"),
+        **{f"{name}_e{LONG_EPOCHS}": ([*mode_args, "--epochs", str(LONG_EPOCHS)], PRETRAINED, MODEL_LOSSES[name])
+           for name, mode_args in MODELS.items()},
+    },
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (smoke runs)")
     parser.add_argument("--fresh", action="store_true", help="delete <runs> first and redo everything")
+    parser.add_argument("--start", choices=(PRETRAINED, RANDOM), default=PRETRAINED,
+                        help="initialise every model from the pretrained backbone (the paper's protocol) or randomly")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="override pretrain.py's epochs (smoke runs)")
+    parser.add_argument("--study", choices=sorted(STUDIES), default=None,
+                        help="train and tabulate a study instead of the main table (after the main models)")
     return parser
 
 
@@ -120,13 +154,25 @@ def build_shards(args: argparse.Namespace, data_root: Path, shards: Path, timer:
     timer.run("shards", command)
 
 
+def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tuple[Path, dict[str, Any]]:
+    """Pretrain the 2D backbone on single images (cached by its settings); return its path and pretrain.json."""
+    command = [sys.executable, "pretrain.py", "--output-root", str(runs / "pretrain"),
+               "--threads", str(args.threads or os.cpu_count() or 1)]
+    if args.pretrain_epochs:
+        command += ["--epochs", str(args.pretrain_epochs)]
+    folder = cache_folder(runs / "pretrain", settings_of(pretrain_parser().parse_args(command[2:])))
+    timer.run("pretraining", command)
+    return folder / BACKBONE_FILE, json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+
+
 def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                  args: argparse.Namespace) -> list[str]:
-    """Return the train.py command of one demo model (the demo preset, validation only after the last epoch)."""
+                  args: argparse.Namespace, backbone: Path | None) -> list[str]:
+    """Return the train.py command of one demo model (the demo preset, validation after every epoch)."""
     command = [sys.executable, "train.py", *mode_args, "--preset", "demo", "--shards", str(shards), "--output",
                str(output), "--seed", str(seed), "--num-classes", str(num_classes), "--workers", str(LOADER_WORKERS),
-               "--threads", str(args.threads or os.cpu_count() or 1), "--val-every", "1000", "--no-progress"]
-    if args.epochs:
+               "--threads", str(args.threads or os.cpu_count() or 1), "--val-every", "1", "--no-progress",
+               "--pretrained", str(backbone) if backbone else "none"]
+    if args.epochs and "--epochs" not in mode_args:
         command += ["--epochs", str(args.epochs)]
     return command
 
@@ -145,9 +191,9 @@ def finished_run(output: Path, command: list[str]) -> str:
 
 
 def train_model(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                args: argparse.Namespace, timer: Timer) -> tuple[Path, list[str]]:
+                args: argparse.Namespace, timer: Timer, backbone: Path | None) -> tuple[Path, list[str]]:
     """Train one model (or reuse / resume an identical run); return its last checkpoint and train command."""
-    command = train_command(mode_args, shards, output, seed, num_classes, args)
+    command = train_command(mode_args, shards, output, seed, num_classes, args, backbone)
     state = finished_run(output, command)
     label = f"train {name} (seed {seed})"
     if state == "done":
@@ -240,10 +286,10 @@ def print_times(timer: Timer, setup_s: float | None, total_s: float) -> None:
     print(f"  {'total':<32} {total_s:8.1f}  ({total_s / 60:.1f} min)")
 
 
-def settings_record(args: argparse.Namespace, summary: dict[str, Any], names: Sequence[str],
-                    commands: dict[str, str], n_val: int) -> dict[str, Any]:
-    """Return tfd.json's "settings": data, preset, loss per model, seeds, evaluation protocol and machine."""
-    losses = {name: MODEL_LOSSES[name] for name in names}
+def settings_record(args: argparse.Namespace, summary: dict[str, Any], losses: dict[str, str],
+                    commands: dict[str, str], n_val: int, backbone: Path | None,
+                    pretraining: dict[str, Any] | None) -> dict[str, Any]:
+    """Return tfd.json's "settings": data, start, preset, loss per model, seeds, evaluation protocol and machine."""
     preset = dict(PRESETS["demo"])
     if args.epochs:
         preset["epochs"] = args.epochs
@@ -253,7 +299,10 @@ def settings_record(args: argparse.Namespace, summary: dict[str, Any], names: Se
         "counts": summary.get("counts"), "clip_frames": CLIP_FRAMES, "frame_size": FRAME_SIZE,
         "n_validation": n_val, "split": "validation", "eval_frames": list(EVAL_FRAMES),
         "protocol": "1 clip x full 32x32 frame (test resize 32, centre crop 32)",
-        "preset": preset, "loss": losses, "commands": commands,
+        "start": args.start, "preset": preset, "loss": losses, "commands": commands,
+        "pretraining": None if pretraining is None else {
+            "checkpoint": str(backbone), "sha256": pretraining["sha256"], "settings": pretraining["settings"],
+            "val_top1": pretraining["val_top1"], "train_s": pretraining["train_s"]},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
     }
 
@@ -270,8 +319,105 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
 
 
+def validation_curves(checkpoints: dict[str, Path], names: Sequence[str],
+                      seeds: Sequence[int]) -> dict[str, dict[str, list[float]]]:
+    """Return {name: {frames: per-epoch validation top-1, mean over seeds}} from each run's history."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name in names:
+        per_seed = []
+        for seed in seeds:
+            history = load_checkpoint(checkpoints[f"{name}@seed{seed}"])["metrics"]["history"]
+            per_seed.append([row.get("val_top1_at", {str(row.get("val_frames")): row.get("val_top1")})
+                             for row in history if "val_top1" in row])
+        frames = sorted(per_seed[0][0], key=int) if per_seed[0] else []
+        curves[name] = {rate: [round(statistics.fmean(run[epoch][rate] for run in per_seed), 2)
+                               for epoch in range(min(len(run) for run in per_seed))] for rate in frames}
+    return curves
+
+
+def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
+    """Plot validation top-1 against epoch: each FFN branch against the single-rate models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    styles = {"ffn": "-", "tsm16": "--", "tsm4": ":", "tsm8": "-."}
+    for name, by_rate in curves.items():
+        for rate, values in by_rate.items():
+            axis.plot(range(1, len(values) + 1), values, styles.get(name, "-"), marker="o", markersize=2.5,
+                      label=f"{name} at {rate}F")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation top-1 (%)")
+    axis.set_ylim(0, 100)
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def train_set(runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
+              entries: dict[str, tuple[list[str], Path | None]]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Train {name: (train arguments, backbone)} for every seed; return checkpoints and commands."""
+    checkpoints: dict[str, Path] = {}
+    commands: dict[str, str] = {}
+    for seed in args.seeds:
+        for name, (mode_args, backbone) in entries.items():
+            output = runs / f"seed{seed}" / name
+            checkpoints[f"{name}@seed{seed}"], command = train_model(name, mode_args, shards, output, seed,
+                                                                     num_classes, args, timer, backbone)
+            commands[name] = shlex.join(command[1:])
+    return checkpoints, commands
+
+
+def main_models(runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
+                backbone: Path | None) -> tuple[dict[str, Any], dict[str, Path], dict[str, str]]:
+    """Train and evaluate tsm16, ffn, tsm4, tsm8 (and the CE-on-every-rate variant when an FFN margin is missed)."""
+    checkpoints, commands = train_set(runs, shards, num_classes, args, timer,
+                                      {name: (mode_args, backbone) for name, mode_args in MODELS.items()})
+    names = list(MODELS)
+    per_seed = evaluate_all(checkpoints, shards, runs, "tfd_per_seed", args, timer)
+    models = aggregate(per_seed, names, args.seeds)
+    checks = margins(models)
+    if not all(row["pass"] for row in checks[1:3]):
+        print("\nan FFN margin is missed with the official loss: training the variant with CE on every rate too",
+              flush=True)
+        variant_checkpoints, variant_commands = train_set(runs, shards, num_classes, args, timer,
+                                                          {VARIANT_NAME: (VARIANT_ARGS, backbone)})
+        variant = evaluate_all(variant_checkpoints, shards, runs, "tfd_per_seed_variant", args, timer)
+        per_seed["models"].update(variant["models"])
+        checkpoints.update(variant_checkpoints)
+        commands.update(variant_commands)
+        names.append(VARIANT_NAME)
+        models = aggregate(per_seed, names, args.seeds)
+    return models, checkpoints, commands
+
+
+def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
+              backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Train and evaluate the models of one study; return (models, commands, losses)."""
+    entries = {name: (train_args, backbone if start == PRETRAINED else None)
+               for name, (train_args, start, _) in STUDIES[study].items()}
+    checkpoints, commands = train_set(runs, shards, num_classes, args, timer, entries)
+    per_seed = evaluate_all(checkpoints, shards, runs, f"{study}_per_seed", args, timer)
+    losses = {name: loss for name, (_, _, loss) in STUDIES[study].items()}
+    return aggregate(per_seed, list(entries), args.seeds), commands, losses
+
+
+def print_report(models: dict[str, Any], seeds: Sequence[int], margin_sets: dict[str, Any]) -> None:
+    """Print the top-1 table and the margins."""
+    print("\ntop-1 (%) on the validation split" + (" (mean [min-max] over seeds)" if len(seeds) > 1 else ""))
+    print(format_spread_table(models) if len(seeds) > 1 else format_table(models, EVAL_FRAMES, second=None))
+    for label, rows in margin_sets.items():
+        print(f"\nmargins ({label.replace('_', ' ')})")
+        print_margins(rows)
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every step; return tfd.json's content."""
+    """Run every step; return tfd.json's content (or the study's JSON with --study)."""
     begin = time.time()
     setup_s = begin - args.started_at if args.started_at else None
     runs = args.runs.resolve()
@@ -282,52 +428,46 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     summary = generate_data(args, data_root, timer)
     build_shards(args, data_root, shards, timer)
     num_classes = int(summary["num_classes"])
-    checkpoints: dict[str, Path] = {}
-    commands: dict[str, str] = {}
-    for seed in args.seeds:
-        for name, mode_args in MODELS.items():
-            output = runs / f"seed{seed}" / name
-            checkpoints[f"{name}@seed{seed}"], command = train_model(name, mode_args, shards, output, seed,
-                                                                     num_classes, args, timer)
-            commands[name] = shlex.join(command[1:])
-    names = list(MODELS)
-    per_seed = evaluate_all(checkpoints, shards, runs, "tfd_per_seed", args, timer)
-    models = aggregate(per_seed, names, args.seeds)
-    checks = margins(models)
-    if not all(row["pass"] for row in checks[1:3]):
-        print("\nan FFN margin is missed with the official loss: training the variant with CE on every rate too",
-              flush=True)
-        variant_checkpoints = {}
-        for seed in args.seeds:
-            output = runs / f"seed{seed}" / VARIANT_NAME
-            variant_checkpoints[f"{VARIANT_NAME}@seed{seed}"], command = train_model(
-                VARIANT_NAME, VARIANT_ARGS, shards, output, seed, num_classes, args, timer)
-            commands[VARIANT_NAME] = shlex.join(command[1:])
-        variant = evaluate_all(variant_checkpoints, shards, runs, "tfd_per_seed_variant", args, timer)
-        per_seed["models"].update(variant["models"])
-        names.append(VARIANT_NAME)
-        models = aggregate(per_seed, names, args.seeds)
-    n_val = models["tsm16"]["n"]
-    report = {
-        "settings": settings_record(args, summary, names, commands, n_val),
-        "models": models,
-        "margins": {"official_loss": margins(models)},
-    }
+    backbone, pretraining = pretrain_backbone(args, runs, timer)
+    main_backbone = backbone if args.start == PRETRAINED else None
+    if args.start == RANDOM:
+        runs = runs / "random_start"
+    models, checkpoints, commands = main_models(runs, shards, num_classes, args, timer, main_backbone)
+    losses = {name: MODEL_LOSSES[name] for name in models}
+    report_name = "tfd"
+    margin_sets = {"official_loss": margins(models)}
     if VARIANT_NAME in models:
-        report["margins"]["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
+        margin_sets["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
+    curves = validation_curves(checkpoints, list(models), args.seeds)
+    if args.study:
+        report_name = args.study
+        study_models, study_commands, study_losses = run_study(args.study, runs, shards, num_classes, args, timer,
+                                                               backbone)
+        models = {"ffn": models["ffn"], "tsm16": models["tsm16"], **study_models}
+        commands.update(study_commands)
+        losses = {**{name: MODEL_LOSSES[name] for name in ("ffn", "tsm16")}, **study_losses}
+        margin_sets = {"official_loss": margins(models)}
+    report = {
+        "settings": settings_record(args, summary, losses, commands, models["tsm16"]["n"], backbone, pretraining),
+        "models": models,
+        "margins": margin_sets,
+        "curves": curves,
+    }
     total_s = time.time() - begin + (setup_s or 0.0)
     report["settings"]["timings_s"] = {"setup": None if setup_s is None else round(setup_s, 1),
                                        **{k: round(v, 1) for k, v in timer.seconds.items()},
                                        "total": round(total_s, 1)}
-    write_json_atomic(runs / "tfd.json", report)
-    write_plot(report, runs / "tfd.png")
-    print("\ntop-1 (%) on the validation split" + (" (mean [min-max] over seeds)" if len(args.seeds) > 1 else ""))
-    print(format_spread_table(models) if len(args.seeds) > 1 else format_table(models, EVAL_FRAMES, second=None))
-    for label, rows in report["margins"].items():
-        print(f"\nmargins ({label.replace('_', ' ')})")
-        print_margins(rows)
+    write_json_atomic(runs / f"{report_name}.json", report)
+    print_report(models, args.seeds, margin_sets)
     print_times(timer, setup_s, total_s)
-    print(f"\nwrote {runs / 'tfd.json'} and {runs / 'tfd.png'}")
+    if args.study is None:
+        write_plot(report, runs / "tfd.png")
+        seeds_text = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+        write_curves_plot(curves, runs / "tfd_curves.png",
+                          f"Synthetic demo: validation top-1 per epoch ({args.start} start, mean of {seeds_text})")
+        print(f"\nwrote {runs / 'tfd.json'}, {runs / 'tfd.png'} and {runs / 'tfd_curves.png'}")
+    else:
+        print(f"\nwrote {runs / f'{report_name}.json'}")
     return report
 
 

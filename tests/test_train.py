@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -197,10 +198,11 @@ def test_torchrun_two_cpu_processes(shards, tmp_path):
 def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     """scripts/demo.py on a miniature dataset (4 clips per class, 1 epoch): every step runs, the schema holds."""
     command = [sys.executable, "scripts/demo.py", "--runs", str(tmp_path / "demo"), "--videos-per-class", "4",
-               "--epochs", "1", "--threads", "1", "--workers", "1", "--started-at", "0"]
+               "--epochs", "1", "--pretrain-epochs", "1", "--threads", "1", "--workers", "1", "--started-at", "0"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "time breakdown" in result.stdout and "train ffn (seed 0)" in result.stdout
+    assert "pretraining" in result.stdout and "classifier dropped: fc.weight, fc.bias" in result.stdout
     report = json.loads((tmp_path / "demo" / "tfd.json").read_text())
     assert {"tsm16", "ffn", "tsm4", "tsm8"} <= set(report["models"])
     for name, trained in (("tsm16", [16]), ("ffn", [4, 8, 16]), ("tsm4", [4]), ("tsm8", [8])):
@@ -210,6 +212,22 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     settings = report["settings"]
     assert settings["n_validation"] == 12 and len(settings["classes"]) == settings["num_classes"] == 12
     assert settings["seeds"] == [0] and settings["loss"]["ffn"].startswith("official")
+    assert settings["start"] == "pretrained" and settings["preset"]["arch"] == "tiny"
+    pretraining = settings["pretraining"]
+    digest = hashlib.sha256(Path(pretraining["checkpoint"]).read_bytes()).hexdigest()
+    assert pretraining["sha256"] == digest and pretraining["settings"]["epochs"] == 1
+    assert all(f"--pretrained {pretraining['checkpoint']}" in command for command in settings["commands"].values())
+    assert set(report["curves"]["ffn"]) == {"4", "8", "16"} and len(report["curves"]["ffn"]["4"]) == 1
+    assert set(report["curves"]["tsm16"]) == {"16"}
     rules = [row["rule"] for row in report["margins"]["official_loss"]]
     assert rules[0] == "tsm16@4F <= tsm16@16F - 25" and len(rules) == 6
-    assert (tmp_path / "demo" / "tfd.png").read_bytes()[:4] == b"\x89PNG"
+    for image in ("tfd.png", "tfd_curves.png"):
+        assert (tmp_path / "demo" / image).read_bytes()[:4] == b"\x89PNG"
+    study = subprocess.run([*command, "--study", "ablations"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert study.returncode == 0, study.stdout[-2000:] + study.stderr[-2000:]
+    assert "train ffn (seed 0): reusing" in study.stdout
+    ablations = json.loads((tmp_path / "demo" / "ablations.json").read_text())
+    assert set(ablations["models"]) == {"ffn", "tsm16", "ffn_shared_bn", "ffn_no_wa", "ffn_lam0"}
+    commands = ablations["settings"]["commands"]
+    assert "--no-private-bn" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]

@@ -1,0 +1,201 @@
+"""Pretrain a 2D backbone on single synthetic images: the demo's stand-in for ImageNet initialisation.
+
+The FFN paper initialises every model from ImageNet-pretrained ResNet-50 weights. The demo's ``tiny`` backbone
+gets the same treatment from this script: a plain 2D ResNet (no temporal shift) of the same layout learns the
+appearance task of ``preprocess.synthetic_images`` (shape x size x texture of one object, no motion, no class of the
+video task), and its weights are saved under torchvision ResNet names. ``train.py --pretrained PATH`` then loads
+them through the very path that loads torchvision's ImageNet V1 weights into resnet50: stem and stages are copied
+(into every private BatchNorm set of an FFN), the classifier is dropped and its keys are printed.
+
+Usage::
+
+    python pretrain.py --output-root runs/pretrain            # prints the checkpoint path and its SHA-256
+
+The result is cached: the checkpoint lives in ``<output-root>/<arch>-<key>/backbone.pt`` where ``key`` is a hash
+of every setting, and a rerun with the same settings reuses it. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data_pipeline.augment import normalisation_tensors
+from model import build_model, build_optimizer, get_device
+from model.official_checkpoints import to_torchvision_state_dict
+from preprocess.shard_format import write_json_atomic
+from preprocess.synthetic_images import APPEARANCE_CLASSES, appearance_dataset
+from train import LearningRateShape, save_atomic, seed_everything
+
+BACKBONE_FILE = "backbone.pt"
+RECORD_FILE = "pretrain.json"
+TASK_VERSION = 1  # bump when the image task changes, so that cached backbones are not reused
+VALIDATION_SEED_OFFSET = 1_000_003
+HASH_CHARS = 12
+DEFAULTS: dict[str, Any] = {
+    "arch": "tiny",
+    "image_size": 32,
+    "images_per_class": 2000,
+    "val_images_per_class": 100,
+    "epochs": 15,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "weight_decay": 0.05,
+    "warmup_epochs": 0.5,
+    "seed": 0,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-root", type=Path, required=True, help="cache folder; one sub-folder per setting")
+    parser.add_argument("--arch", default=DEFAULTS["arch"], help="backbone layout (tiny, resnet18, ...)")
+    parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
+    parser.add_argument("--images-per-class", type=int, default=DEFAULTS["images_per_class"])
+    parser.add_argument("--val-images-per-class", type=int, default=DEFAULTS["val_images_per_class"])
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="AdamW peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    parser.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    parser.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return parser
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """Return every setting that changes the result (the cache key is their hash)."""
+    settings = {key: getattr(args, key) for key in DEFAULTS}
+    settings.update(max_steps=args.max_steps, task_version=TASK_VERSION,
+                    classes=[spec.name for spec in APPEARANCE_CLASSES])
+    return settings
+
+
+def cache_folder(output_root: Path, settings: dict[str, Any]) -> Path:
+    """Return the folder of the backbone trained with these settings."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    return Path(output_root) / f"{settings['arch']}-{digest[:HASH_CHARS]}"
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_batch(images: np.ndarray, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) images -> normalised float (N, 1, 3, H, W) one-frame videos on the device."""
+    frames = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
+    return ((frames - mean) / std).unsqueeze(1)
+
+
+@torch.no_grad()
+def accuracy(network: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int,
+             device: torch.device) -> float:
+    """Top-1 (%) of the network on a set of images."""
+    mean, std = normalisation_tensors(device)
+    network.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = network(to_batch(images[start:start + batch_size], device, mean, std))
+        correct += int(logits.argmax(dim=1).cpu().eq(torch.from_numpy(labels[start:start + batch_size])).sum())
+    return 100.0 * correct / max(len(images), 1)
+
+
+def train_backbone(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """Train the 2D backbone on the appearance task; return it and the per-epoch history."""
+    seed_everything(args.seed)
+    size = args.image_size
+    train_images, train_labels = appearance_dataset(args.images_per_class, args.seed, size, size)
+    val_images, val_labels = appearance_dataset(args.val_images_per_class, args.seed + VALIDATION_SEED_OFFSET,
+                                                size, size)
+    network = build_model(arch=args.arch, num_classes=len(APPEARANCE_CLASSES), ffn_frames=None, pretrained=None,
+                          dropout=0.0, shift_impl="none").to(device)
+    steps_per_epoch = max(1, len(train_images) // args.batch_size)
+    optimizer = build_optimizer(network, args.lr, 0.9, args.weight_decay, False, optimizer="adamw")
+    schedule = LearningRateShape("cosine", steps_per_epoch, args.epochs, args.warmup_epochs, [])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    mean, std = normalisation_tensors(device)
+    generator = np.random.default_rng(args.seed)
+    history: list[dict[str, Any]] = []
+    step = 0
+    for epoch in range(args.epochs):
+        network.train()
+        order = generator.permutation(len(train_images))
+        start, loss_sum = time.perf_counter(), 0.0
+        for batch_index in range(steps_per_epoch):
+            chosen = order[batch_index * args.batch_size:(batch_index + 1) * args.batch_size]
+            logits = network(to_batch(train_images[chosen], device, mean, std))
+            loss = F.cross_entropy(logits, torch.from_numpy(train_labels[chosen]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach())
+            step += 1
+            if args.max_steps is not None and step >= args.max_steps:
+                break
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(batch_index + 1, 1),
+                  "val_top1": accuracy(network, val_images, val_labels, 4 * args.batch_size, device),
+                  "epoch_s": time.perf_counter() - start}
+        history.append(record)
+        print(f"pretrain epoch {epoch + 1}/{args.epochs} loss {record['train_loss']:.4f} "
+              f"val top1 {record['val_top1']:.2f} {record['epoch_s']:.1f} s", flush=True)
+        if args.max_steps is not None and step >= args.max_steps:
+            break
+    return network, history
+
+
+def pretrain(args: argparse.Namespace) -> Path:
+    """Return the cached backbone for these settings, training and saving it first when it is not there."""
+    settings = settings_of(args)
+    folder = cache_folder(args.output_root, settings)
+    path = folder / BACKBONE_FILE
+    record_path = folder / RECORD_FILE
+    if path.is_file() and record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("settings") == settings and record.get("sha256") == file_sha256(path):
+            print(f"pretrain: reusing {path} (sha256 {record['sha256']})", flush=True)
+            return path
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    begin = time.perf_counter()
+    network, history = train_backbone(args, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": to_torchvision_state_dict(network.cpu()), "arch": args.arch,
+               "classes": settings["classes"], "settings": settings, "history": history}
+    save_atomic(payload, path)
+    record = {"settings": settings, "sha256": file_sha256(path), "history": history,
+              "val_top1": history[-1]["val_top1"] if history else None,
+              "train_s": round(time.perf_counter() - begin, 1), "device": str(device)}
+    write_json_atomic(record_path, record)
+    print(f"pretrain: wrote {path} (sha256 {record['sha256']}, val top-1 {record['val_top1']:.2f}, "
+          f"{record['train_s']:.0f} s)", flush=True)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    pretrain(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
