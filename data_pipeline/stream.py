@@ -53,7 +53,8 @@ def read_split(shards_dir: str | Path, split: str) -> list[ShardEntry]:
     Raises
     ------
     ShardDataError
-        If the manifest is missing, malformed, of another format version, lists no shard or a missing shard.
+        If the manifest is missing, malformed, of another format version, holds no video or lists a missing
+        shard.
     """
     folder = Path(shards_dir)
     path = manifest_path(folder, split)
@@ -62,8 +63,11 @@ def read_split(shards_dir: str | Path, split: str) -> list[ShardEntry]:
     except ManifestError as error:
         raise ShardDataError(str(error)) from error
     entries = [ShardEntry(folder / shard["name"], int(shard["num_samples"])) for shard in manifest.get("shards", [])]
-    if not entries:
-        raise ShardDataError(f"{path}: lists no shard; rebuild the shards of split {split!r}")
+    if sum(entry.num_samples for entry in entries) == 0:
+        raise ShardDataError(
+            f"{path}: split {split!r} holds no video (num_samples 0; its \"skipped\" list says why); "
+            "fix the annotation file or the videos and rerun `make shards`, or choose another split"
+        )
     missing = [entry.path.name for entry in entries if not entry.path.exists()]
     if missing:
         raise ShardDataError(f"{path}: {len(missing)} shard(s) missing (first: {missing[0]}); rerun `make shards`")

@@ -353,6 +353,20 @@ def report_summary(written: int, frames: int, skipped: Sequence[dict[str, str]],
         f" ({by_reason})" if skipped else ""))  # fmt: skip
 
 
+def report_empty_split(data_root: Path, plan: SplitPlan, manifest: dict[str, Any]) -> None:
+    """Print one line naming a split that holds no video and why (nothing for a split with videos)."""
+    if manifest["num_samples"]:
+        return
+    annotation_file = labels_dir(data_root) / f"{plan.split}.json"
+    skipped = manifest["skipped"]
+    if not skipped:
+        why = f"{annotation_file} lists no video"
+    else:
+        by_reason = ", ".join(f"{reason}: {count}" for reason, count in sorted(skip_summary(skipped).items()))
+        why = f"all {len(skipped)} videos of {annotation_file} were skipped ({by_reason})"
+    print(f"{plan.split}: empty split, {why}; its manifest lists no shard", flush=True)
+
+
 def exit_status(written: int, skipped: int, strict: bool, max_skip_fraction: float) -> int:
     """Return non-zero when --strict and anything was skipped, or the skipped fraction is over the limit."""
     total = written + skipped
@@ -476,6 +490,8 @@ def _finalize_and_report(args: argparse.Namespace, plans: Sequence[SplitPlan]) -
         return EXIT_MISSING_SHARDS
     written = frames = 0
     skipped: list[dict[str, str]] = []
+    for plan in plans:
+        report_empty_split(args.data_root, plan, manifests[plan.split])
     for split, manifest in manifests.items():
         report_summary(manifest["num_samples"], manifest["num_frames"], manifest["skipped"],
                        f"{split} ({len(manifest['shards'])} shards)")  # fmt: skip
