@@ -130,3 +130,12 @@ def test_partial_shard_read_skips_the_other_samples_without_reading_them(shard_f
     assert stream.bytes_read < len(data) // 4  # headers only for the 10 skipped samples, nothing after the 13th
     assert list(iterate_samples(io.BytesIO(data), "x", first=24)) == everything[24:]
     assert list(iterate_samples(io.BytesIO(data), "x", first=30, count=2)) == []
+
+
+def test_coverage_simulation_shows_the_previous_rule_missing_videos_and_the_exact_one_none(tmp_path):
+    from benchmarks.bench_epoch_coverage import DEMO, RESULT_NAME, main, simulate
+
+    previous, exact = simulate(DEMO, "previous"), simulate(DEMO, "exact")
+    assert exact["distinct"] == exact["yielded"] == DEMO.videos and exact["repeats"] == 0
+    assert previous["yielded"] == DEMO.videos and previous["repeats"] > 0 and previous["left_out"] > 0
+    assert main(["--out", str(tmp_path), "--quick"]) == 0 and (tmp_path / RESULT_NAME).exists()
