@@ -65,6 +65,12 @@ SLURM_TASK_COUNT = "SLURM_ARRAY_TASK_COUNT"
 SLURM_TASK_MIN = "SLURM_ARRAY_TASK_MIN"
 FRAMES_RULE = "every frame at the native frame rate (ffmpeg -fps_mode passthrough)"
 RESIZE_RULE = "ffmpeg scale (bicubic) in YUV, then unscaled YUV to RGB"
+PIXEL_ASPECT_RULE = (
+    "square pixels: a non-square sample aspect ratio is resized to the display aspect (coded width x SAR) in the "
+    "same resize; the source SAR is in the sample's \"source_sar\" (absent: square)"
+)
+ALPHA_RULE = "VP8/VP9 alpha decoded with libvpx and composited on black (RGB = colour x alpha)"
+NON_VIDEO_RULE = "a single image (image demuxer, whatever the file name) is skipped as not a video"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +137,9 @@ def split_settings(
         "size_rule": size_rule(args.short_side),
         "short_side": args.short_side,
         "resize": RESIZE_RULE,
+        "pixel_aspect": PIXEL_ASPECT_RULE,
+        "alpha": ALPHA_RULE,
+        "non_video": NON_VIDEO_RULE,
         "jpeg_quality": args.quality,
         "jpeg_encoder": jpeg_encoder_name(),
         "ffmpeg_path": ffmpeg.path,
@@ -194,7 +203,8 @@ def _shard_members(
                 counts["skipped"].append({"id": entry.video_id, "reason": video.error})
                 continue
             yield from shard_format.encode_sample(
-                entry.video_id, entry.label, entry.template, video.frames, video.width, video.height
+                entry.video_id, entry.label, entry.template, video.frames, video.width, video.height,
+                video.source_sar,
             )
             counts["samples"] += 1
             batch_frames += len(video.frames)

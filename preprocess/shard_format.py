@@ -4,7 +4,7 @@ One sample per video, key = the SSv2 video id, exactly two tar members:
 
 - ``<id>.json``: {"id": str, "label": int (-1 for test), "template": str, "num_frames": int, "width": int,
   "height": int, "offsets": [int], "lengths": [int]} (byte offset and length of each frame inside the packed
-  member);
+  member), plus "source_sar": "num:den" when the source's pixels were not square (the frames always are);
 - ``<id>.frames``: all frames' JPEG bytes back to back in temporal order.
 
 A shard ``<split>-NNNNNN.tar`` is written under a temporary name and renamed when complete; then its sidecar
@@ -77,9 +77,17 @@ def pack_frames(jpeg_frames: Sequence[bytes]) -> tuple[bytes, list[int], list[in
 
 
 def encode_sample(
-    video_id: str, label: int, template: str, jpeg_frames: Sequence[bytes], width: int, height: int
+    video_id: str,
+    label: int,
+    template: str,
+    jpeg_frames: Sequence[bytes],
+    width: int,
+    height: int,
+    source_sar: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Encode one video as its two tar members [(<id>.json, bytes), (<id>.frames, bytes)].
+
+    `source_sar` ("num:den") records a non-square source sample aspect ratio; None (square) adds no key.
 
     Raises
     ------
@@ -101,6 +109,8 @@ def encode_sample(
         "offsets": offsets,
         "lengths": lengths,
     }
+    if source_sar is not None:
+        meta["source_sar"] = source_sar
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode("utf-8")
     return [(f"{video_id}.json", meta_bytes), (f"{video_id}.frames", packed)]
 
