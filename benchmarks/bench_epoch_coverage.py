@@ -61,7 +61,8 @@ DEMO = Scenario("make demo train", 2_400, 16, 1, 1, 32)
 def shard_entries(scenario: Scenario) -> list[ShardEntry]:
     """The shards `make shards` writes for the scenario (near-equal sizes), as manifest entries."""
     bounds = shard_bounds(scenario.videos, scenario.shards)
-    return [ShardEntry(Path(f"shard{index}"), stop - start) for index, (start, stop) in enumerate(zip(bounds, bounds[1:]))]
+    sizes = [stop - start for start, stop in zip(bounds, bounds[1:])]
+    return [ShardEntry(Path(f"shard{index}"), size) for index, size in enumerate(sizes)]
 
 
 def _first_ids(entries: Sequence[ShardEntry]) -> list[int]:
@@ -92,10 +93,13 @@ def exact_stream(entries: Sequence[ShardEntry], slot: Slot, epoch: int, batch: i
     """The exact rule's finite stream of one worker: its pieces of the epoch's rotated sequence."""
     first_ids = _first_ids(entries)
     for piece in train_pieces(entries, slot, batch, batches, SEED, epoch):
-        yield from range(int(first_ids[piece.shard]) + piece.first, int(first_ids[piece.shard]) + piece.first + piece.count)
+        start = int(first_ids[piece.shard]) + piece.first
+        yield from range(start, start + piece.count)
 
 
-def worker_epoch(stream: Iterator[int], buffer_size: int, rng: np.random.Generator, quota: int, batch: int) -> list[int]:
+def worker_epoch(
+    stream: Iterator[int], buffer_size: int, rng: np.random.Generator, quota: int, batch: int
+) -> list[int]:
     """Pass a stream through the shuffle buffer (drained when the stream ends); keep the quota's full batches."""
     buffer = ShuffleBuffer(buffer_size, rng)
     wanted = quota * batch

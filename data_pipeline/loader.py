@@ -433,8 +433,8 @@ def build_loader(
     if not train and len(entries) < world_size * workers:
         LOGGER.warning(
             "%s: %d %s shards for %d ranks x %d workers: every evaluation worker reads every shard and keeps its "
-            "share of the samples (more I/O); write at least %d shards", shards, len(entries), split, world_size, workers,
-            world_size * workers,
+            "share of the samples (more I/O); write at least %d shards",
+            shards, len(entries), split, world_size, workers, world_size * workers,
         )  # fmt: skip
     decoder = None
     if backend == "torchvision":

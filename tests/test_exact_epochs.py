@@ -139,3 +139,14 @@ def test_coverage_simulation_shows_the_previous_rule_missing_videos_and_the_exac
     assert exact["distinct"] == exact["yielded"] == DEMO.videos and exact["repeats"] == 0
     assert previous["yielded"] == DEMO.videos and previous["repeats"] > 0 and previous["left_out"] > 0
     assert main(["--out", str(tmp_path), "--quick"]) == 0 and (tmp_path / RESULT_NAME).exists()
+
+
+def test_both_tar_readers_give_the_same_training_epoch(shard_folders):
+    def ids(reader: str) -> list[str]:
+        loader = build_loader(
+            shard_folders["fewer shards than slots"], "train", rates=(1,), batch_size=3, decode="cpu", device="cpu",
+            num_workers=0, crop_size=8, multi_scale=False, rank=1, world_size=3, tar_reader=reader,
+        )  # fmt: skip
+        return [video for batch in loader for video in batch["id"]]
+
+    assert ids("lean") == ids("webdataset") and len(ids("lean")) == 6
