@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_pipeline import build_loader, reduce_counts
+from data_pipeline.stream import ShardDataError
 from model import build_model, build_optimizer, distillation_loss, get_device, load_checkpoint_file
 from model.factory import DEFAULT_NUM_CLASSES as SSV2_NUM_CLASSES
 from model.tsm_resnet import SHIFT_MODES
@@ -347,6 +348,11 @@ def make_loader(args: argparse.Namespace, split: str, rates: Sequence[int], trai
     """Build the data_pipeline loader for a split (training: augmentation and shuffling; else: test transform).
 
     `extra` goes to build_loader as well (evaluate.py: test_crops, test_clips).
+
+    Raises
+    ------
+    SystemExit
+        With one line naming the manifest when the split cannot be read or holds no video.
     """
     options: dict[str, Any] = {
         "shards": args.shards, "split": split, "rates": tuple(rates), "batch_size": batch_size, "train": train,
@@ -358,7 +364,10 @@ def make_loader(args: argparse.Namespace, split: str, rates: Sequence[int], trai
         options["test_resize"] = args.test_resize
     if world_size > 1:
         options.update(rank=rank, world_size=world_size)
-    return build_loader(**options)
+    try:
+        return build_loader(**options)
+    except ShardDataError as error:
+        raise SystemExit(str(error)) from error
 
 
 def timed_batches(loader: Any) -> Iterator[tuple[Any, float]]:

@@ -29,7 +29,6 @@ from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
 from data_pipeline.sampling import check_sampling, check_short_video, plan_frames
 from data_pipeline.stream import (
-    Assignment,
     SelectedSample,
     ShardEntry,
     TAR_READERS,
@@ -39,10 +38,13 @@ from data_pipeline.stream import (
     eval_batches_per_rank,
     parse_meta,
     read_assigned,
+    read_pieces,
     read_split,
     shard_order,
     slice_frames,
     train_batches_per_rank,
+    train_dropped_per_rank,
+    train_pieces,
     worker_quota,
 )
 
@@ -50,7 +52,9 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_SHUFFLE_BUFFER = 256
 WORKER_TORCH_THREADS = 1
 WORKER_STREAM = 0xF7A  # separates each worker's sampling/crop/shuffle random stream from the shard order
-STATS_KEYS = ("samples", "batches", "corrupt_videos_replaced", "frames_decoded", "compressed_bytes")
+STATS_KEYS = (
+    "samples", "batches", "corrupt_videos_replaced", "frames_decoded", "compressed_bytes", "dropped_for_equal_batches"
+)
 
 
 @dataclass
@@ -116,24 +120,18 @@ class ShardVideoDataset(IterableDataset):
         return Slot(self.config.rank, self.config.world_size, worker, self.config.num_workers)
 
     def _selected(self, slot: Slot, rng: np.random.Generator) -> Iterator[SelectedSample]:
-        """Yield this slot's samples, frames selected; training re-reads the slot's own shards without end."""
-        order = shard_order(len(self.entries), self.config.seed, self.config.epoch, self.config.train)
-        assignment = assign(self.entries, slot, order)
-        while True:
-            kept = 0
-            for raw, shard in read_assigned(self.entries, assignment, self.config.tar_reader):
-                kept += 1
-                yield select_sample(raw, shard, self.config, rng)
-            if not self.config.train:
-                return
-            if kept == 0:
-                # Empty share (e.g. empty shards): read every sample so the quota, hence DDP, still completes.
-                every_sample = Assignment(shards=[int(index) for index in order])
-                if assignment == every_sample:
-                    return
-                assignment = every_sample
-            elif assignment.stride == 1:
-                assignment = replace(assignment, shards=[int(index) for index in rng.permutation(assignment.shards)])
+        """Yield this slot's samples, frames selected: training, its exact share of the epoch; evaluation, all."""
+        if self.config.train:
+            pieces = train_pieces(
+                self.entries, slot, self.config.batch_size, self.config.batches_per_rank, self.config.seed,
+                self.config.epoch,
+            )  # fmt: skip
+            samples = read_pieces(self.entries, pieces, self.config.tar_reader)
+        else:
+            order = shard_order(len(self.entries), self.config.seed, self.config.epoch, shuffle=False)
+            samples = read_assigned(self.entries, assign(self.entries, slot, order), self.config.tar_reader)
+        for raw, shard in samples:
+            yield select_sample(raw, shard, self.config, rng)
 
     def _shuffled(self, samples: Iterator[SelectedSample], rng: np.random.Generator) -> Iterator[SelectedSample]:
         """Pass samples through the compressed shuffle buffer (training only)."""
@@ -278,6 +276,16 @@ class VideoLoader:
         }
         return item, stats
 
+    @property
+    def dropped_per_epoch(self) -> int:
+        """Videos of this rank's share left out of each training epoch so all ranks yield equal full batches.
+
+        Fewer than batch_size per rank (0 in evaluation, which yields every video once).
+        """
+        if not self.config.train:
+            return 0
+        return train_dropped_per_rank(self.entries, self.config.rank, self.config.world_size, self.config.batch_size)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this rank's batches of the current epoch (stats count a batch when it is yielded)."""
         if self.keep_freed_memory:
@@ -286,14 +294,15 @@ class VideoLoader:
             for batch, stats in map(self._finish, self._items()):
                 self._count(stats)
                 yield batch
-            return
-        finished = prefetch_outputs(self._items(), self._finish, self.device, self.prefetch)
-        try:
-            for batch, stats in finished:
-                self._count(stats)
-                yield batch
-        finally:
-            finished.close()  # stops and joins the decode thread at once when the caller stops early
+        else:
+            finished = prefetch_outputs(self._items(), self._finish, self.device, self.prefetch)
+            try:
+                for batch, stats in finished:
+                    self._count(stats)
+                    yield batch
+            finally:
+                finished.close()  # stops and joins the decode thread at once when the caller stops early
+        self.totals["dropped_for_equal_batches"] += self.dropped_per_epoch
 
     def _count(self, stats: dict[str, int]) -> None:
         """Add one batch's stats delta to the totals."""
@@ -301,7 +310,11 @@ class VideoLoader:
             self.totals[key] += int(value)
 
     def stats(self) -> dict[str, Any]:
-        """Counters since the loader was built: samples, batches, corrupt videos replaced, frames decoded, bytes."""
+        """Counters since the loader was built: samples, batches, corrupt videos replaced, frames decoded, bytes.
+
+        "dropped_for_equal_batches" counts, per finished training epoch, the videos of this rank's share that no
+        batch held (`dropped_per_epoch`); every other video of the split was yielded exactly once in the epoch.
+        """
         return dict(self.totals, backend=self.backend, rank=self.config.rank, world_size=self.config.world_size)
 
 
@@ -417,11 +430,11 @@ def build_loader(
             f"{shards}: {sum(e.num_samples for e in entries)} {split} videos give no full batch of {batch_size} on "
             f"each of {world_size} ranks; lower batch_size"
         )
-    if len(entries) < world_size * workers:
+    if not train and len(entries) < world_size * workers:
         LOGGER.warning(
-            "%s: %d %s shards for %d ranks x %d workers: every worker reads every shard and keeps its share of the "
-            "samples (more I/O); write at least %d shards", shards, len(entries), split, world_size, workers,
-            world_size * workers,
+            "%s: %d %s shards for %d ranks x %d workers: every evaluation worker reads every shard and keeps its "
+            "share of the samples (more I/O); write at least %d shards",
+            shards, len(entries), split, world_size, workers, world_size * workers,
         )  # fmt: skip
     decoder = None
     if backend == "torchvision":

@@ -1,14 +1,20 @@
 """Streaming of packed JPEG-frame shards: manifest, split across ranks and workers, per-epoch order, shuffle buffer.
 
-Work is split over ``slots = world_size x workers`` (slot = rank * workers + worker). With at least as many shards
-as slots, shards are dealt round-robin (shuffled per epoch in training with a seed shared by every worker, so the
-deal is disjoint); with fewer shards, every slot reads every shard and keeps the samples whose position in the
-(shared) order is congruent to its slot. Either way every sample belongs to exactly one slot.
+Work is split over ``slots = world_size x workers`` (slot = rank * workers + worker).
 
-Training: each rank yields exactly ``num_samples // (world_size * batch_size)`` full batches per epoch (the
-manifest's counts), split over its workers; a worker that runs out of samples reads its own shards again in a
-new order (so ranks stay disjoint within an epoch), one that has more stops at its quota. Evaluation: every
-sample exactly once, no repeat, no padding; each worker's last batch may be smaller.
+Training (exact epochs): each rank yields exactly ``Q = num_samples // (world_size * batch_size)`` full batches
+per epoch (the manifest's counts), split over its workers (`worker_quota`). The epoch's sequence of samples is
+the shards in a per-epoch shuffled order, rotated by a per-epoch random offset; rank r takes the r-th of
+world_size near-equal contiguous runs of it, keeps its first ``Q x batch_size`` samples (the rest, fewer than
+batch_size per rank, are left out of this epoch: `train_dropped_per_rank`) and cuts them into one contiguous run
+per worker, exactly that worker's quota of samples (`train_pieces`). Every worker reads only the shards its run
+touches (the ends of a boundary shard are skipped, not read) and passes exactly its run through the shuffle
+buffer, which is drained at the end: every video is yielded once per epoch except those few left out, whatever
+the buffer size, worker count or rank count. The seed is shared by every worker, so the runs are disjoint.
+
+Evaluation: with at least as many shards as slots, shards are dealt round-robin; with fewer, every slot reads
+every shard and keeps the samples whose position is congruent to its slot. Every sample exactly once, no repeat,
+no padding; each worker's last batch may be smaller.
 
 Frame selection happens as a sample is read (the sampled JPEG bytes are sliced out of the packed member), so the
 shuffle buffer holds only the compressed frames a sample will decode.
@@ -16,6 +22,7 @@ shuffle buffer holds only the compressed frames a sample will decode.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -31,6 +38,7 @@ from data_pipeline.tar_reader import read_samples
 from preprocess.shard_format import ManifestError, manifest_path, read_manifest
 
 SHARD_ORDER_STREAM = 0x5A4D  # separates the shard-order random stream from the per-worker one
+EPOCH_OFFSET_STREAM = 0x0FF5  # the random stream of the epoch's rotation of the sample sequence
 REQUIRED_META_KEYS = ("id", "label", "num_frames", "width", "height", "offsets", "lengths")
 TAR_READERS = ("lean", "webdataset")
 
@@ -53,7 +61,8 @@ def read_split(shards_dir: str | Path, split: str) -> list[ShardEntry]:
     Raises
     ------
     ShardDataError
-        If the manifest is missing, malformed, of another format version, lists no shard or a missing shard.
+        If the manifest is missing, malformed, of another format version, holds no video or lists a missing
+        shard.
     """
     folder = Path(shards_dir)
     path = manifest_path(folder, split)
@@ -62,8 +71,11 @@ def read_split(shards_dir: str | Path, split: str) -> list[ShardEntry]:
     except ManifestError as error:
         raise ShardDataError(str(error)) from error
     entries = [ShardEntry(folder / shard["name"], int(shard["num_samples"])) for shard in manifest.get("shards", [])]
-    if not entries:
-        raise ShardDataError(f"{path}: lists no shard; rebuild the shards of split {split!r}")
+    if sum(entry.num_samples for entry in entries) == 0:
+        raise ShardDataError(
+            f"{path}: split {split!r} holds no video (num_samples 0; its \"skipped\" list says why); "
+            "fix the annotation file or the videos and rerun `make shards`, or choose another split"
+        )
     missing = [entry.path.name for entry in entries if not entry.path.exists()]
     if missing:
         raise ShardDataError(f"{path}: {len(missing)} shard(s) missing (first: {missing[0]}); rerun `make shards`")
@@ -152,7 +164,71 @@ def worker_quota(batches_per_rank: int, worker: int, workers: int) -> int:
     return batches_per_rank // workers + int(worker < batches_per_rank % workers)
 
 
-def iterate_tar(path: Path, reader: str = "lean") -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class SamplePiece:
+    """A contiguous run of samples of one shard: samples first .. first + count - 1 (in the shard's order)."""
+
+    shard: int
+    first: int
+    count: int
+
+
+def epoch_offset(num_samples: int, seed: int, epoch: int) -> int:
+    """Return the epoch's rotation of the training sample sequence, identical in every worker of every rank."""
+    if num_samples == 0:
+        return 0
+    return int(np.random.default_rng([seed, epoch, EPOCH_OFFSET_STREAM]).integers(num_samples))
+
+
+def rank_span(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Return [start, stop) of a rank's near-equal run of the epoch's (rotated) training sequence."""
+    return rank * num_samples // world_size, (rank + 1) * num_samples // world_size
+
+
+def train_dropped_per_rank(entries: Sequence[ShardEntry], rank: int, world_size: int, batch: int) -> int:
+    """Return the samples of a rank's run left out of each epoch so every rank yields the same full batches."""
+    start, stop = rank_span(sum(entry.num_samples for entry in entries), rank, world_size)
+    return stop - start - train_batches_per_rank(entries, world_size, batch) * batch
+
+
+def _pieces_of_interval(entries: Sequence[ShardEntry], order: np.ndarray, start: int, stop: int) -> list[SamplePiece]:
+    """Map [start, stop) of the sequence "shards in `order`, each in its own sample order" to shard pieces."""
+    pieces, position = [], 0
+    for shard in order:
+        count = entries[int(shard)].num_samples
+        first, last = max(start, position), min(stop, position + count)
+        if first < last:
+            pieces.append(SamplePiece(int(shard), first - position, last - first))
+        position += count
+        if position >= stop:
+            break
+    return pieces
+
+
+def train_pieces(
+    entries: Sequence[ShardEntry], slot: Slot, batch: int, batches_per_rank: int, seed: int, epoch: int
+) -> list[SamplePiece]:
+    """Return the shard pieces one slot reads in a training epoch: exactly its quota of batches' samples.
+
+    The pieces of all slots are disjoint; together they hold every sample of the split except
+    `train_dropped_per_rank` per rank (see the module docstring).
+    """
+    total = sum(entry.num_samples for entry in entries)
+    order = shard_order(len(entries), seed, epoch, shuffle=True)
+    rank_start, _ = rank_span(total, slot.rank, slot.world_size)
+    before = sum(worker_quota(batches_per_rank, worker, slot.num_workers) for worker in range(slot.worker))
+    start = rank_start + before * batch
+    stop = start + worker_quota(batches_per_rank, slot.worker, slot.num_workers) * batch
+    offset = epoch_offset(total, seed, epoch)
+    first, last = start + offset, stop + offset
+    if last <= total:
+        return _pieces_of_interval(entries, order, first, last)
+    if first >= total:
+        return _pieces_of_interval(entries, order, first - total, last - total)
+    return _pieces_of_interval(entries, order, first, total) + _pieces_of_interval(entries, order, 0, last - total)
+
+
+def iterate_tar(path: Path, reader: str = "lean", first: int = 0, count: int | None = None) -> Iterator[dict[str, Any]]:
     """Yield the samples {"__key__", "json", "frames", ...} of one shard.
 
     Parameters
@@ -162,16 +238,20 @@ def iterate_tar(path: Path, reader: str = "lean") -> Iterator[dict[str, Any]]:
     reader : str
         "lean" (data_pipeline.tar_reader: one read per member, the default) or "webdataset" (WebDataset's
         tarfile-based iterator; the same samples, slower on packed members).
+    first, count : int
+        Only samples first .. first + count - 1 (all from `first` when count is None). The lean reader seeks past
+        the samples before and stops after the last; WebDataset's reads and discards them.
     """
     if reader not in TAR_READERS:
         raise ValueError(f"tar reader {reader!r}; use one of {TAR_READERS}")
     try:
         if reader == "lean":
-            yield from read_samples(path)
+            yield from read_samples(path, first, count)
             return
         with open(path, "rb") as stream:
             members = (dict(member, __url__=str(path)) for member in tar_file_iterator(stream))
-            yield from group_by_keys(members)
+            stop = None if count is None else first + count
+            yield from itertools.islice(group_by_keys(members), first, stop)
     except (OSError, ValueError) as error:  # TarFormatError is a ValueError
         raise ShardDataError(f"{path}: unreadable shard ({error}); run `make verify-shards` and rebuild it") from error
 
@@ -274,3 +354,26 @@ def read_assigned(
             continue
         for raw in iterate_tar(path, reader):
             yield raw, path
+
+
+def read_pieces(
+    entries: Sequence[ShardEntry], pieces: Sequence[SamplePiece], reader: str = "lean"
+) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Yield (raw sample, shard path) for every sample of `pieces`, reading only those samples.
+
+    Raises
+    ------
+    ShardDataError
+        If a shard holds fewer samples than its manifest lists (the epoch would come up short).
+    """
+    for piece in pieces:
+        path = entries[piece.shard].path
+        read = 0
+        for raw in iterate_tar(path, reader, piece.first, piece.count):
+            read += 1
+            yield raw, path
+        if read < piece.count:
+            raise ShardDataError(
+                f"{path}: holds fewer samples than the {entries[piece.shard].num_samples} its manifest lists; "
+                "run `make verify-shards` and rebuild it"
+            )

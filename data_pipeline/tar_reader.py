@@ -14,8 +14,9 @@ bad size) or a member cut short raises `TarFormatError`; the caller names the sh
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -91,8 +92,18 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def iterate_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+def iterate_members(
+    stream: BinaryIO, keep: Callable[[str], bool | None] | None = None
+) -> Iterator[tuple[str, bytes]]:
     """Yield (name, data) of every regular member of a tar stream, in order.
+
+    Parameters
+    ----------
+    stream : binary file
+        The tar, read from its current position.
+    keep : callable, optional
+        Called with each regular member's name, in order: True reads and yields the member, False skips it by
+        seeking past its data (not read), None ends the reading. Reads a part of a shard cheaply.
 
     Raises
     ------
@@ -109,20 +120,26 @@ def iterate_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
         size = _number(header[124:136])
         if size < 0:
             raise TarFormatError("negative member size in a tar header")
-        data = _read_exact(stream, size)
         padding = -size % BLOCK_SIZE
-        if padding:
-            _read_exact(stream, padding)
         kind = header[156:157]
-        if kind == GNU_LONG_NAME_TYPE:
-            pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            continue
-        if kind == PAX_TYPE:
-            pending_name = _pax_path(data) or pending_name
+        if kind in (GNU_LONG_NAME_TYPE, PAX_TYPE):
+            data = _read_exact(stream, size + padding)[:size]
+            if kind == GNU_LONG_NAME_TYPE:
+                pending_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            else:
+                pending_name = _pax_path(data) or pending_name
             continue
         name, pending_name = pending_name or _header_name(header), None
-        if kind in REGULAR_TYPES and not SKIPPED_NAME.match(name):
+        verdict = kind in REGULAR_TYPES and not SKIPPED_NAME.match(name) and (keep is None or keep(name))
+        if verdict is None:
+            return
+        if verdict:
+            data = _read_exact(stream, size)
+            if padding:
+                _read_exact(stream, padding)
             yield name, data
+        else:
+            stream.seek(size + padding, io.SEEK_CUR)
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -134,16 +151,42 @@ def split_name(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :].lower()
 
 
-def iterate_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
+def iterate_samples(
+    stream: BinaryIO, url: str, first: int = 0, count: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield samples {"__key__", "__url__", field: bytes, ...} of a tar stream (consecutive members by key).
+
+    Parameters
+    ----------
+    stream : binary file
+        The tar.
+    url : str
+        Recorded as each sample's "__url__".
+    first, count : int
+        Yield only samples first .. first + count - 1 (all from `first` when count is None); the members of the
+        samples before are skipped by seeking, and reading stops after the last one wanted.
 
     Raises
     ------
     TarFormatError
         As `iterate_members`, and when a sample holds the same field twice.
     """
+    stop = None if count is None else first + count
+    position = {"index": -1, "key": None}
+
+    def wanted(name: str) -> bool | None:
+        """Count samples by key; keep the members of the wanted ones, end after the last."""
+        key, suffix = split_name(name)
+        if not suffix:
+            return False
+        if key != position["key"]:
+            position["index"], position["key"] = position["index"] + 1, key
+        if stop is not None and position["index"] >= stop:
+            return None
+        return position["index"] >= first
+
     sample: dict[str, Any] | None = None
-    for name, data in iterate_members(stream):
+    for name, data in iterate_members(stream, wanted if first or stop is not None else None):
         key, suffix = split_name(name)
         if not suffix:
             continue
@@ -158,7 +201,7 @@ def iterate_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
         yield sample
 
 
-def read_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the samples of the tar file at `path` (see `iterate_samples`)."""
+def read_samples(path: Path, first: int = 0, count: int | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the samples of the tar file at `path` (see `iterate_samples`, which `first` and `count` go to)."""
     with open(path, "rb", buffering=0) as stream:
-        yield from iterate_samples(stream, str(path))
+        yield from iterate_samples(stream, str(path), first, count)

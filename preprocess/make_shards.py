@@ -65,6 +65,12 @@ SLURM_TASK_COUNT = "SLURM_ARRAY_TASK_COUNT"
 SLURM_TASK_MIN = "SLURM_ARRAY_TASK_MIN"
 FRAMES_RULE = "every frame at the native frame rate (ffmpeg -fps_mode passthrough)"
 RESIZE_RULE = "ffmpeg scale (bicubic) in YUV, then unscaled YUV to RGB"
+PIXEL_ASPECT_RULE = (
+    "square pixels: a non-square sample aspect ratio is resized to the display aspect (coded width x SAR) in the "
+    "same resize; the source SAR is in the sample's \"source_sar\" (absent: square)"
+)
+ALPHA_RULE = "VP8/VP9 alpha decoded with libvpx and composited on black (RGB = colour x alpha)"
+NON_VIDEO_RULE = "a single image (image demuxer, whatever the file name) is skipped as not a video"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +137,9 @@ def split_settings(
         "size_rule": size_rule(args.short_side),
         "short_side": args.short_side,
         "resize": RESIZE_RULE,
+        "pixel_aspect": PIXEL_ASPECT_RULE,
+        "alpha": ALPHA_RULE,
+        "non_video": NON_VIDEO_RULE,
         "jpeg_quality": args.quality,
         "jpeg_encoder": jpeg_encoder_name(),
         "ffmpeg_path": ffmpeg.path,
@@ -194,7 +203,8 @@ def _shard_members(
                 counts["skipped"].append({"id": entry.video_id, "reason": video.error})
                 continue
             yield from shard_format.encode_sample(
-                entry.video_id, entry.label, entry.template, video.frames, video.width, video.height
+                entry.video_id, entry.label, entry.template, video.frames, video.width, video.height,
+                video.source_sar,
             )
             counts["samples"] += 1
             batch_frames += len(video.frames)
@@ -353,6 +363,20 @@ def report_summary(written: int, frames: int, skipped: Sequence[dict[str, str]],
         f" ({by_reason})" if skipped else ""))  # fmt: skip
 
 
+def report_empty_split(data_root: Path, plan: SplitPlan, manifest: dict[str, Any]) -> None:
+    """Print one line naming a split that holds no video and why (nothing for a split with videos)."""
+    if manifest["num_samples"]:
+        return
+    annotation_file = labels_dir(data_root) / f"{plan.split}.json"
+    skipped = manifest["skipped"]
+    if not skipped:
+        why = f"{annotation_file} lists no video"
+    else:
+        by_reason = ", ".join(f"{reason}: {count}" for reason, count in sorted(skip_summary(skipped).items()))
+        why = f"all {len(skipped)} videos of {annotation_file} were skipped ({by_reason})"
+    print(f"{plan.split}: empty split, {why}; its manifest lists no shard", flush=True)
+
+
 def exit_status(written: int, skipped: int, strict: bool, max_skip_fraction: float) -> int:
     """Return non-zero when --strict and anything was skipped, or the skipped fraction is over the limit."""
     total = written + skipped
@@ -476,6 +500,8 @@ def _finalize_and_report(args: argparse.Namespace, plans: Sequence[SplitPlan]) -
         return EXIT_MISSING_SHARDS
     written = frames = 0
     skipped: list[dict[str, str]] = []
+    for plan in plans:
+        report_empty_split(args.data_root, plan, manifests[plan.split])
     for split, manifest in manifests.items():
         report_summary(manifest["num_samples"], manifest["num_frames"], manifest["skipped"],
                        f"{split} ({len(manifest['shards'])} shards)")  # fmt: skip

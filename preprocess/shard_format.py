@@ -4,12 +4,15 @@ One sample per video, key = the SSv2 video id, exactly two tar members:
 
 - ``<id>.json``: {"id": str, "label": int (-1 for test), "template": str, "num_frames": int, "width": int,
   "height": int, "offsets": [int], "lengths": [int]} (byte offset and length of each frame inside the packed
-  member);
+  member), plus "source_sar": "num:den" when the source's pixels were not square (the frames always are);
 - ``<id>.frames``: all frames' JPEG bytes back to back in temporal order.
 
 A shard ``<split>-NNNNNN.tar`` is written under a temporary name and renamed when complete; then its sidecar
 ``<split>-NNNNNN.tar.done.json`` is written atomically. A shard without a sidecar carrying the run's settings
-hash is not complete. The manifest ``<split>.manifest.json`` is assembled from the sidecars.
+hash is not complete. A shard that ends up with no sample (every one of its videos skipped) keeps no tar: its
+sidecar alone records it, with 0 samples and 0 bytes. The manifest ``<split>.manifest.json`` is assembled from
+the sidecars and lists only the shards holding samples; a split without any usable video gets a manifest with
+no shard and ``num_samples`` 0.
 
 This module needs only the standard library, so the GPU machine (no ffmpeg) can write shards from JPEG bytes.
 """
@@ -74,9 +77,17 @@ def pack_frames(jpeg_frames: Sequence[bytes]) -> tuple[bytes, list[int], list[in
 
 
 def encode_sample(
-    video_id: str, label: int, template: str, jpeg_frames: Sequence[bytes], width: int, height: int
+    video_id: str,
+    label: int,
+    template: str,
+    jpeg_frames: Sequence[bytes],
+    width: int,
+    height: int,
+    source_sar: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Encode one video as its two tar members [(<id>.json, bytes), (<id>.frames, bytes)].
+
+    `source_sar` ("num:den") records a non-square source sample aspect ratio; None (square) adds no key.
 
     Raises
     ------
@@ -98,6 +109,8 @@ def encode_sample(
         "offsets": offsets,
         "lengths": lengths,
     }
+    if source_sar is not None:
+        meta["source_sar"] = source_sar
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode("utf-8")
     return [(f"{video_id}.json", meta_bytes), (f"{video_id}.frames", packed)]
 
@@ -164,12 +177,18 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def write_sidecar(
     shard_path: Path, num_samples: int, num_frames: int, skipped: list[dict[str, str]], settings_digest: str
 ) -> dict[str, Any]:
-    """Record a completed shard: its samples, frames, bytes, skipped ids and the settings hash."""
+    """Record a completed shard: its samples, frames, bytes, skipped ids and the settings hash.
+
+    A shard with no sample is recorded without its tar (removed here): 0 samples, 0 bytes.
+    """
+    shard_path = Path(shard_path)
+    if num_samples == 0:
+        shard_path.unlink(missing_ok=True)
     record = {
-        "name": Path(shard_path).name,
+        "name": shard_path.name,
         "num_samples": int(num_samples),
         "num_frames": int(num_frames),
-        "bytes": Path(shard_path).stat().st_size,
+        "bytes": shard_path.stat().st_size if num_samples else 0,
         "skipped": skipped,
         "settings_hash": settings_digest,
     }
@@ -178,15 +197,22 @@ def write_sidecar(
 
 
 def read_sidecar(shard_path: Path) -> dict[str, Any] | None:
-    """Return a shard's sidecar record, or None when it is missing, unreadable or its shard is missing."""
+    """Return a shard's sidecar record, or None when it is missing, unreadable or disagrees with its shard.
+
+    A record of 0 samples and 0 bytes stands for an empty shard, which has no tar.
+    """
     shard_path = Path(shard_path)
     record_path = sidecar_path(shard_path)
-    if not shard_path.exists() or not record_path.exists():
+    if not record_path.exists():
         return None
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    if not isinstance(record, dict):
+        return None
+    if not shard_path.exists():
+        return record if record.get("num_samples") == 0 and record.get("bytes") == 0 else None
     if record.get("bytes") != shard_path.stat().st_size:
         return None
     return record
@@ -207,6 +233,9 @@ def assemble_manifest(
 ) -> dict[str, Any]:
     """Build and atomically write ``<split>.manifest.json`` from the sidecars of shards 0..num_shards-1.
 
+    Only shards holding samples are listed; with `num_shards` 0 (no usable video) the manifest lists no shard and
+    counts 0 samples.
+
     `extra_skipped` lists entries skipped before any shard was assigned (e.g. a template not in labels.json);
     they join the sidecars' skipped ids in the manifest's "skipped".
 
@@ -224,7 +253,8 @@ def assemble_manifest(
         if record is None or record.get("settings_hash") != digest:
             missing.append(shard_path.name)
             continue
-        shards.append({key: record[key] for key in ("name", "num_samples", "num_frames", "bytes")})
+        if record["num_samples"] > 0:
+            shards.append({key: record[key] for key in ("name", "num_samples", "num_frames", "bytes")})
         skipped.extend(record.get("skipped", []))
     if missing:
         raise ManifestError(
@@ -264,7 +294,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def shard_bounds(count: int, num_shards: int) -> list[int]:
-    """Return the num_shards + 1 boundaries cutting `count` ordered items into near-equal shards (i * count // n)."""
+    """Return the num_shards + 1 boundaries cutting `count` ordered items into near-equal shards (i * count // n).
+
+    No item and no shard gives ``[0]``.
+
+    Raises
+    ------
+    ValueError
+        If items are to be cut into fewer than one shard.
+    """
+    if num_shards < 1:
+        if count:
+            raise ValueError(f"{count} items need at least one shard, got {num_shards}")
+        return [0]
     return [index * count // num_shards for index in range(num_shards + 1)]
 
 
@@ -288,7 +330,7 @@ def write_jpeg_split(
         Each {"id", "label", "template", "frames": [jpeg bytes], "width", "height"}, already in shard order;
         video i goes to shard i * num_shards // len(videos).
     num_shards : int
-        Number of shards (at most len(videos)).
+        Number of shards (capped at len(videos); no video gives no shard).
     settings : dict
         Recorded in the manifest; its hash guards the sidecars.
     shard_sizes : sequence of int, optional
@@ -303,7 +345,7 @@ def write_jpeg_split(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if shard_sizes is None:
-        num_shards = max(1, min(num_shards, len(videos)))
+        num_shards = min(max(1, num_shards), len(videos))
         bounds = shard_bounds(len(videos), num_shards)
     elif sum(shard_sizes) != len(videos):
         raise ValueError(f"shard sizes {list(shard_sizes)} do not add up to {len(videos)} videos")
@@ -319,6 +361,7 @@ def write_jpeg_split(
             )
             frames += len(video["frames"])
         shard_path = out_dir / shard_name(split, index)
-        write_tar_atomic(shard_path, members)
+        if members:
+            write_tar_atomic(shard_path, members)
         write_sidecar(shard_path, stop - start, frames, [], digest)
     return assemble_manifest(out_dir, split, len(bounds) - 1, settings)

@@ -15,7 +15,7 @@ from pipeline_helpers import make_videos, write_split
 WORLD_SIZE = 2
 WORKERS = 2
 BATCH = 2
-TRAIN_SHARD_SIZES = (9, 3, 7, 2, 6)  # 27 videos, 5 shards >= 4 slots: shards dealt to slots
+TRAIN_SHARD_SIZES = (9, 3, 7, 2, 6)  # 27 videos in 5 uneven shards: each slot reads its exact run of them
 EVAL_SHARD_SIZES = (6, 4, 3)  # 13 videos, 3 shards < 4 slots: samples dealt to slots
 CORRUPT_ID = "e0005"
 
