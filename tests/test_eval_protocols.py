@@ -311,3 +311,49 @@ def test_golden_model_logits_at_other_stored_sizes(shards: Path, golden_tsm: tor
         gap = logits_gap(golden_tsm, shards, split, protocol)
         print(f"{split} {protocol.name}: golden TSM-R50 logits relative L2 {gap:.4f}")
         assert 0.0 < gap <= OTHER_SIZE_LOGITS_L2_LIMIT, (split, gap)
+
+
+# ---- the GPU backends take the same views (run here on the CPU) ----
+
+BACKEND_CASES = [("native", protocol) for protocol in PROTOCOLS] + [("large", PROTOCOLS[4]), ("small", PROTOCOLS[1])]
+BACKEND_IDS = [f"{split}-{protocol.name}" for split, protocol in BACKEND_CASES]
+DALI_MEAN_ABS_LIMIT = 1.0  # as tests/test_data_dali.py: decoder and resize rounding only
+DALI_MAX_ABS_LIMIT = 16.0
+DALI_NATIVE_MAX_ABS = 1e-3
+
+
+def differences_255(first: dict, second: dict) -> tuple[float, float]:
+    """Mean and max absolute difference of two normalised batches' frames on the 0-255 pixel scale."""
+    scale = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0
+    gaps = torch.cat([((first[rate] - second[rate]).abs() * scale).flatten() for rate in RATES])
+    return gaps.mean().item(), gaps.max().item()
+
+
+@pytest.mark.parametrize("split, protocol", BACKEND_CASES, ids=BACKEND_IDS)
+def test_torchvision_backend_gives_the_cpu_backend_views(shards: Path, split: str, protocol: Protocol) -> None:
+    cpu_batch, _ = decode_batch(selected(shards, split, protocol))
+    decoder = TorchvisionDecoder(torch.device("cpu"))
+    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == cpu_batch["views"]
+    for rate in RATES:
+        assert torch.equal(batch["frames"][rate], cpu_batch["frames"][rate])
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("split, protocol", BACKEND_CASES, ids=BACKEND_IDS)
+def test_dali_cpu_mode_gives_the_cpu_backend_views(shards: Path, split: str, protocol: Protocol) -> None:
+    pytest.importorskip("nvidia.dali")
+    from data_pipeline.decode import DaliDecoder
+
+    cpu_batch, _ = decode_batch(selected(shards, split, protocol))
+    views = protocol.crops * protocol.clips
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(RATES), num_threads=1)
+    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == views
+    for rate in RATES:
+        assert batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
+    mean_abs, max_abs = differences_255(cpu_batch["frames"], batch["frames"])
+    print(f"DALI (CPU mode) vs cpu backend, {split} {protocol.name}: mean abs {mean_abs:.3g}, max {max_abs:.3g}")
+    assert mean_abs <= DALI_MEAN_ABS_LIMIT and max_abs <= DALI_MAX_ABS_LIMIT
+    if split == "native":  # no resampling: the same decoded pixels, only DALI's normalisation arithmetic differs
+        assert max_abs <= DALI_NATIVE_MAX_ABS
