@@ -146,6 +146,12 @@ def load_network(path: Path, arch: str, channels_last: bool,
     return network.eval(), {}
 
 
+def full_res_sizes(crop_size: int, test_resize: int | None) -> tuple[int, int]:
+    """Return (crop, resize) of TSM's ``--full_res``: crops as large as the resized short side (256 for 224)."""
+    resize = test_resize or default_test_resize(crop_size)
+    return resize, resize
+
+
 def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any) -> Any:
     """Return the first recorded training setting `key`, or the fallback."""
     for settings in all_settings:
@@ -240,9 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
     if args.test_resize is None:
         args.test_resize = settings_default(all_settings, "test_resize", None)
-    if args.full_res:  # TSM's --full_res: the crop side is the resize's short side (input_size = scale_size)
-        args.test_resize = args.test_resize or default_test_resize(args.crop_size)
-        args.crop_size = args.test_resize
+    if args.full_res:
+        args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
     args.sampling, args.multi_scale = "independent", False  # training-only options that make_loader reads
     rates = sorted(set(args.frames))
     loader = make_loader(args, args.split, rates, False, args.batch_size, device, rank, world_size,

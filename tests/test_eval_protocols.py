@@ -357,3 +357,16 @@ def test_dali_cpu_mode_gives_the_cpu_backend_views(shards: Path, split: str, pro
     assert mean_abs <= DALI_MEAN_ABS_LIMIT and max_abs <= DALI_MAX_ABS_LIMIT
     if split == "native":  # no resampling: the same decoded pixels, only DALI's normalisation arithmetic differs
         assert max_abs <= DALI_NATIVE_MAX_ABS
+
+
+def test_evaluate_flags_select_the_protocols() -> None:
+    import evaluate
+
+    assert evaluate.full_res_sizes(224, None) == (256, 256) and evaluate.full_res_sizes(32, 32) == (32, 32)
+    args = evaluate.build_parser().parse_args(
+        ["--checkpoints", "a.pt", "--shards", "s", "--output", "o", "--test-crops", "3", "--test-clips", "2",
+         "--full-res", "--short-video", "segments"]
+    )  # fmt: skip
+    assert (args.test_crops, args.test_clips, args.full_res, args.short_video) == (3, 2, True, "segments")
+    with pytest.raises(SystemExit):
+        evaluate.build_parser().parse_args([*"--checkpoints a.pt --shards s --output o --test-crops 5".split()])
