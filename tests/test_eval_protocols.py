@@ -255,12 +255,12 @@ SPATIAL_PROTOCOLS = [protocol for protocol in PROTOCOLS if protocol.clips == 1 a
 
 
 def mean_abs_gap(shards: Path, split: str, protocol: Protocol) -> tuple[float, float]:
-    """Mean and max |ours - official| of every view pixel of the split, on the 0-255 scale."""
+    """Mean and max |ours - official| of every view pixel of the split (largest rate), on the 0-255 scale."""
     videos = stored_jpegs(shards, split)
     pixels, _ = decode_batch(selected(shards, split, protocol), normalise=False)
     gaps = []
     for position, video_id in enumerate(pixels["id"]):
-        for rate in RATES:
+        for rate in RATES[-1:]:
             official_pixels, _ = official_views(videos[video_id], rate, protocol)
             gaps.append((video_slice(pixels, rate, position).float() - official_pixels.float()).abs().flatten())
     every = torch.cat(gaps)
@@ -317,6 +317,8 @@ def test_golden_model_logits_at_other_stored_sizes(shards: Path, golden_tsm: tor
 
 BACKEND_CASES = [("native", protocol) for protocol in PROTOCOLS] + [("large", PROTOCOLS[4]), ("small", PROTOCOLS[1])]
 BACKEND_IDS = [f"{split}-{protocol.name}" for split, protocol in BACKEND_CASES]
+# DALI (slower in CPU mode): centre and GroupFullResSample crops at 224 and 256, two clips, and both resize paths.
+DALI_CASES = [BACKEND_CASES[index] for index in (0, 3, 5, 7, 8)]
 DALI_MEAN_ABS_LIMIT = 1.0  # as tests/test_data_dali.py: decoder and resize rounding only
 DALI_MAX_ABS_LIMIT = 16.0
 DALI_NATIVE_MAX_ABS = 1e-3
@@ -340,7 +342,9 @@ def test_torchvision_backend_gives_the_cpu_backend_views(shards: Path, split: st
 
 
 @pytest.mark.dali
-@pytest.mark.parametrize("split, protocol", BACKEND_CASES, ids=BACKEND_IDS)
+@pytest.mark.parametrize(
+    "split, protocol", DALI_CASES, ids=[f"{split}-{protocol.name}" for split, protocol in DALI_CASES]
+)
 def test_dali_cpu_mode_gives_the_cpu_backend_views(shards: Path, split: str, protocol: Protocol) -> None:
     pytest.importorskip("nvidia.dali")
     from data_pipeline.decode import DaliDecoder
