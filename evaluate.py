@@ -8,7 +8,9 @@ Usage::
 A checkpoint is ours (train.py's ``last.pt`` / ``best.pt``) or an official TSM / TSM-FFN file (read through
 model/'s loader). ``NAME=PATH`` names a checkpoint in the table and the JSON. An FFN evaluated at T frames uses
 its nearest trained branch (ties to the larger); the temporal shift always uses the actual T. The default protocol
-is the paper's: 1 clip x 1 centre crop; ``--test-crops 3 --test-clips 2`` is TSM's fuller protocol. All models and
+is FFN's: 1 clip x 1 centre crop 224 of the frame resized to short side 256. TSM's test script adds
+``--test-crops 3`` (GroupFullResSample), ``--test-clips 2`` (twice_sample) and ``--full-res`` (256 x 256 crops),
+with ``--short-video segments`` (its indices for short videos); see docs/evaluation_protocols.md. All models and
 frame counts are evaluated in one pass over the data. Runs under torchrun too (each video once across ranks).
 
 JSON (``<output>/<tag>.json``)::
@@ -31,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from data_pipeline.augment import TEST_CROP_COUNTS, default_test_resize
+from data_pipeline.sampling import SHORT_VIDEO_RULES
 from model import build_model
 from preprocess.shard_format import write_json_atomic
 from train import (
@@ -64,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop-size", type=int, default=None, help="default: the training crop, else 224")
     parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: "
                         "the training run's, else the loader's 256)")
-    parser.add_argument("--test-crops", type=int, choices=(1, 3), default=1)
-    parser.add_argument("--test-clips", type=int, default=1)
-    parser.add_argument("--short-video", choices=("official", "spread"), default="official")
+    parser.add_argument("--test-crops", type=int, choices=TEST_CROP_COUNTS, default=1,
+                        help="1: centre crop; 3: TSM's GroupFullResSample (left, right, centre)")
+    parser.add_argument("--test-clips", type=int, default=1, help="2: TSM's twice_sample (centre, then start)")
+    parser.add_argument("--full-res", action="store_true",
+                        help="crops as large as the test resize (256 x 256 for 224), as TSM's --full_res")
+    parser.add_argument("--short-video", choices=SHORT_VIDEO_RULES, default="official",
+                        help="frame indices of videos with at most T frames: official (all 0, FFN), segments "
+                        "(TSM's test script) or spread")
     parser.add_argument("--tar-reader", choices=("lean", "webdataset"), default="lean",
                         help="shard tar reader (webdataset: WebDataset's own, slower; a fallback)")
     parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
@@ -135,6 +144,12 @@ def load_network(path: Path, arch: str, channels_last: bool,
     except ValueError as error:
         raise SystemExit(f"{path}: {error} (evaluate.py --arch sets the backbone)") from error
     return network.eval(), {}
+
+
+def full_res_sizes(crop_size: int, test_resize: int | None) -> tuple[int, int]:
+    """Return (crop, resize) of TSM's ``--full_res``: crops as large as the resized short side (256 for 224)."""
+    resize = test_resize or default_test_resize(crop_size)
+    return resize, resize
 
 
 def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any) -> Any:
@@ -231,6 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
     if args.test_resize is None:
         args.test_resize = settings_default(all_settings, "test_resize", None)
+    if args.full_res:
+        args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
     args.sampling, args.multi_scale = "independent", False  # training-only options that make_loader reads
     rates = sorted(set(args.frames))
     loader = make_loader(args, args.split, rates, False, args.batch_size, device, rank, world_size,
@@ -242,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "split": args.split, "frames": rates, "shards": str(args.shards), "crop_size": args.crop_size,
             "test_resize": args.test_resize, "test_crops": args.test_crops, "test_clips": args.test_clips,
+            "full_res": args.full_res, "short_video": args.short_video,
             "batch_size": args.batch_size, "precision": precision, "device": str(device),
             "world_size": world_size, "seconds": round(seconds, 2),
             "checkpoints": {name: str(path) for name, path in paths.items()},

@@ -2,10 +2,18 @@
 
 Every transform is expressed as one integer crop box in the stored frame's pixels, resized to the output size
 with bilinear interpolation (half-pixel centres, no antialiasing), optionally mirrored, then normalised with the
-ImageNet mean/std. The test protocol "resize the short side to R, centre crop C" becomes the box of side
-``round(C * short / R)`` at the centre, resized to C x C: the same geometry, and the resize touches only the
-pixels that survive the crop. Every backend (cpu, torchvision, dali) takes the same boxes, so their outputs differ
-only by JPEG decoder and rounding.
+ImageNet mean/std. Every backend (cpu, torchvision, dali) takes the same boxes, so their outputs differ only by
+JPEG decoder and rounding.
+
+Test views follow the official test scripts (see docs/evaluation_protocols.md): the frame is resized so its short
+side is R (torchvision ``Resize(R)``: long side ``int(R * long / short)``), then cropped, either at the centre
+(torchvision ``CenterCrop(C)``: origin ``int(round((W - C) / 2))``, Python rounding) or at TSM's three
+GroupFullResSample positions (steps ``(W - C) // 4``, ``(H - C) // 4``; left ``(0, 2 h)``, right ``(4 w, 2 h)``,
+centre ``(2 w, 2 h)``, in that order). The origins are computed in the resized frame and mapped back to stored
+pixels; the box of side ``round(C * short / R)`` is then resized to C x C, so the resize touches only the pixels
+that survive the crop. Frames stored at short side R (what `make shards` writes) need no resize: the views are
+exact slices, equal to the official chain's pixels. Other stored sizes differ from the official chain by the
+resampling filter and by under one stored pixel of crop position (measured in docs/evaluation_protocols.md).
 
 Training (official multi-scale crop, TSN's GroupMultiScaleCrop as facts): base = the short side; candidate sides
 ``int(base * s)`` for s in (1, .875, .75, .66), a side within 3 px of the crop size snapped to it (official quirk);
@@ -15,6 +23,7 @@ a (width, height) pair whose scale indices differ by at most 1; one of 13 fixed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,7 +39,8 @@ MAX_SCALE_DISTORTION = 1
 SNAP_TOLERANCE_PX = 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TEST_RESIZE_RATIO = 256.0 / 224.0
+TEST_SCALE_NUMERATOR, TEST_SCALE_DENOMINATOR = 256, 224  # official scale_size = crop * 256 // 224
+TEST_CROP_COUNTS = (1, 3)
 # Frames normalised per step on the CPU: 4 frames of 224 x 224 are 2.4 MB of float, which stay in cache between
 # the conversion and the two arithmetic passes (about 15% faster than whole-batch passes on our 2-core VM).
 CPU_NORMALISE_CHUNK_FRAMES = 4
@@ -56,8 +66,8 @@ class CropBox:
 
 
 def default_test_resize(crop_size: int) -> int:
-    """Return the official test short side for a crop size (256 for 224)."""
-    return int(round(crop_size * TEST_RESIZE_RATIO))
+    """Return the official test short side for a crop size, ``crop * 256 // 224`` (256 for 224)."""
+    return crop_size * TEST_SCALE_NUMERATOR // TEST_SCALE_DENOMINATOR
 
 
 def _candidate_sides(base: int, crop_size: int) -> list[int]:
@@ -102,25 +112,68 @@ def random_resized_box(
     return CropBox(x, y, side, side, crop_size, crop_size, mirror)
 
 
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Return the (width, height) of a frame resized to `short_side` as torchvision's ``Resize(int)`` does.
+
+    The short side becomes `short_side` and the long side ``int(short_side * long / short)`` (truncated); a frame
+    already at that size is left alone.
+    """
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def centre_crop_origin(width: int, height: int, crop_size: int) -> tuple[int, int]:
+    """Return torchvision ``CenterCrop``'s (x, y): ``int(round((W - C) / 2))``, Python's round (half to even)."""
+    return int(round((width - crop_size) / 2.0)), int(round((height - crop_size) / 2.0))
+
+
+def full_res_origins(width: int, height: int, crop_size: int) -> list[tuple[int, int]]:
+    """Return TSM's GroupFullResSample (x, y) origins in its order: left, right, centre, all at row 2 * h_step."""
+    column_step, row_step = (width - crop_size) // 4, (height - crop_size) // 4
+    return [(0, 2 * row_step), (4 * column_step, 2 * row_step), (2 * column_step, 2 * row_step)]
+
+
+def _to_stored(origin: int, scaled: int, stored: int, side: int) -> int:
+    """Map an origin in the resized frame to stored pixels (nearest pixel, the box kept inside the frame)."""
+    mapped = origin if scaled == stored else int(math.floor(origin * stored / scaled + 0.5))
+    return max(0, min(stored - side, mapped))
+
+
 def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: int = 1) -> list[CropBox]:
-    """Return the test crops: the centre crop, or 3 crops along the long side (start, centre, end).
+    """Return the test crops of the official test chain (resize the short side to `resize`, then crop).
+
+    Parameters
+    ----------
+    width, height : int
+        Stored frame size.
+    crop_size : int
+        Output side (224; 256 with ``resize`` 256 is TSM's ``--full_res``).
+    resize : int
+        Short side of the official resize (GroupScale).
+    num_crops : int
+        1: the centre crop (torchvision CenterCrop); 3: TSM's GroupFullResSample (left, right, centre).
 
     Raises
     ------
     ValueError
         If num_crops is not 1 or 3.
     """
-    side = _resized_crop_side(width, height, crop_size, resize)
-    centre_x, centre_y = (width - side) // 2, (height - side) // 2
+    if num_crops not in TEST_CROP_COUNTS:
+        raise ValueError(f"test_crops={num_crops}; use 1 (centre crop) or 3 (TSM's GroupFullResSample)")
+    scaled_width, scaled_height = scaled_size(width, height, resize)
     if num_crops == 1:
-        return [CropBox(centre_x, centre_y, side, side, crop_size, crop_size)]
-    if num_crops != 3:
-        raise ValueError(f"test_crops={num_crops}; use 1 (centre) or 3 (along the long side)")
-    if width >= height:
-        origins = [(0, centre_y), (centre_x, centre_y), (width - side, centre_y)]
+        origins = [centre_crop_origin(scaled_width, scaled_height, crop_size)]
     else:
-        origins = [(centre_x, 0), (centre_x, centre_y), (centre_x, height - side)]
-    return [CropBox(x, y, side, side, crop_size, crop_size) for x, y in origins]
+        origins = full_res_origins(scaled_width, scaled_height, crop_size)
+    side = _resized_crop_side(width, height, crop_size, resize)
+    return [
+        CropBox(
+            _to_stored(x, scaled_width, width, side), _to_stored(y, scaled_height, height, side), side, side,
+            crop_size, crop_size,
+        )
+        for x, y in origins
+    ]
 
 
 def choose_boxes(
@@ -145,8 +198,8 @@ def choose_boxes(
     crop_size : int
         Output side.
     test_resize : int, optional
-        Short side before the crop (None: crop_size * 256 / 224); used by test crops and by training without
-        multi-scale.
+        Short side before the crop (None: the official ``crop_size * 256 // 224``); used by test crops and by
+        training without multi-scale.
     rng : numpy.random.Generator, optional
         Needed when training.
     multi_scale : bool
@@ -154,7 +207,7 @@ def choose_boxes(
     flip : bool
         Random horizontal mirror in training (off for Something-Something: its labels are directional).
     test_crops : int
-        1 or 3.
+        1 (centre crop) or 3 (TSM's GroupFullResSample).
     """
     resize = test_resize if test_resize is not None else default_test_resize(crop_size)
     if not train:

@@ -11,6 +11,10 @@ The official TSN/TSM/FFN rules (0-based indices here, the official frame files a
 (``floor((i + u) * n / T)`` with one ``u`` per clip, uniform in [0, 1) in training, 0.5 in test): every frame is
 repeated ``floor(T / n)`` or ``ceil(T / n)`` times, in order.
 
+``short_video="segments"`` is TSM's test script (test_models.py reads ``_get_test_indices``, which has no
+short-video branch): at test time every video, short or not, takes ``int(tick * f + tick * i)`` (f = 0.5, and 0.0
+for the second clip of ``twice_sample``), with the official float arithmetic. Training treats it as "official".
+
 FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour) samples every
 rate on its own; ``sampling="nested"`` samples only the largest rate and takes the smaller ones out of it
 (position ``floor((j + u) * T_max / T)`` of the largest set), so a video decodes at most ``T_max`` frames.
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHORT_VIDEO_RULES = ("official", "spread")
+SHORT_VIDEO_RULES = ("official", "spread", "segments")
 SAMPLING_MODES = ("independent", "nested")
 EVAL_CLIP_CENTRE = 0.5
 
@@ -60,7 +64,7 @@ def train_indices(
     rng : numpy.random.Generator
         Source of randomness.
     short_video : str
-        "official" (every index 0 when ``num_frames < T``) or "spread".
+        "official" (every index 0 when ``num_frames < T``) or "spread" ("segments" trains as "official").
 
     Returns
     -------
@@ -89,7 +93,8 @@ def eval_indices(
     num_segments : int
         Frames to sample (T).
     short_video : str
-        "official" (every index 0 when ``num_frames <= T``) or "spread".
+        "official" (every index 0 when ``num_frames <= T``, FFN's and TSM's validation), "spread", or "segments"
+        (the segment formula for every video, TSM's test script).
     clip_fraction : float
         Where in each segment the index falls, in [0, 1); 0.5 is the official single clip, 0.0 the official
         second clip of the two-clip protocol.
@@ -100,7 +105,7 @@ def eval_indices(
         int64 indices, shape (T,).
     """
     check_short_video(short_video)
-    if num_frames > num_segments:
+    if num_frames > num_segments or short_video == "segments":
         tick = num_frames / num_segments  # clip_fraction 0.5 gives the official int(tick / 2.0 + tick * i) exactly
         positions = [int(tick * clip_fraction + tick * index) for index in range(num_segments)]
         return np.minimum(np.asarray(positions, dtype=np.int64), num_frames - 1)

@@ -116,7 +116,7 @@ def test_eval_multi_view_protocol(shards: Path) -> None:
     assert batch["views"] == 6
     assert batch["frames"][16].shape == (12, 16, 3, 24, 24)
     views = batch["frames"][16].view(2, 6, 16, 3, 24, 24)
-    assert not torch.equal(views[0, 0], views[0, 1])  # left and centre crops differ on textured frames
+    assert not torch.equal(views[0, 0], views[0, 1])  # left and right crops differ on textured frames
 
 
 def test_corrupt_jpeg_is_replaced_by_a_good_video(shards: Path) -> None:

@@ -14,6 +14,7 @@ from data_pipeline.augment import (
     choose_boxes,
     crop_frames,
     crop_resize,
+    default_test_resize,
     eval_boxes,
     multi_scale_box,
     normalisation_tensors,
@@ -68,6 +69,25 @@ def test_spread_short_video_rule_spreads_evenly() -> None:
         assert np.bincount(indices).max() <= 2
     assert eval_indices(16, 16, short_video="spread").tolist() == list(range(16))
     assert eval_indices(8, 16, short_video="spread").tolist() == sorted(list(range(8)) * 2)
+
+
+def test_segments_rule_is_tsm_test_script_for_every_length() -> None:
+    """TSM's test script (no short-video branch): int(tick / 2 + tick * i), then int(tick * i) for twice_sample."""
+    rng = np.random.default_rng(3)
+    for num_segments in (1, 4, 7, 8, 14, 16):
+        for num_frames in range(1, 3 * num_segments + 2):
+            tick = num_frames / float(num_segments)
+            centre = [int(tick / 2.0 + tick * index) for index in range(num_segments)]
+            start = [int(tick * index) for index in range(num_segments)]
+            assert eval_indices(num_frames, num_segments, "segments").tolist() == centre
+            assert eval_indices(num_frames, num_segments, "segments", clip_fraction=0.0).tolist() == start
+    assert eval_indices(4, 14, "segments").tolist() != eval_indices(4, 14, "spread").tolist()  # float rounding
+    assert eval_indices(5, 8, "segments").tolist() == [0, 0, 1, 2, 2, 3, 4, 4]
+    assert train_indices(10, 16, rng, short_video="segments").tolist() == [0] * 16  # trains as "official"
+    two_clips = plan_frames(6, (8,), False, short_video="segments", num_clips=2)
+    assert [two_clips.unique[clip[8]].tolist() for clip in two_clips.positions] == [
+        [0, 1, 1, 2, 3, 4, 4, 5], [0, 0, 1, 2, 3, 3, 4, 5]
+    ]
 
 
 def test_sample_indices_rejects_bad_input() -> None:
@@ -147,15 +167,30 @@ def test_multi_scale_snaps_sides_near_the_crop_size() -> None:
     assert 224 in widths and 226 not in widths  # 226 is within 3 px of 224: snapped
 
 
-def test_eval_boxes_centre_and_three_crops() -> None:
-    (centre,) = eval_boxes(427, 240, 224, 256)
-    assert (centre.width, centre.height) == (210, 210)  # 224 * 240 / 256
-    assert (centre.x, centre.y) == ((427 - 210) // 2, 15)
-    left, middle, right = eval_boxes(427, 240, 224, 256, num_crops=3)
-    assert (left.x, middle.x, right.x) == (0, centre.x, 427 - 210)
+def test_eval_boxes_follow_the_official_test_crops() -> None:
+    # 455x256 (what `make shards` and the official extraction write): GroupScale(256) is the identity.
+    (centre,) = eval_boxes(455, 256, 224, 256)
+    assert (centre.x, centre.y, centre.width, centre.out_width) == (116, 16, 224, 224)  # round(115.5) = 116
+    three = eval_boxes(455, 256, 224, 256, num_crops=3)  # GroupFullResSample: left, right, centre; step 231 // 4
+    assert [(box.x, box.y) for box in three] == [(0, 16), (228, 16), (114, 16)]
+    full_res = eval_boxes(455, 256, 256, 256, num_crops=3)
+    assert [(box.x, box.y, box.width) for box in full_res] == [(0, 0, 256), (196, 0, 256), (98, 0, 256)]
+    assert (eval_boxes(455, 256, 256, 256)[0].x, eval_boxes(454, 256, 224, 256)[0].x) == (100, 115)  # half to even
+    tall = eval_boxes(256, 455, 224, 256, num_crops=3)  # the official steps on both axes, not "along the long side"
+    assert [(box.x, box.y) for box in tall] == [(0, 114), (32, 114), (16, 114)]
+    # 427x240: resized to 455x256 first; the origin maps back to stored pixels, the box has side 224 * 240 / 256.
+    (stored,) = eval_boxes(427, 240, 224, 256)
+    assert (stored.x, stored.y, stored.width, stored.out_width) == (109, 15, 210, 224)
     with pytest.raises(ValueError, match="test_crops"):
         eval_boxes(427, 240, 224, 256, num_crops=2)
-    assert choose_boxes(40, 32, False, 32, None, None)[0].width == 28  # default resize 32 * 256 / 224
+    assert default_test_resize(224) == 256 and default_test_resize(32) == 36  # official crop * 256 // 224
+    assert choose_boxes(40, 32, False, 32, None, None)[0].width == 28  # default resize 36: round(32 * 32 / 36)
+
+
+def test_demo_frames_take_the_same_box_before_and_after_the_official_rounding() -> None:
+    """The demo (32x32 frames, crop 32, test resize 32) evaluates the whole frame under either rounding."""
+    (box,) = eval_boxes(32, 32, 32, 32)
+    assert (box.x, box.y, box.width, box.height) == (0, 0, 32, 32) == ((32 - 32) // 2, (32 - 32) // 2, 32, 32)
 
 
 def test_crop_resize_is_exact_without_scaling_and_mirrors() -> None:
