@@ -31,6 +31,11 @@ FILES = {
                        "webm"),
     "sar43_h264": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                    "mp4"),
+    # MPEG-TS and raw H.264 carry the SAR only in the bitstream (the input dump does not show it).
+    "sar43_ts": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                 "ts"),
+    "sar43_raw_h264": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                       "h264"),
     "square_tagged": (["-f", "lavfi", "-i", f"testsrc=s=48x32:{CLIP},setsar=1"], [*VP9, "-pix_fmt", "yuv420p"], "webm"),
     "square_portrait": (["-f", "lavfi", "-i", f"testsrc=s=32x48:{CLIP}"], [*VP9, "-pix_fmt", "yuv420p"], "webm"),
     "jpeg_image": (["-f", "lavfi", "-i", "testsrc=s=32x32"], ["-frames:v", "1", "-c:v", "mjpeg", "-f", "image2"],
@@ -71,7 +76,7 @@ def _raw_frames(path: Path, chain: str, extra_input: tuple[str, ...] = ()) -> by
     return subprocess.run(command, capture_output=True, check=True).stdout
 
 
-@pytest.mark.parametrize("name", ["sar43", "sar43_h264"])
+@pytest.mark.parametrize("name", ["sar43", "sar43_h264", "sar43_ts", "sar43_raw_h264"])
 def test_non_square_pixels_are_stored_at_the_display_aspect(files, name):
     native = decode_videos(resolve_ffmpeg().path, [files[name]], 0, 95, 1)[0]
     short = decode_videos(resolve_ffmpeg().path, [files[name]], 24, 95, 1)[0]
@@ -93,7 +98,7 @@ def test_square_pixels_give_the_same_bytes_as_the_former_filter_chain(files, nam
     former = "scale,format=rgb24"
     if short_side:
         former = f"scale=w='if(lte(iw,ih),{short_side},-1)':h='if(lte(iw,ih),-1,{short_side})',{former}"
-    now = _raw_frames(files[name], scale_filter(short_side))
+    now = _raw_frames(files[name], scale_filter(short_side, output_index=0))
     assert now and now == _raw_frames(files[name], former)
 
 
