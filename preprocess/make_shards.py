@@ -71,7 +71,10 @@ PIXEL_ASPECT_RULE = (
     "(absent: square)"
 )
 ALPHA_RULE = "VP8/VP9 alpha decoded with libvpx and composited on black (RGB = colour x alpha)"
-NON_VIDEO_RULE = "a single image (image demuxer, whatever the file name) is skipped as not a video"
+NON_VIDEO_RULE = (
+    "a still image (image demuxer, or a one-frame GIF/APNG/animated WebP/JPEG XL, whatever the file name) is "
+    "skipped as not a video; an animation of several frames is a video"
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,9 @@ Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
   bicubic resize (``sar`` in the scale expressions); the SAR that resize applied (the container's, else the
   bitstream's, which the input dump does not show under ``-nofind_stream_info``) goes into the sample's metadata.
   A square or unknown SAR takes exactly the former expressions, so such videos give the same bytes as before.
-- A single image in any file name (``jpeg_pipe``, ``png_pipe``, ``image2``, ... demuxers) is not a video: skipped.
+- A still image in any file name is not a video: skipped. An image demuxer (``jpeg_pipe``, ``png_pipe``,
+  ``image2``, ``ico``, ...) always means one; an animation demuxer (``gif``, ``apng``, ``webp_anim``,
+  ``jpegxl_anim``) means one when it decodes to a single frame, while an animation of several frames is a video.
 - VP8/VP9 alpha (WebM ``alpha_mode``): ffmpeg's native decoders drop the alpha plane and keep whatever colour the
   encoder stored under it, so such a video is decoded again alone with libvpx, which decodes the alpha plane,
   and composited on black (colour premultiplied by alpha, RGB = colour x alpha).
@@ -63,7 +65,8 @@ SQUARE_SCALE_NAME = "square"  # instance name of each output's first scale filte
 APPLIED_SAR_LINE = re.compile(
     rf"^\[scale@{SQUARE_SCALE_NAME}(\d+) @ [^\]]*\] \[verbose\] w:\d+ h:\d+ .*?\bsar:(\d+)/(\d+) -> w:"
 )
-IMAGE_DEMUXER = re.compile(r"(_pipe|^image2)$")
+IMAGE_DEMUXER = re.compile(r"(_pipe|_pix|^image2|^image2pipe|^ico)$")
+ANIMATION_DEMUXERS = frozenset({"gif", "apng", "webp_anim", "jpegxl_anim"})  # one frame: a still image
 ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 COMPOSITE_ON_BLACK = "format=rgba,premultiply=inplace=1"
 NO_VIDEO_STREAM_MESSAGE = "matches no streams"
@@ -372,7 +375,7 @@ def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, 
     """Apply what the input dump says: skip a single image, redo an alpha video with libvpx, record the SAR."""
     if video.error is not None:
         return video
-    if IMAGE_DEMUXER.search(info.container.split(",")[0]):
+    if is_still_image(info.container, len(video.frames)):
         return DecodedVideo(path=video.path, error=f"{REASON_IMAGE}: {info.container}")
     if info.alpha and not video.composited_alpha:
         decoder = ALPHA_DECODERS.get(info.codec)
@@ -385,6 +388,20 @@ def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, 
             return video
     video.source_sar = info.non_square_sar
     return video
+
+
+def is_still_image(container: str, frame_count: int) -> bool:
+    """Tell whether an input is a still image: an image demuxer, or an animation demuxer with a single frame.
+
+    Parameters
+    ----------
+    container : str
+        The demuxer name(s) of ffmpeg's input dump ("gif", "png_pipe", "matroska,webm", ...).
+    frame_count : int
+        Frames the input decoded to.
+    """
+    demuxer = container.split(",")[0]
+    return bool(IMAGE_DEMUXER.search(demuxer)) or (demuxer in ANIMATION_DEMUXERS and frame_count <= 1)
 
 
 @functools.lru_cache(maxsize=None)
