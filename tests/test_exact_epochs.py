@@ -10,7 +10,14 @@ import pytest
 from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
-from data_pipeline.stream import ShardEntry, Slot, train_batches_per_rank, train_dropped_per_rank, train_pieces
+from data_pipeline.stream import (
+    ShardDataError,
+    ShardEntry,
+    Slot,
+    train_batches_per_rank,
+    train_dropped_per_rank,
+    train_pieces,
+)
 from data_pipeline.tar_reader import iterate_samples
 from preprocess.shard_format import shard_name
 
@@ -160,3 +167,20 @@ def test_both_tar_readers_give_the_same_training_epoch(shard_folders):
         return [video for batch in loader for video in batch["id"]]
 
     assert ids("lean") == ids("webdataset") and len(ids("lean")) == 6
+
+
+@pytest.mark.parametrize(("reader", "workers"), [("lean", 0), ("webdataset", 0), ("lean", 2)])
+def test_a_shard_shorter_than_its_manifest_stops_the_training_epoch_naming_it(tmp_path, reader, workers):
+    videos = make_videos(9, (3, 4), width=16, height=16)
+    write_split(tmp_path, "train", videos, (5, 4))
+    short = tmp_path / "short"
+    write_split(short, "train", videos[5:7], (2,))  # a shard of 2 samples written where the manifest lists 4
+    (short / shard_name("train", 0)).replace(tmp_path / shard_name("train", 1))
+    loader = build_loader(
+        tmp_path, "train", rates=(1,), batch_size=3, train=True, decode="cpu", device="cpu", num_workers=workers,
+        crop_size=8, multi_scale=False, tar_reader=reader,
+    )  # fmt: skip
+    assert len(loader) == 3  # every sample of the manifest is needed: the short shard is read whatever the order
+    with pytest.raises(ShardDataError, match=rf"{shard_name('train', 1)}: holds fewer samples than the 4 its manifest"):
+        for _ in loader:
+            pass
