@@ -280,7 +280,8 @@ class VideoLoader:
     def dropped_per_epoch(self) -> int:
         """Videos of this rank's share left out of each training epoch so all ranks yield equal full batches.
 
-        Fewer than batch_size per rank (0 in evaluation, which yields every video once).
+        At most batch_size per rank, fewer than world_size x batch_size over all ranks (0 in evaluation, which
+        yields every video once).
         """
         if not self.config.train:
             return 0

@@ -5,12 +5,13 @@ Work is split over ``slots = world_size x workers`` (slot = rank * workers + wor
 Training (exact epochs): each rank yields exactly ``Q = num_samples // (world_size * batch_size)`` full batches
 per epoch (the manifest's counts), split over its workers (`worker_quota`). The epoch's sequence of samples is
 the shards in a per-epoch shuffled order, rotated by a per-epoch random offset; rank r takes the r-th of
-world_size near-equal contiguous runs of it, keeps its first ``Q x batch_size`` samples (the rest, fewer than
-batch_size per rank, are left out of this epoch: `train_dropped_per_rank`) and cuts them into one contiguous run
-per worker, exactly that worker's quota of samples (`train_pieces`). Every worker reads only the shards its run
-touches (the ends of a boundary shard are skipped, not read) and passes exactly its run through the shuffle
-buffer, which is drained at the end: every video is yielded once per epoch except those few left out, whatever
-the buffer size, worker count or rank count. The seed is shared by every worker, so the runs are disjoint.
+world_size near-equal contiguous runs of it, keeps its first ``Q x batch_size`` samples (the rest, at most
+batch_size per rank and fewer than world_size x batch_size in all, are left out of this epoch:
+`train_dropped_per_rank`) and cuts them into one contiguous run per worker, exactly that worker's quota of
+samples (`train_pieces`). Every worker reads only the shards its run touches (the ends of a boundary shard are
+skipped, not read) and passes exactly its run through the shuffle buffer, which is drained at the end: every
+video is yielded once per epoch except those few left out, whatever the buffer size, worker count or rank count.
+The seed is shared by every worker, so the runs are disjoint.
 
 Evaluation: with at least as many shards as slots, shards are dealt round-robin; with fewer, every slot reads
 every shard and keeps the samples whose position is congruent to its slot. Every sample exactly once, no repeat,

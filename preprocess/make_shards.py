@@ -67,10 +67,14 @@ FRAMES_RULE = "every frame at the native frame rate (ffmpeg -fps_mode passthroug
 RESIZE_RULE = "ffmpeg scale (bicubic) in YUV, then unscaled YUV to RGB"
 PIXEL_ASPECT_RULE = (
     "square pixels: a non-square sample aspect ratio is resized to the display aspect (coded width x SAR) in the "
-    "same resize; the source SAR is in the sample's \"source_sar\" (absent: square)"
+    "same resize; the SAR it applied (the container's, else the bitstream's) is in the sample's \"source_sar\" "
+    "(absent: square)"
 )
 ALPHA_RULE = "VP8/VP9 alpha decoded with libvpx and composited on black (RGB = colour x alpha)"
-NON_VIDEO_RULE = "a single image (image demuxer, whatever the file name) is skipped as not a video"
+NON_VIDEO_RULE = (
+    "a still image (image demuxer, or a one-frame GIF/APNG/animated WebP/JPEG XL, whatever the file name) is "
+    "skipped as not a video; an animation of several frames is a video"
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,13 +14,17 @@ Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
   is faster than ffmpeg's MJPEG encoder (about 0.46 against 0.7 ms per 455x256 frame) with 28% fewer bytes.
 - A batch in which anything goes wrong (non-zero exit, any error-level ffmpeg message) is redone one video per
   process, so one corrupt file never costs its neighbours and every failure is attributed to its video.
-- ffmpeg logs at info level with each line tagged by its level: error-level lines decide failures as above, and
-  the input dump tells each input's container, its first video stream's codec and sample aspect ratio, and an
-  alpha channel, for free (no probe process).
+- ffmpeg logs at verbose level with each line tagged by its level: error-level lines decide failures as above,
+  the input dump tells each input's container, its first video stream's codec and an alpha channel, and each
+  output's named resize (``scale@square<N>``) logs the size and sample aspect ratio of the frames it got, all for
+  free (no probe process).
 - Pixels are made square: a non-square sample aspect ratio (SAR) is resized to the display aspect inside the same
-  bicubic resize (``sar`` in the scale expressions); the source SAR goes into the sample's metadata. A square or
-  unknown SAR takes exactly the former expressions, so such videos give the same bytes as before.
-- A single image in any file name (``jpeg_pipe``, ``png_pipe``, ``image2``, ... demuxers) is not a video: skipped.
+  bicubic resize (``sar`` in the scale expressions); the SAR that resize applied (the container's, else the
+  bitstream's, which the input dump does not show under ``-nofind_stream_info``) goes into the sample's metadata.
+  A square or unknown SAR takes exactly the former expressions, so such videos give the same bytes as before.
+- A still image in any file name is not a video: skipped. An image demuxer (``jpeg_pipe``, ``png_pipe``,
+  ``image2``, ``ico``, ...) always means one; an animation demuxer (``gif``, ``apng``, ``webp_anim``,
+  ``jpegxl_anim``) means one when it decodes to a single frame, while an animation of several frames is a video.
 - VP8/VP9 alpha (WebM ``alpha_mode``): ffmpeg's native decoders drop the alpha plane and keep whatever colour the
   encoder stored under it, so such a video is decoded again alone with libvpx, which decodes the alpha plane,
   and composited on black (colour premultiplied by alpha, RGB = colour x alpha).
@@ -33,6 +37,7 @@ import dataclasses
 import fcntl
 import functools
 import io
+import math
 import os
 import re
 import selectors
@@ -47,14 +52,21 @@ PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+(\d+)\s")
 PPM_HEADER_MAX_BYTES = 64
 POINTER_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+")
 ERROR_LINE_MAX_CHARS = 200
-STDERR_LOG_LEVEL = "level+info"
+STDERR_LOG_LEVEL = "level+verbose"  # verbose: the resize's configuration line carries the applied SAR
 ERROR_LEVEL_TAGS = ("[error] ", "[fatal] ", "[panic] ")
 INPUT_LINE = re.compile(r"\] Input #(\d+), (.+?), from '")
 VIDEO_STREAM_LINE = re.compile(r"Stream #(\d+):\d+\S*: Video: (\w+)")
 SAR_FIELD = re.compile(r"\bSAR (\d+):(\d+)")
 ALPHA_MODE_LINE = re.compile(r"^\S*\s+alpha_mode\s*:\s*1\s*$")
 INPUT_DUMP_END = re.compile(r"Stream mapping:|\] Output #")
-IMAGE_DEMUXER = re.compile(r"(_pipe|^image2)$")
+SQUARE_SCALE_NAME = "square"  # instance name of each output's first scale filter: scale@square<output index>
+# The first scale filter's configuration line (libavfilter vf_scale, stable since FFmpeg 2):
+# "[scale@square3 @ 0x...] [verbose] w:48 h:32 fmt:yuv420p ... sar:4/3 -> w:64 h:32 ... sar:1/1 flags:0x..."
+APPLIED_SAR_LINE = re.compile(
+    rf"^\[scale@{SQUARE_SCALE_NAME}(\d+) @ [^\]]*\] \[verbose\] w:\d+ h:\d+ .*?\bsar:(\d+)/(\d+) -> w:"
+)
+IMAGE_DEMUXER = re.compile(r"(_pipe|_pix|^image2|^image2pipe|^ico)$")
+ANIMATION_DEMUXERS = frozenset({"gif", "apng", "webp_anim", "jpegxl_anim"})  # one frame: a still image
 ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 COMPOSITE_ON_BLACK = "format=rgba,premultiply=inplace=1"
 NO_VIDEO_STREAM_MESSAGE = "matches no streams"
@@ -101,7 +113,7 @@ class DecodedVideo:
     composited_alpha: bool = False
 
 
-def scale_filter(short_side: int, composite_alpha: bool = False) -> str:
+def scale_filter(short_side: int, composite_alpha: bool = False, output_index: int | None = None) -> str:
     """Return the ffmpeg filter chain: resize to square pixels and the short side `short_side` (0 = native), to RGB.
 
     Sizes are those of the display aspect (coded width x SAR): landscape videos get height `short_side` and the
@@ -109,15 +121,18 @@ def scale_filter(short_side: int, composite_alpha: bool = False) -> str:
     width `short_side`. At native size, a non-square SAR widens (or narrows) the frame to its display width.
     With a square (or unknown) SAR the expressions reduce to the former ones (``-1``: ffmpeg keeps the aspect).
     `composite_alpha` premultiplies the colour by the alpha plane before dropping it (composite on black).
+    `output_index` names the resize ``scale@square<index>`` so its log lines tell which output they are about
+    (a name changes no pixel).
     """
     to_rgb = f"scale,{COMPOSITE_ON_BLACK},format=rgb24" if composite_alpha else "scale,format=rgb24"
+    resize = "scale" if output_index is None else f"scale@{SQUARE_SCALE_NAME}{int(output_index)}"
     if short_side <= 0:
-        return f"scale=w='if(eq(sar,1),iw,trunc(iw*sar+0.5))':h=ih,{to_rgb}"
+        return f"{resize}=w='if(eq(sar,1),iw,trunc(iw*sar+0.5))':h=ih,{to_rgb}"
     side = int(short_side)
     portrait = "lte(iw*sar,ih)"
     width = f"if({portrait},{side},if(eq(sar,1),-1,trunc({side}*iw*sar/ih+0.5)))"
     height = f"if({portrait},if(eq(sar,1),-1,trunc({side}*ih/(iw*sar)+0.5)),{side})"
-    return f"scale=w='{width}':h='{height}',{to_rgb}"
+    return f"{resize}=w='{width}':h='{height}',{to_rgb}"
 
 
 def ffmpeg_command(
@@ -131,8 +146,8 @@ def ffmpeg_command(
     for path in paths:
         decoder = ["-c:v", alpha_decoder] if alpha_decoder else []
         command += ["-threads", "1", *decoder, "-nofind_stream_info", "-i", str(path)]
-    chain = scale_filter(short_side, composite_alpha=alpha_decoder is not None)
     for index, descriptor in enumerate(output_fds):
+        chain = scale_filter(short_side, composite_alpha=alpha_decoder is not None, output_index=index)
         command += [
             "-map", f"{index}:v:0", "-threads", "1", "-filter_threads", "1", "-vf", chain,
             "-fps_mode", "passthrough", "-an", "-sn", "-dn",
@@ -220,11 +235,37 @@ def _first_error_line(stderr: bytes) -> str:
 
 
 def parse_input_dump(stderr: bytes, count: int) -> list[InputInfo]:
-    """Read each input's container, first video stream codec, SAR and alpha flag from ffmpeg's input dump."""
+    """Read each input's container, first video stream codec, SAR and alpha flag from ffmpeg's log.
+
+    The SAR is the one each output's resize applied (``scale@square<N>``'s configuration line: the container's
+    SAR, else the decoded frames' one from the bitstream); where that line is missing, the input dump's (the
+    container's only, as inputs are opened with ``-nofind_stream_info``).
+    """
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    infos = _parse_dump_lines(lines, count)
+    for index, sar in parse_applied_sars(lines).items():
+        if index < count:
+            infos[index].sar = sar
+    return infos
+
+
+def parse_applied_sars(lines: Sequence[str]) -> dict[int, tuple[int, int]]:
+    """Return, per output index, the reduced SAR of the first frames its named resize was configured for."""
+    applied: dict[int, tuple[int, int]] = {}
+    for line in lines:
+        if (match := APPLIED_SAR_LINE.match(line)) and int(match.group(1)) not in applied:
+            numerator, denominator = int(match.group(2)), int(match.group(3))
+            divisor = math.gcd(numerator, denominator) or 1
+            applied[int(match.group(1))] = (numerator // divisor, denominator // divisor)
+    return applied
+
+
+def _parse_dump_lines(lines: Sequence[str], count: int) -> list[InputInfo]:
+    """Read the input dump: each input's container, first video stream codec, container SAR and alpha flag."""
     infos = [InputInfo() for _ in range(count)]
     current: InputInfo | None = None
     in_video_stream = False
-    for line in stderr.decode("utf-8", "replace").splitlines():
+    for line in lines:
         if INPUT_DUMP_END.search(line):
             break
         if match := INPUT_LINE.search(line):
@@ -334,7 +375,7 @@ def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, 
     """Apply what the input dump says: skip a single image, redo an alpha video with libvpx, record the SAR."""
     if video.error is not None:
         return video
-    if IMAGE_DEMUXER.search(info.container.split(",")[0]):
+    if is_still_image(info.container, len(video.frames)):
         return DecodedVideo(path=video.path, error=f"{REASON_IMAGE}: {info.container}")
     if info.alpha and not video.composited_alpha:
         decoder = ALPHA_DECODERS.get(info.codec)
@@ -347,6 +388,20 @@ def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, 
             return video
     video.source_sar = info.non_square_sar
     return video
+
+
+def is_still_image(container: str, frame_count: int) -> bool:
+    """Tell whether an input is a still image: an image demuxer, or an animation demuxer with a single frame.
+
+    Parameters
+    ----------
+    container : str
+        The demuxer name(s) of ffmpeg's input dump ("gif", "png_pipe", "matroska,webm", ...).
+    frame_count : int
+        Frames the input decoded to.
+    """
+    demuxer = container.split(",")[0]
+    return bool(IMAGE_DEMUXER.search(demuxer)) or (demuxer in ANIMATION_DEMUXERS and frame_count <= 1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,14 @@ import pytest
 from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
-from data_pipeline.stream import ShardEntry, Slot, train_batches_per_rank, train_pieces
+from data_pipeline.stream import (
+    ShardDataError,
+    ShardEntry,
+    Slot,
+    train_batches_per_rank,
+    train_dropped_per_rank,
+    train_pieces,
+)
 from data_pipeline.tar_reader import iterate_samples
 from preprocess.shard_format import shard_name
 
@@ -50,10 +57,11 @@ def epoch_ids(folder: Path, world_size: int, workers: int, batch: int, buffer: i
         stats = loader.stats()
         assert stats["samples"] == expected * batch and stats["dropped_for_equal_batches"] == loader.dropped_per_epoch
         by_rank.append([video for ids in batches for video in ids])
-    dropped = sum(build_loader(
+    dropped_per_rank = [build_loader(
         folder, "train", rates=(1,), batch_size=batch, decode="cpu", device="cpu", num_workers=workers, rank=rank,
-        world_size=world_size).dropped_per_epoch for rank in range(world_size))  # fmt: skip
-    assert dropped == NUM_VIDEOS - world_size * (NUM_VIDEOS // (world_size * batch)) * batch
+        world_size=world_size).dropped_per_epoch for rank in range(world_size)]  # fmt: skip
+    assert sum(dropped_per_rank) == NUM_VIDEOS - world_size * (NUM_VIDEOS // (world_size * batch)) * batch
+    assert max(dropped_per_rank) <= batch and sum(dropped_per_rank) < world_size * batch
     return by_rank
 
 
@@ -105,6 +113,15 @@ def test_train_pieces_partition_the_split_for_any_slot_count():
                     taken += [(piece.shard, piece.first + step) for piece in pieces for step in range(piece.count)]
             assert len(taken) == len(set(taken)) == world_size * batches * batch
             assert total - len(taken) < world_size * batch
+        assert all(0 <= train_dropped_per_rank(entries, rank, world_size, batch) <= batch
+                   for rank in range(world_size))  # fmt: skip
+
+
+def test_a_rank_may_leave_out_as_many_as_batch_size_but_all_ranks_fewer_than_world_size_batches():
+    entries = [ShardEntry(Path("s0"), 4), ShardEntry(Path("s1"), 3)]  # 7 samples, 2 ranks, batch 2: 1 batch each
+    dropped = [train_dropped_per_rank(entries, rank, 2, 2) for rank in range(2)]
+    assert dropped == [1, 2]  # runs of 3 and 4 samples, 2 kept of each: "at most batch_size", not "fewer than"
+    assert sum(dropped) == 3 < 2 * 2
 
 
 class CountingStream(io.BytesIO):
@@ -150,3 +167,20 @@ def test_both_tar_readers_give_the_same_training_epoch(shard_folders):
         return [video for batch in loader for video in batch["id"]]
 
     assert ids("lean") == ids("webdataset") and len(ids("lean")) == 6
+
+
+@pytest.mark.parametrize(("reader", "workers"), [("lean", 0), ("webdataset", 0), ("lean", 2)])
+def test_a_shard_shorter_than_its_manifest_stops_the_training_epoch_naming_it(tmp_path, reader, workers):
+    videos = make_videos(9, (3, 4), width=16, height=16)
+    write_split(tmp_path, "train", videos, (5, 4))
+    short = tmp_path / "short"
+    write_split(short, "train", videos[5:7], (2,))  # a shard of 2 samples written where the manifest lists 4
+    (short / shard_name("train", 0)).replace(tmp_path / shard_name("train", 1))
+    loader = build_loader(
+        tmp_path, "train", rates=(1,), batch_size=3, train=True, decode="cpu", device="cpu", num_workers=workers,
+        crop_size=8, multi_scale=False, tar_reader=reader,
+    )  # fmt: skip
+    assert len(loader) == 3  # every sample of the manifest is needed: the short shard is read whatever the order
+    with pytest.raises(ShardDataError, match=rf"{shard_name('train', 1)}: holds fewer samples than the 4 its manifest"):
+        for _ in loader:
+            pass

@@ -1,10 +1,16 @@
-"""`make shards` on real-world inputs made by ffmpeg: non-square pixels (SAR), images named .webm, alpha, audio only."""
+"""`make shards` on real-world inputs made by ffmpeg: non-square pixels (SAR), images named .webm, alpha, audio only.
+
+Images named .webm include one-frame GIF and APNG (animation containers holding a still image), beside animated
+GIFs that are videos.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,19 @@ FILES = {
                        "webm"),
     "sar43_h264": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
                    "mp4"),
+    # MPEG-TS and raw H.264 carry the SAR only in the bitstream (the input dump does not show it).
+    "sar43_ts": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                 "ts"),
+    "sar43_raw_h264": (["-f", "lavfi", "-i", f"{SAR_SOURCE},setsar=4/3"], ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                       "h264"),
     "square_tagged": (["-f", "lavfi", "-i", f"testsrc=s=48x32:{CLIP},setsar=1"], [*VP9, "-pix_fmt", "yuv420p"], "webm"),
     "square_portrait": (["-f", "lavfi", "-i", f"testsrc=s=32x48:{CLIP}"], [*VP9, "-pix_fmt", "yuv420p"], "webm"),
     "jpeg_image": (["-f", "lavfi", "-i", "testsrc=s=32x32"], ["-frames:v", "1", "-c:v", "mjpeg", "-f", "image2"],
                    "jpg"),
     "png_image": (["-f", "lavfi", "-i", "testsrc=s=32x32"], ["-frames:v", "1", "-c:v", "png", "-f", "image2"], "png"),
+    "gif_one_frame": (["-f", "lavfi", "-i", "testsrc=s=32x32"], ["-frames:v", "1"], "gif"),
+    "gif_animated": (["-f", "lavfi", "-i", f"testsrc=s=32x32:{CLIP}"], [], "gif"),
+    "apng_animated": (["-f", "lavfi", "-i", f"testsrc=s=32x32:{CLIP}"], ["-f", "apng"], "apng"),
     "alpha_vp9": (["-f", "lavfi", "-i", ALPHA_SOURCE], [*VP9, "-pix_fmt", "yuva420p"], "webm"),
     "alpha_vp8": (["-f", "lavfi", "-i", ALPHA_SOURCE], ["-c:v", "libvpx", "-pix_fmt", "yuva420p", "-auto-alt-ref", "0"],
                   "webm"),
@@ -71,7 +85,7 @@ def _raw_frames(path: Path, chain: str, extra_input: tuple[str, ...] = ()) -> by
     return subprocess.run(command, capture_output=True, check=True).stdout
 
 
-@pytest.mark.parametrize("name", ["sar43", "sar43_h264"])
+@pytest.mark.parametrize("name", ["sar43", "sar43_h264", "sar43_ts", "sar43_raw_h264"])
 def test_non_square_pixels_are_stored_at_the_display_aspect(files, name):
     native = decode_videos(resolve_ffmpeg().path, [files[name]], 0, 95, 1)[0]
     short = decode_videos(resolve_ffmpeg().path, [files[name]], 24, 95, 1)[0]
@@ -93,7 +107,7 @@ def test_square_pixels_give_the_same_bytes_as_the_former_filter_chain(files, nam
     former = "scale,format=rgb24"
     if short_side:
         former = f"scale=w='if(lte(iw,ih),{short_side},-1)':h='if(lte(iw,ih),-1,{short_side})',{former}"
-    now = _raw_frames(files[name], scale_filter(short_side))
+    now = _raw_frames(files[name], scale_filter(short_side, output_index=0))
     assert now and now == _raw_frames(files[name], former)
 
 
@@ -118,6 +132,35 @@ def test_an_image_named_webm_is_not_a_video(files, name, tmp_path):
         container = "jpeg_pipe" if name == "jpeg_image" else "png_pipe"
         assert videos[1].error == f"{REASON_IMAGE}: {container}" and not videos[1].frames
         assert videos[0].error is None and len(videos[0].frames) == 10
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _one_frame_apng(png: bytes) -> bytes:
+    """An ffmpeg-written PNG turned into a one-frame APNG (acTL and fcTL before IDAT, as other encoders write it).
+
+    ffmpeg's apng muxer writes acTL only for several frames, so the chunks are added here.
+    """
+    header_end = 8 + 8 + 13 + 4  # signature, IHDR
+    width, height = struct.unpack(">II", png[16:24])
+    animation = _png_chunk(b"acTL", struct.pack(">II", 1, 0))
+    frame = _png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, width, height, 0, 0, 1, 10, 0, 0))
+    return png[:header_end] + animation + frame + png[header_end:]
+
+
+def test_one_frame_gif_and_apng_are_images_and_animations_are_videos(files, tmp_path):
+    apng = tmp_path / "apng_one_frame.webm"
+    apng.write_bytes(_one_frame_apng(files["png_image"].read_bytes()))
+    stills = {"gif": files["gif_one_frame"], "apng": apng}
+    animations = [files["gif_animated"], files["apng_animated"]]
+    for batch in (4, 1):
+        videos = decode_videos(resolve_ffmpeg().path, [*stills.values(), *animations], 0, 90, batch)
+        assert [video.error for video in videos[:2]] == [f"{REASON_IMAGE}: {name}" for name in stills]
+        assert all(video.error is None and len(video.frames) == 10 for video in videos[2:])
+        assert all((video.width, video.height) == (32, 32) for video in videos[2:])
 
 
 def test_make_shards_records_sar_alpha_and_skips_images_and_audio(files, tmp_path):
