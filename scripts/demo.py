@@ -239,7 +239,7 @@ def aggregate(per_seed: dict[str, Any], names: Sequence[str], seeds: Sequence[in
 
 
 def margins(models: dict[str, Any], ffn_name: str = "ffn") -> list[dict[str, Any]]:
-    """Return the issue's margins (and the two reported differences) from mean top-1 values."""
+    """Return the demo's acceptance margins (and the two reported differences) from mean top-1 values."""
     top1 = {name: {int(rate): value for rate, value in entry["top1"].items()} for name, entry in models.items()}
     tsm16, ffn = top1["tsm16"], top1[ffn_name]
     checks = [
@@ -443,10 +443,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         report_name = args.study
         study_models, study_commands, study_losses = run_study(args.study, runs, shards, num_classes, args, timer,
                                                                backbone)
-        models = {"ffn": models["ffn"], "tsm16": models["tsm16"], **study_models}
+        models = {**models, **study_models}
         commands.update(study_commands)
-        losses = {**{name: MODEL_LOSSES[name] for name in ("ffn", "tsm16")}, **study_losses}
-        margin_sets = {"official_loss": margins(models)}
+        losses.update(study_losses)
     report = {
         "settings": settings_record(args, summary, losses, commands, models["tsm16"]["n"], backbone, pretraining),
         "models": models,
