@@ -1,17 +1,17 @@
 """Decode many videos with one ffmpeg process and JPEG-encode their frames in-process.
 
-Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
+Design (measured by benchmarks/bench_preprocess.py; figures and reasons in docs/data.md):
 
 - ffmpeg start-up is paid once per batch: one ffmpeg process opens every video of a batch as its own input and
   writes each one to its own output pipe (``pipe:FD``) as PPM frames. Each frame is self-describing (width,
   height), so videos of different sizes share a process and frames never cross from one video to the next.
 - Inputs are opened with ``-nofind_stream_info``: WebM headers carry the codec parameters, and skipping the
-  probe decode saves about 3 ms per video (measured).
+  probe decode saves time per video and gives identical frames.
 - Resizing happens in YUV (bicubic, like TSM's ``scale=-1:256``); a second, unscaled ``scale`` converts to RGB
-  through swscale's fast path (measured: a quarter of the cost of converting while resizing).
+  through swscale's fast path (cheaper than converting while resizing).
 - JPEG encoding is done here with Pillow (libjpeg-turbo, SIMD) at the standard IJG quality scale (quality 90 =
   libjpeg's ``-quality 90`` tables, 4:2:0 chroma): an exact meaning of "quality 90", and at the same PSNR it
-  is faster than ffmpeg's MJPEG encoder (about 0.46 against 0.7 ms per 455x256 frame) with 28% fewer bytes.
+  is faster than ffmpeg's MJPEG encoder and writes fewer bytes.
 - A batch in which anything goes wrong (non-zero exit, any error-level ffmpeg message) is redone one video per
   process, so one corrupt file never costs its neighbours and every failure is attributed to its video.
 - ffmpeg logs at info level with each line tagged by its level: error-level lines decide failures as above, and
@@ -19,7 +19,7 @@ Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
   alpha channel, for free (no probe process).
 - Pixels are made square: a non-square sample aspect ratio (SAR) is resized to the display aspect inside the same
   bicubic resize (``sar`` in the scale expressions); the source SAR goes into the sample's metadata. A square or
-  unknown SAR takes exactly the former expressions, so such videos give the same bytes as before.
+  unknown SAR keeps the plain size expressions, so such videos are resampled once, as without the rule.
 - A single image in any file name (``jpeg_pipe``, ``png_pipe``, ``image2``, ... demuxers) is not a video: skipped.
 - VP8/VP9 alpha (WebM ``alpha_mode``): ffmpeg's native decoders drop the alpha plane and keep whatever colour the
   encoder stored under it, so such a video is decoded again alone with libvpx, which decodes the alpha plane,
@@ -107,7 +107,7 @@ def scale_filter(short_side: int, composite_alpha: bool = False) -> str:
     Sizes are those of the display aspect (coded width x SAR): landscape videos get height `short_side` and the
     width that keeps the display aspect ratio (TSM's ``scale=-1:256`` for square pixels); portrait videos get
     width `short_side`. At native size, a non-square SAR widens (or narrows) the frame to its display width.
-    With a square (or unknown) SAR the expressions reduce to the former ones (``-1``: ffmpeg keeps the aspect).
+    With a square (or unknown) SAR the expressions reduce to the plain ones (``-1``: ffmpeg keeps the aspect).
     `composite_alpha` premultiplies the colour by the alpha plane before dropping it (composite on black).
     """
     to_rgb = f"scale,{COMPOSITE_ON_BLACK},format=rgb24" if composite_alpha else "scale,format=rgb24"
