@@ -1,4 +1,4 @@
-# The user's interface. Every Python target first makes sure the virtual environment exists and is current.
+# Every Python target first makes sure the virtual environment exists and is current.
 # Point it at your own environment with `make <target> VENV= PYTHON=python` (installs nothing).
 
 BOOTSTRAP_PYTHON ?= python3
@@ -21,6 +21,7 @@ TRAIN_ARGS ?=
 EVAL_ARGS ?=
 BENCH_ARGS ?=
 PRETRAIN_ARGS ?=
+GPU_ARGS ?=
 
 REQUIREMENTS := requirements.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
@@ -36,12 +37,12 @@ endif
 
 WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval bench \
+.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval bench gpu-check \
 	clean distclean
 
 help:
 	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
-		"train-ffn | eval | bench | clean"
+		"train-ffn | eval | bench | gpu-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -93,6 +94,10 @@ pretrain: $(SETUP)
 
 bench: $(SETUP)
 	$(PYTHON) -m benchmarks.run_all --out $(RUNS)/bench $(BENCH_ARGS)
+
+# The CUDA paths in one run (about 4 min on one H100 / H200); without CUDA, or with GPU_ARGS=--smoke, a toy-size run.
+gpu-check: $(SETUP)
+	$(PYTHON) -m benchmarks.gpu_check --out $(RUNS)/gpu/gpu_check.json $(GPU_ARGS)
 
 # Never touches DATA_ROOT or SHARDS.
 clean:

@@ -1,10 +1,10 @@
-"""How many distinct training videos one epoch yields: the previous streaming rule against the exact-epoch rule.
+"""How many distinct training videos one epoch yields: the re-read streaming rule against the exact-epoch rule.
 
 A simulation on video ids only (no tar is read, nothing is decoded): the shard sizes are those `make shards` writes
 (preprocess.shard_format.shard_bounds), the shuffle buffer is data_pipeline.stream.ShuffleBuffer, the deal, quotas
 and pieces are data_pipeline.stream's own functions.
 
-- previous rule: each worker streams its own shards into the shuffle buffer and, when the stream ends, reads the
+- re-read rule (``previous`` in the JSON): each worker streams its own shards into the shuffle buffer and, when the stream ends, reads the
   same shards again (new order) without draining the buffer, until its quota of full batches is cut; what the
   buffer still holds at the quota is never yielded, and repeats take its place;
 - exact rule (data_pipeline.stream.train_pieces): each worker reads exactly its quota's run of the epoch's
@@ -71,7 +71,7 @@ def _first_ids(entries: Sequence[ShardEntry]) -> list[int]:
 
 
 def previous_stream(entries: Sequence[ShardEntry], slot: Slot, epoch: int, rng: np.random.Generator) -> Iterator[int]:
-    """The previous rule's endless stream of one worker: its dealt shards, read again in a new order at the end."""
+    """The re-read rule's endless stream of one worker: its dealt shards, read again in a new order at the end."""
     first_ids = _first_ids(entries)
     order = shard_order(len(entries), SEED, epoch, shuffle=True)
     if len(entries) >= slot.count:

@@ -3,7 +3,7 @@
 Every model trains (forward, loss, backward, SGD step) on the same number of frames per step, in the same precision
 and memory format; the runs are interleaved (round robin, several repeats) so that machine noise hits them alike,
 and each model's median frames/s is divided by plain ResNet's. On CUDA the default is bf16 autocast plus
-channels_last (the setting of the H100 figures in the issue); on CPU it is fp32, contiguous.
+channels_last (the setting of the H100 speed targets); on CPU it is fp32, contiguous.
 
     .venv/bin/python -m benchmarks.bench_model --out runs/bench            # R50, 64 px on CPU, 224 px on CUDA
     .venv/bin/python -m benchmarks.bench_model --out runs/bench --quick    # smoke run, under a minute on CPU

@@ -13,8 +13,8 @@ frame size (short side 256, 455x256) and JPEG quality, in one process pinned to 
   MJPEG encoder instead of libjpeg-turbo.
 
 ffmpeg's MJPEG quality is a qscale (-q:v), Pillow's is the IJG scale: "the same quality" is the -q:v whose PSNR
-against the decoded source is closest to Pillow quality 90's (both measured here and reported). The methods run
-round-robin for several rounds and the best time of each is kept (the machine is shared). Then --workers
+against the decoded source is closest to Pillow quality 90's (both measured and reported). The methods run
+round-robin for several rounds and the best time of each is kept (other jobs add noise). Then --workers
 scaling (not pinned) and the videos-per-ffmpeg batch size. Every binary found (imageio-ffmpeg's static one,
 then ``ffmpeg`` on PATH, e.g. Debian's) is measured.
 

@@ -1,4 +1,4 @@
-"""The one place that chooses the compute device (the user's rule: CUDA, then MPS, then CPU)."""
+"""The one place that chooses the compute device: CUDA, then MPS, then CPU."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ sidecar alone records it, with 0 samples and 0 bytes. The manifest ``<split>.man
 the sidecars and lists only the shards holding samples; a split without any usable video gets a manifest with
 no shard and ``num_samples`` 0.
 
-This module needs only the standard library, so the GPU machine (no ffmpeg) can write shards from JPEG bytes.
+This module needs only the standard library, so a process without ffmpeg (the GPU check) can write shards from
+JPEG bytes.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Decode many videos with one ffmpeg process and JPEG-encode their frames in-process.
 
-Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
+Design (measured by benchmarks/bench_preprocess.py; figures and reasons in docs/data.md):
 
 - ffmpeg start-up is paid once per batch: one ffmpeg process opens every video of a batch as its own input and
   writes each one to its own output pipe (``pipe:FD``) as PPM frames. Each frame is self-describing (width,
   height), so videos of different sizes share a process and frames never cross from one video to the next.
 - Inputs are opened with ``-nofind_stream_info``: WebM headers carry the codec parameters, and skipping the
-  probe decode saves about 3 ms per video (measured).
+  probe decode saves time per video and gives identical frames.
 - Resizing happens in YUV (bicubic, like TSM's ``scale=-1:256``); a second, unscaled ``scale`` converts to RGB
-  through swscale's fast path (measured: a quarter of the cost of converting while resizing).
+  through swscale's fast path (cheaper than converting while resizing).
 - JPEG encoding is done here with Pillow (libjpeg-turbo, SIMD) at the standard IJG quality scale (quality 90 =
   libjpeg's ``-quality 90`` tables, 4:2:0 chroma): an exact meaning of "quality 90", and at the same PSNR it
-  is faster than ffmpeg's MJPEG encoder (about 0.46 against 0.7 ms per 455x256 frame) with 28% fewer bytes.
+  is faster than ffmpeg's MJPEG encoder and writes fewer bytes.
 - A batch in which anything goes wrong (non-zero exit, any error-level ffmpeg message) is redone one video per
   process, so one corrupt file never costs its neighbours and every failure is attributed to its video.
 - ffmpeg logs at verbose level with each line tagged by its level: error-level lines decide failures as above,
@@ -21,7 +21,7 @@ Design (measured in benchmarks/bench_preprocess.py, reasons in README "shards"):
 - Pixels are made square: a non-square sample aspect ratio (SAR) is resized to the display aspect inside the same
   bicubic resize (``sar`` in the scale expressions); the SAR that resize applied (the container's, else the
   bitstream's, which the input dump does not show under ``-nofind_stream_info``) goes into the sample's metadata.
-  A square or unknown SAR takes exactly the former expressions, so such videos give the same bytes as before.
+  A square or unknown SAR keeps the plain size expressions, so such videos are resampled once, as without the rule.
 - A still image in any file name is not a video: skipped. An image demuxer (``jpeg_pipe``, ``png_pipe``,
   ``image2``, ``ico``, ...) always means one; an animation demuxer (``gif``, ``apng``, ``webp_anim``,
   ``jpegxl_anim``) means one when it decodes to a single frame, while an animation of several frames is a video.
@@ -119,7 +119,7 @@ def scale_filter(short_side: int, composite_alpha: bool = False, output_index: i
     Sizes are those of the display aspect (coded width x SAR): landscape videos get height `short_side` and the
     width that keeps the display aspect ratio (TSM's ``scale=-1:256`` for square pixels); portrait videos get
     width `short_side`. At native size, a non-square SAR widens (or narrows) the frame to its display width.
-    With a square (or unknown) SAR the expressions reduce to the former ones (``-1``: ffmpeg keeps the aspect).
+    With a square (or unknown) SAR the expressions reduce to the plain ones (``-1``: ffmpeg keeps the aspect).
     `composite_alpha` premultiplies the colour by the alpha plane before dropping it (composite on black).
     `output_index` names the resize ``scale@square<index>`` so its log lines tell which output they are about
     (a name changes no pixel).
