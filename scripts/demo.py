@@ -57,6 +57,7 @@ EVAL_SHARDS = 4
 EVAL_FRAMES = (2, 4, 6, 8, 12, 16)
 EVAL_BATCH = 50
 LOADER_WORKERS = 1
+DEFAULT_THREADS = 1
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
 VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
 FFN_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--val-frames", "4", "8", "16"]
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (mean and spread)")
     parser.add_argument("--started-at", type=float, default=None, help="unix time `make demo` started (set-up)")
     parser.add_argument("--workers", type=int, default=None, help="processes for generation and shards")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch threads of each training and evaluation (default 1: the numbers do not depend "
+                             "on the core count, and other jobs on the machine do not oversubscribe it)")
     parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (smoke runs)")
     parser.add_argument("--fresh", action="store_true", help="delete <runs> first and redo everything")
@@ -157,7 +160,7 @@ def build_shards(args: argparse.Namespace, data_root: Path, shards: Path, timer:
 def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tuple[Path, dict[str, Any]]:
     """Pretrain the 2D backbone on single images (cached by its settings); return its path and pretrain.json."""
     command = [sys.executable, "pretrain.py", "--output-root", str(runs / "pretrain"),
-               "--threads", str(args.threads or os.cpu_count() or 1)]
+               "--threads", str(args.threads)]
     if args.pretrain_epochs:
         command += ["--epochs", str(args.pretrain_epochs)]
     folder = cache_folder(runs / "pretrain", settings_of(pretrain_parser().parse_args(command[2:])))
@@ -170,7 +173,7 @@ def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, n
     """Return the train.py command of one demo model (the demo preset, validation after every epoch)."""
     command = [sys.executable, "train.py", *mode_args, "--preset", "demo", "--shards", str(shards), "--output",
                str(output), "--seed", str(seed), "--num-classes", str(num_classes), "--workers", str(LOADER_WORKERS),
-               "--threads", str(args.threads or os.cpu_count() or 1), "--val-every", "1", "--no-progress",
+               "--threads", str(args.threads), "--val-every", "1", "--no-progress",
                "--pretrained", str(backbone) if backbone else "none"]
     if args.epochs and "--epochs" not in mode_args:
         command += ["--epochs", str(args.epochs)]
@@ -214,7 +217,7 @@ def evaluate_all(checkpoints: dict[str, Path], shards: Path, output: Path, tag: 
     command = [sys.executable, "evaluate.py", "--checkpoints", *[f"{key}={path}" for key, path in checkpoints.items()],
                "--frames", *map(str, EVAL_FRAMES), "--shards", str(shards), "--output", str(output), "--tag", tag,
                "--workers", str(LOADER_WORKERS), "--batch-size", str(EVAL_BATCH),
-               "--threads", str(args.threads or os.cpu_count() or 1)]
+               "--threads", str(args.threads)]
     timer.run("evaluation", command)
     return json.loads((output / f"{tag}.json").read_text(encoding="utf-8"))
 
