@@ -81,9 +81,9 @@ STUDIES: dict[str, dict[str, tuple[list[str], str, str]]] = {
         "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
     },
     "mechanism": {
-        **{f"{name}_random": (mode_args, RANDOM, MODEL_LOSSES[name]) for name, mode_args in MODELS.items()},
-        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
         "ffn_lam0.5": ([*FFN_ARGS, "--lam", "0.5"], PRETRAINED, "CE on 16F + 0.5 x (the KL terms)"),
+        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
+        **{f"{name}_random": (mode_args, RANDOM, MODEL_LOSSES[name]) for name, mode_args in MODELS.items()},
         **{f"{name}_e{LONG_EPOCHS}": ([*mode_args, "--epochs", str(LONG_EPOCHS)], PRETRAINED, MODEL_LOSSES[name])
            for name, mode_args in MODELS.items()},
     },
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initialise every model from the pretrained backbone (the paper's protocol) or randomly")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="override pretrain.py's epochs (smoke runs)")
+    parser.add_argument("--study-only", action="store_true",
+                        help="with --study: train and tabulate the study models alone (not the main models)")
     parser.add_argument("--study", choices=sorted(STUDIES), default=None,
                         help="train and tabulate a study instead of the main table (after the main models)")
     return parser
@@ -400,14 +402,15 @@ def main_models(runs: Path, shards: Path, num_classes: int, args: argparse.Names
 
 
 def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
-              backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """Train and evaluate the models of one study; return (models, commands, losses)."""
+              backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, Any]]:
+    """Train and evaluate the models of one study; return (models, commands, losses, validation curves)."""
     entries = {name: (train_args, backbone if start == PRETRAINED else None)
                for name, (train_args, start, _) in STUDIES[study].items()}
     checkpoints, commands = train_set(runs, shards, num_classes, args, timer, entries)
     per_seed = evaluate_all(checkpoints, shards, runs, f"{study}_per_seed", args, timer)
     losses = {name: loss for name, (_, _, loss) in STUDIES[study].items()}
-    return aggregate(per_seed, list(entries), args.seeds), commands, losses
+    curves = validation_curves(checkpoints, list(entries), args.seeds)
+    return aggregate(per_seed, list(entries), args.seeds), commands, losses, curves
 
 
 def print_report(models: dict[str, Any], seeds: Sequence[int], margin_sets: dict[str, Any]) -> None:
@@ -435,22 +438,29 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     main_backbone = backbone if args.start == PRETRAINED else None
     if args.start == RANDOM:
         runs = runs / "random_start"
-    models, checkpoints, commands = main_models(runs, shards, num_classes, args, timer, main_backbone)
+    models: dict[str, Any] = {}
+    commands: dict[str, str] = {}
+    margin_sets: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    if not (args.study and args.study_only):
+        models, checkpoints, commands = main_models(runs, shards, num_classes, args, timer, main_backbone)
+        margin_sets["official_loss"] = margins(models)
+        if VARIANT_NAME in models:
+            margin_sets["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
+        curves = validation_curves(checkpoints, list(models), args.seeds)
     losses = {name: MODEL_LOSSES[name] for name in models}
     report_name = "tfd"
-    margin_sets = {"official_loss": margins(models)}
-    if VARIANT_NAME in models:
-        margin_sets["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
-    curves = validation_curves(checkpoints, list(models), args.seeds)
     if args.study:
         report_name = args.study
-        study_models, study_commands, study_losses = run_study(args.study, runs, shards, num_classes, args, timer,
-                                                               backbone)
+        study_models, study_commands, study_losses, study_curves = run_study(args.study, runs, shards, num_classes,
+                                                                             args, timer, backbone)
         models = {**models, **study_models}
         commands.update(study_commands)
         losses.update(study_losses)
+        curves.update(study_curves)
     report = {
-        "settings": settings_record(args, summary, losses, commands, models["tsm16"]["n"], backbone, pretraining),
+        "settings": settings_record(args, summary, losses, commands, next(iter(models.values()))["n"], backbone,
+                                    pretraining),
         "models": models,
         "margins": margin_sets,
         "curves": curves,
