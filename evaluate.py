@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decode", default="auto", help="auto, dali, torchvision or cpu")
     parser.add_argument("--crop-size", type=int, default=None, help="default: the training crop, else 224")
     parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: "
-                        "the training run's, else the loader's 256)")
+                        "the training run's, else crop * 256 // 224: 256 for 224)")
     parser.add_argument("--test-crops", type=int, choices=TEST_CROP_COUNTS, default=1,
                         help="1: centre crop; 3: TSM's GroupFullResSample (left, right, centre)")
     parser.add_argument("--test-clips", type=int, default=1, help="2: TSM's twice_sample (centre, then start)")

@@ -7,7 +7,9 @@ without antialiasing, as every backend does. For each stored size and crop proto
 official chain's pixels (0-255): the mean and max absolute difference of ours and of the alternative that follows
 the official order (torch ``interpolate(antialias=True)`` of the whole frame, then the official crop), and the time
 per 16-frame clip of each (decoded uint8 frames in, uint8 views out; one torch thread, best of the repeats,
-interleaved). At 455x256 both are exact slices.
+interleaved). At 455x256 both are exact slices. The "official" views here take their crop origins from our own
+data_pipeline.augment functions (centre_crop_origin, full_res_origins); that those origins are the official ones is
+checked against an independent rebuild of the official chain in tests/test_eval_protocols.py.
 
     .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench            # about a minute on 2 cores
     .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench --quick    # smoke run

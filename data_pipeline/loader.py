@@ -404,6 +404,7 @@ def build_loader(
         Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}.
     """
     _check_options(rates, batch_size, sampling, short_video, crop_size)
+    check_short_video(short_video, train)
     if tar_reader not in TAR_READERS:
         raise ValueError(f"tar_reader={tar_reader!r}; use one of {TAR_READERS}")
     if prefetch is not None and prefetch < 0:

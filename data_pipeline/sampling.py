@@ -13,7 +13,7 @@ repeated ``floor(T / n)`` or ``ceil(T / n)`` times, in order.
 
 ``short_video="segments"`` is TSM's test script (test_models.py reads ``_get_test_indices``, which has no
 short-video branch): at test time every video, short or not, takes ``int(tick * f + tick * i)`` (f = 0.5, and 0.0
-for the second clip of ``twice_sample``), with the official float arithmetic. Training treats it as "official".
+for the second clip of ``twice_sample``), with the official float arithmetic. Training refuses it (ValueError).
 
 FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour) samples every
 rate on its own; ``sampling="nested"`` samples only the largest rate and takes the smaller ones out of it
@@ -32,10 +32,12 @@ SAMPLING_MODES = ("independent", "nested")
 EVAL_CLIP_CENTRE = 0.5
 
 
-def check_short_video(short_video: str) -> None:
-    """Raise ValueError for an unknown short-video rule."""
+def check_short_video(short_video: str, train: bool = False) -> None:
+    """Raise ValueError for an unknown short-video rule, or for the test-only "segments" in training."""
     if short_video not in SHORT_VIDEO_RULES:
         raise ValueError(f"short_video={short_video!r}; use one of {SHORT_VIDEO_RULES}")
+    if train and short_video == "segments":
+        raise ValueError("short_video=segments is a test-only rule; use official or spread")
 
 
 def check_sampling(sampling: str) -> None:
@@ -64,14 +66,14 @@ def train_indices(
     rng : numpy.random.Generator
         Source of randomness.
     short_video : str
-        "official" (every index 0 when ``num_frames < T``) or "spread" ("segments" trains as "official").
+        "official" (every index 0 when ``num_frames < T``) or "spread" ("segments" is test-only: ValueError).
 
     Returns
     -------
     numpy.ndarray
         int64 indices, shape (T,), non-decreasing, each in [0, num_frames).
     """
-    check_short_video(short_video)
+    check_short_video(short_video, train=True)
     segment_length = num_frames // num_segments
     if segment_length > 0:
         starts = np.arange(num_segments, dtype=np.int64) * segment_length

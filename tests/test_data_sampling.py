@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_pipeline import build_loader
 from data_pipeline.augment import (
     FIXED_OFFSET_STEPS,
     IMAGENET_MEAN,
@@ -83,7 +84,10 @@ def test_segments_rule_is_tsm_test_script_for_every_length() -> None:
             assert eval_indices(num_frames, num_segments, "segments", clip_fraction=0.0).tolist() == start
     assert eval_indices(4, 14, "segments").tolist() != eval_indices(4, 14, "spread").tolist()  # float rounding
     assert eval_indices(5, 8, "segments").tolist() == [0, 0, 1, 2, 2, 3, 4, 4]
-    assert train_indices(10, 16, rng, short_video="segments").tolist() == [0] * 16  # trains as "official"
+    with pytest.raises(ValueError, match="segments is a test-only rule; use official or spread"):
+        train_indices(10, 16, rng, short_video="segments")
+    with pytest.raises(ValueError, match="test-only"):  # refused before any shard is read
+        build_loader("no-such-folder", "train", (8,), 1, train=True, short_video="segments")
     two_clips = plan_frames(6, (8,), False, short_video="segments", num_clips=2)
     assert [two_clips.unique[clip[8]].tolist() for clip in two_clips.positions] == [
         [0, 1, 1, 2, 3, 4, 4, 5], [0, 0, 1, 2, 3, 3, 4, 5]
@@ -189,8 +193,12 @@ def test_eval_boxes_follow_the_official_test_crops() -> None:
 
 def test_demo_frames_take_the_same_box_before_and_after_the_official_rounding() -> None:
     """The demo (32x32 frames, crop 32, test resize 32) evaluates the whole frame under either rounding."""
-    (box,) = eval_boxes(32, 32, 32, 32)
-    assert (box.x, box.y, box.width, box.height) == (0, 0, 32, 32) == ((32 - 32) // 2, (32 - 32) // 2, 32, 32)
+    width = height = 32  # scripts/demo.py's stored frames
+    crop_size = test_resize = 32  # train.py --preset demo
+    assert test_resize == min(width, height)  # so the resized frame is the stored frame under either rule
+    old_rule_box = ((width - crop_size) // 2, (height - crop_size) // 2, crop_size, crop_size)  # floor halving
+    (box,) = eval_boxes(width, height, crop_size, test_resize)
+    assert (box.x, box.y, box.width, box.height) == old_rule_box
 
 
 def test_crop_resize_is_exact_without_scaling_and_mirrors() -> None:

@@ -170,6 +170,23 @@ def test_evaluate_at_several_frame_counts_writes_the_schema(trained_runs, shards
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(trained_runs, shards, tmp_path):
+    """TSM's accurate full-res protocol: 3 crops x 2 clips of side 36 (the test resize), TSM's short-video indices."""
+    report = evaluate.run(evaluate.build_parser().parse_args(
+        ["--checkpoints", str(trained_runs["ffn"] / "last.pt"), "--frames", "4", "16", "--shards", str(shards),
+         "--output", str(tmp_path), "--workers", "0", "--batch-size", "5", "--test-resize", "36", "--full-res",
+         "--test-crops", "3", "--test-clips", "2", "--short-video", "segments"]))
+    settings = json.loads((tmp_path / "eval.json").read_text())["settings"]
+    assert settings == json.loads(json.dumps(report["settings"]))
+    assert (settings["crop_size"], settings["test_resize"]) == (36, 36)  # trained at crop 32, test resize 32
+    assert (settings["test_crops"], settings["test_clips"]) == (3, 2)
+    assert settings["full_res"] is True and settings["short_video"] == "segments"
+    entry = report["models"]["ffn"]
+    assert entry["n"] == 12  # every video once, its 6 views averaged
+    assert set(entry["top1"]) == set(entry["top5"]) == {"4", "16"}
+    assert all(0 <= entry["top1"][t] <= entry["top5"][t] <= 100 for t in entry["top1"])
+
+
 def test_nonfinite_loss_names_the_step_and_the_last_checkpoint(tmp_path):
     good = tmp_path / "last.pt"
     good.write_bytes(b"x")
