@@ -33,18 +33,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.atomic import write_json_atomic
 from data_pipeline.augment import TEST_CROP_COUNTS, default_test_resize
 from data_pipeline.sampling import SHORT_VIDEO_RULES
-from model import build_model
-from preprocess.shard_format import write_json_atomic
-from train import (
-    evaluate_networks,
-    init_distributed,
-    is_distributed,
-    make_loader,
-    resolve_channels_last,
-    resolve_precision,
-)
+from engine.data import make_loader
+from engine.distributed import close_distributed, init_distributed
+from engine.evaluation import evaluate_networks
+from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
+from engine.reporting import format_table, plot_top1
+from model import build_model, load_checkpoint_file, load_official_state_dict
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
 DEFAULT_CROP_SIZE = 224
@@ -82,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--channels-last", choices=CHANNELS_LAST_CHOICES, default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default=None, help="plot title")
@@ -119,8 +116,6 @@ def load_network(path: Path, arch: str, channels_last: bool,
     SystemExit
         If the file is missing or is neither format.
     """
-    from model import load_checkpoint_file, load_official_state_dict
-
     if not path.is_file():
         raise SystemExit(f"{path}: no such checkpoint; check --checkpoints")
     try:
@@ -160,70 +155,18 @@ def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any
     return fallback
 
 
-def model_entry(network: nn.Module, settings: dict[str, Any], rates: Sequence[int],
-                per_rate: dict[int, dict[str, float]], split: str, checkpoint: Path) -> dict[str, Any]:
+def model_entry(network: nn.Module, settings: dict[str, Any], frames: Sequence[int],
+                per_count: dict[int, dict[str, float]], split: str, checkpoint: Path) -> dict[str, Any]:
     """Return one model's JSON entry (trained frames: the FFN branches, else the training run's --frames)."""
     trained = getattr(network, "trained_frames", None) or settings.get("frames") or []
     return {
-        "trained_frames": [int(rate) for rate in trained],
-        "top1": {str(rate): round(per_rate[rate]["top1"], 4) for rate in rates},
-        "top5": {str(rate): round(per_rate[rate]["top5"], 4) for rate in rates},
+        "trained_frames": [int(count) for count in trained],
+        "top1": {str(count): round(per_count[count]["top1"], 4) for count in frames},
+        "top5": {str(count): round(per_count[count]["top5"], 4) for count in frames},
         "split": split,
-        "n": int(per_rate[rates[0]]["n"]),
+        "n": int(per_count[frames[0]]["n"]),
         "checkpoint": str(checkpoint),
     }
-
-
-def format_table(models: dict[str, dict[str, Any]], rates: Sequence[int], key: str = "top1",
-                 second: str | None = "top5") -> str:
-    """Return a plain-text table: one row per model, one column per frame count (``top1 / top5``)."""
-    header = ["model"] + [f"{rate}F" for rate in rates]
-    rows = [header]
-    for name, entry in models.items():
-        cells = [name]
-        for rate in rates:
-            cell = f"{entry[key][str(rate)]:.1f}"
-            if second:
-                cell += f" / {entry[second][str(rate)]:.1f}"
-            cells.append(cell)
-        rows.append(cells)
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def plot_top1(models: dict[str, dict[str, Any]], rates: Sequence[int], path: Path, title: str,
-              labels: dict[str, str] | None = None) -> None:
-    """Write a PNG of top-1 against frames, one line per model (a band where min / max are recorded)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8.6, 4.2), dpi=120)
-    for name, entry in models.items():
-        values = [entry["top1"][str(rate)] for rate in rates]
-        line, = axes.plot(rates, values, marker="o", label=(labels or {}).get(name, name))
-        if "top1_min" in entry and "top1_max" in entry:
-            lows = [entry["top1_min"][str(rate)] for rate in rates]
-            highs = [entry["top1_max"][str(rate)] for rate in rates]
-            axes.fill_between(rates, lows, highs, color=line.get_color(), alpha=0.15)
-        trained = [rate for rate in entry.get("trained_frames", []) if rate in rates]
-        axes.scatter(trained, [entry["top1"][str(rate)] for rate in trained], s=90, facecolors="none",
-                     edgecolors=line.get_color())
-    axes.set_xlabel("frames at evaluation")
-    axes.set_ylabel("top-1 (%)")
-    axes.set_xticks(list(rates))
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(title="circled: trained frame counts", fontsize=8, title_fontsize=8, loc="upper left",
-                bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    figure.tight_layout()
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,22 +192,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.full_res:
         args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
     args.sampling, args.multi_scale = "independent", False  # training-only options that make_loader reads
-    rates = sorted(set(args.frames))
-    loader = make_loader(args, args.split, rates, False, args.batch_size, device, rank, world_size,
+    frames = sorted(set(args.frames))
+    loader = make_loader(args, args.split, frames, False, args.batch_size, device, rank, world_size,
                          test_crops=args.test_crops, test_clips=args.test_clips)
     start = time.perf_counter()
-    results = evaluate_networks(networks, loader, rates, device, precision)
+    results = evaluate_networks(networks, loader, frames, device, precision)
     seconds = time.perf_counter() - start
     report = {
         "settings": {
-            "split": args.split, "frames": rates, "shards": str(args.shards), "crop_size": args.crop_size,
+            "split": args.split, "frames": frames, "shards": str(args.shards), "crop_size": args.crop_size,
             "test_resize": args.test_resize, "test_crops": args.test_crops, "test_clips": args.test_clips,
             "full_res": args.full_res, "short_video": args.short_video,
             "batch_size": args.batch_size, "precision": precision, "device": str(device),
             "world_size": world_size, "seconds": round(seconds, 2),
             "checkpoints": {name: str(path) for name, path in paths.items()},
         },
-        "models": {name: model_entry(networks[name], settings_by_name[name], rates, results[name], args.split,
+        "models": {name: model_entry(networks[name], settings_by_name[name], frames, results[name], args.split,
                                      paths[name])
                    for name in networks},
     }
@@ -272,8 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.output / f"{args.tag}.json", report)
         title = args.title or f"top-1 against frames ({args.split}, {report['models'][named[0][0]]['n']} videos)"
-        plot_top1(report["models"], rates, args.output / f"{args.tag}.png", title)
-        print(format_table(report["models"], rates))
+        plot_top1(report["models"], frames, args.output / f"{args.tag}.png", title)
+        print(format_table(report["models"], frames))
         print(f"wrote {args.output / (args.tag + '.json')} and {args.output / (args.tag + '.png')} "
               f"({seconds:.1f} s)", flush=True)
     return report
@@ -285,10 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     finally:
-        if is_distributed():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        close_distributed()
     return 0
 
 

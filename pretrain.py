@@ -18,7 +18,6 @@ of every setting, and a rerun with the same settings reuses it. The file is writ
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -30,46 +29,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.atomic import write_json_atomic
 from data_pipeline.augment import normalisation_tensors
+from engine.backbone_cache import (
+    BACKBONE_FILE,
+    PRETRAIN_DEFAULTS,
+    RECORD_FILE,
+    backbone_settings,
+    cache_folder,
+    file_sha256,
+)
+from engine.checkpoint import save_atomic
+from engine.rng import seed_everything
+from engine.schedule import LearningRateShape
 from model import build_model, build_optimizer, get_device
 from model.official_checkpoints import to_torchvision_state_dict
-from preprocess.shard_format import write_json_atomic
 from preprocess.synthetic_images import APPEARANCE_CLASSES, appearance_dataset
-from train import LearningRateShape, save_atomic, seed_everything
 
-BACKBONE_FILE = "backbone.pt"
-RECORD_FILE = "pretrain.json"
-TASK_VERSION = 1  # bump when the image task changes, so that cached backbones are not reused
 VALIDATION_SEED_OFFSET = 1_000_003
-HASH_CHARS = 12
-DEFAULTS: dict[str, Any] = {
-    "arch": "tiny",
-    "image_size": 32,
-    "images_per_class": 2000,
-    "val_images_per_class": 100,
-    "epochs": 15,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "weight_decay": 0.05,
-    "warmup_epochs": 0.5,
-    "seed": 0,
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-root", type=Path, required=True, help="cache folder; one sub-folder per setting")
-    parser.add_argument("--arch", default=DEFAULTS["arch"], help="backbone layout (tiny, resnet18, ...)")
-    parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
-    parser.add_argument("--images-per-class", type=int, default=DEFAULTS["images_per_class"])
-    parser.add_argument("--val-images-per-class", type=int, default=DEFAULTS["val_images_per_class"])
-    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="AdamW peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    parser.add_argument("--warmup-epochs", type=float, default=DEFAULTS["warmup_epochs"])
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--arch", default=PRETRAIN_DEFAULTS["arch"], help="backbone layout (tiny, resnet18, ...)")
+    parser.add_argument("--image-size", type=int, default=PRETRAIN_DEFAULTS["image_size"])
+    parser.add_argument("--images-per-class", type=int, default=PRETRAIN_DEFAULTS["images_per_class"])
+    parser.add_argument("--val-images-per-class", type=int, default=PRETRAIN_DEFAULTS["val_images_per_class"])
+    parser.add_argument("--epochs", type=int, default=PRETRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=int, default=PRETRAIN_DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=float, default=PRETRAIN_DEFAULTS["lr"], help="AdamW peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=PRETRAIN_DEFAULTS["weight_decay"])
+    parser.add_argument("--warmup-epochs", type=float, default=PRETRAIN_DEFAULTS["warmup_epochs"])
+    parser.add_argument("--seed", type=int, default=PRETRAIN_DEFAULTS["seed"])
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     parser.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -78,25 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """Return every setting that changes the result (the cache key is their hash)."""
-    settings = {key: getattr(args, key) for key in DEFAULTS}
-    settings.update(max_steps=args.max_steps, task_version=TASK_VERSION,
-                    classes=[spec.name for spec in APPEARANCE_CLASSES])
-    return settings
-
-
-def cache_folder(output_root: Path, settings: dict[str, Any]) -> Path:
-    """Return the folder of the backbone trained with these settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
-    return Path(output_root) / f"{settings['arch']}-{digest[:HASH_CHARS]}"
-
-
-def file_sha256(path: Path) -> str:
-    """Return the SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return backbone_settings(vars(args))
 
 
 def to_batch(images: np.ndarray, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

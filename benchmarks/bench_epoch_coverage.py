@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_json_atomic
 from data_pipeline.loader import DEFAULT_SHUFFLE_BUFFER, WORKER_STREAM
 from data_pipeline.stream import (
     ShardEntry,
@@ -35,7 +36,7 @@ from data_pipeline.stream import (
     train_pieces,
     worker_quota,
 )
-from preprocess.shard_format import shard_bounds, write_json_atomic
+from preprocess.shard_format import shard_bounds
 
 RESULT_NAME = "bench_epoch_coverage.json"
 SEED = 0

@@ -23,7 +23,7 @@ import torch
 import torchvision
 
 from model import build_model, distillation_loss, get_device, naive_temporal_shift, temporal_shift
-from preprocess.shard_format import write_json_atomic
+from common.atomic import write_json_atomic
 
 TSM_FRAMES = 16
 FFN_FRAMES = (4, 8, 16)

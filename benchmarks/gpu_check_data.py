@@ -1,6 +1,6 @@
 """The shards that ``benchmarks.gpu_check`` makes for itself, with numpy and Pillow only (no ffmpeg).
 
-The GPU machine has no ffmpeg and no network, so the check cannot run ``make synthetic`` / ``make shards``. It
+The check must run where ffmpeg is not installed, so it does not use ``make synthetic`` / ``make shards``: it
 writes the shard format directly (``preprocess.shard_format.write_jpeg_split``):
 
 - throughput shards: textured 427x240 frames (about 20-25 kB per JPEG at Pillow quality 90, like SSv2 frames),
@@ -9,6 +9,9 @@ writes the shard format directly (``preprocess.shard_format.write_jpeg_split``):
   and is decoded for real, only the bytes repeat across videos (a decoder cannot tell);
 - temporal shards: small synthetic temporal-class clips (``preprocess.synthetic``, e.g. 32 px) for a short real
   training whose held-out accuracy must beat chance by far.
+
+It also draws the samples the backend sections compare (``select_samples``: frames and crop boxes chosen as the
+loader's workers choose them) and turns them into a batch with any decode backend (``BatchDecoder``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from preprocess.shard_format import write_jpeg_split
@@ -188,3 +192,91 @@ def make_temporal_shards(
         summary[split] = write_jpeg_split(Path(out_dir), split, videos, shards, settings)["num_samples"]
     summary["seconds"] = time.perf_counter() - started
     return summary
+
+
+# Samples and batches drawn from the shards, the same way for every decode backend
+
+
+def select_samples(shards: Path, count: int, crop: int, seed: int, frames: Sequence[int]) -> list[Any]:
+    """Read `count` videos of the train split and choose frames and crop boxes as the loader workers do."""
+    from data_pipeline.loader import PipelineConfig, select_sample
+    from data_pipeline.stream import iterate_tar, read_split
+
+    config = PipelineConfig(
+        rates=tuple(frames), batch_size=count, train=True, decode_in_worker=False, crop_size=crop, seed=seed
+    )
+    rng = np.random.default_rng([seed, 0x5E1])
+    samples: list[Any] = []
+    for entry in read_split(shards, "train"):
+        for raw in iterate_tar(entry.path):
+            samples.append(select_sample(raw, entry.path, config, rng))
+            if len(samples) == count:
+                return samples
+    return samples
+
+
+def dali_version() -> str | None:
+    """nvidia.dali's version, or None when it does not import."""
+    try:
+        import nvidia.dali
+    except ImportError:
+        return None
+    return str(nvidia.dali.__version__)
+
+
+def backend_device(backend: str, device: torch.device, smoke: bool) -> torch.device | None:
+    """Where a backend runs: the CUDA device, the CPU for the cpu backend and in smoke runs, else None."""
+    if backend == "cpu":
+        return torch.device("cpu")
+    if backend == "dali" and dali_version() is None:
+        return None
+    if device.type == "cuda":
+        return device
+    return torch.device("cpu") if smoke else None
+
+
+def backend_unavailable_reason(backend: str) -> str:
+    """Why a GPU backend cannot run here."""
+    if backend == "dali" and dali_version() is None:
+        return "nvidia.dali does not import (install nvidia-dali for the machine's CUDA version)"
+    return "needs CUDA"
+
+
+class BatchDecoder:
+    """One backend turning a list of selected samples into a batch in the training layout."""
+
+    def __init__(self, backend: str, device: torch.device, max_frames: int) -> None:
+        from data_pipeline.augment import normalisation_tensors
+        from data_pipeline.decode import DaliDecoder, TorchvisionDecoder
+
+        self.backend = backend
+        self.device = device
+        self.mean, self.std = normalisation_tensors()
+        self.decoder: Any = None
+        if backend == "torchvision":
+            self.decoder = TorchvisionDecoder(device)
+        elif backend == "dali":
+            self.decoder = DaliDecoder(device, max_frames=max_frames)
+
+    def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
+        """Decode, augment and collate `samples`: {"frames": {T: (B, T, 3, S, S)}, "label", "id", "views"}.
+
+        The loader's own batch path (`decode_batch`: straight into the preallocated batch), so the timings are the
+        training path's.
+        """
+        from data_pipeline.decode import decode_batch
+
+        if self.decoder is None:
+            return decode_batch(samples, self.mean, self.std)[0]
+        return self.decoder.decode_batch(samples)[0]
+
+
+def differences_255(reference: dict[int, torch.Tensor], other: dict[int, torch.Tensor]) -> dict[str, float]:
+    """Mean and max absolute difference of two batches' normalised frames, on the 0-255 pixel scale."""
+    from data_pipeline.augment import IMAGENET_STD
+
+    scale = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0
+    gaps = torch.cat(
+        [((reference[rate].float().cpu() - other[rate].float().cpu()).abs() * scale).flatten() for rate in reference]
+    )
+    return {"mean_abs_255": gaps.mean().item(), "max_abs_255": gaps.max().item(), "values": int(gaps.numel())}

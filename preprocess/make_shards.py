@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.atomic import remove_stale_temporaries
 from preprocess import shard_format
 from preprocess.annotations import (
     LABELS_FILE,
@@ -219,7 +220,7 @@ def _shard_members(
 def write_shard(task: ShardTask, report: Callable[[int, int], None]) -> dict[str, Any]:
     """Decode, encode and write one shard atomically, then its sidecar; return the sidecar record."""
     shard_path = Path(task.shard_path)
-    shard_format.remove_stale_temporaries(shard_path)
+    remove_stale_temporaries(shard_path)
     shard_format.sidecar_path(shard_path).unlink(missing_ok=True)
     counts: dict[str, Any] = {"samples": 0, "frames": 0, "skipped": []}
     shard_format.write_tar_atomic(shard_path, _shard_members(task, counts, report))

@@ -1,4 +1,4 @@
-"""The packed JPEG-frame WebDataset shard format: names, sample encoding, atomic writes, sidecars, manifests.
+"""The packed JPEG-frame WebDataset shard format: names, sample encoding, deterministic tars, sidecars, manifests.
 
 One sample per video, key = the SSv2 video id, exactly two tar members:
 
@@ -14,22 +14,22 @@ sidecar alone records it, with 0 samples and 0 bytes. The manifest ``<split>.man
 the sidecars and lists only the shards holding samples; a split without any usable video gets a manifest with
 no shard and ``num_samples`` 0.
 
-This module needs only the standard library, so a process without ffmpeg (the GPU check) can write shards from
-JPEG bytes.
+This module needs only the standard library, so shards can be written from JPEG bytes where ffmpeg is not
+installed. Files are written atomically through common.atomic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import itertools
 import json
-import os
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from common.atomic import atomic_file, write_json_atomic
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
@@ -127,38 +127,6 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def temporary_prefix(path: Path) -> str:
-    """Return the name prefix of `atomic_file`'s temporary siblings of `path` (the writer's pid follows it)."""
-    return f".{path.name}.tmp-"
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Remove temporary siblings of `path` left by a killed `atomic_file` writer of any process."""
-    path = Path(path)
-    for stale in path.parent.glob(f"{temporary_prefix(path)}*"):
-        stale.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of `path` for writing; on success fsync it and rename it to `path`.
-
-    On any error the temporary file is removed and `path` is left as it was, so a reader never sees half a file.
-    """
-    path = Path(path)
-    temporary = path.with_name(f"{temporary_prefix(path)}{os.getpid()}")
-    encoding = None if "b" in mode else "utf-8"
-    try:
-        with open(temporary, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def write_tar_atomic(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
     """Write a tar of `members` under a temporary name, fsync, rename to `path`; return its size in bytes."""
     with atomic_file(path) as handle:
@@ -166,13 +134,6 @@ def write_tar_atomic(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
             for name, payload in members:
                 archive.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
     return Path(path).stat().st_size
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file, fsync and rename, so a reader never sees half a file."""
-    with atomic_file(path, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-        handle.write("\n")
 
 
 def write_sidecar(

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from preprocess.annotations import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
-from preprocess.shard_format import SPLITS, write_json_atomic
+from common.atomic import write_json_atomic
+from preprocess.shard_format import SPLITS
 
 LOGGER = logging.getLogger("preprocess.synthetic")
 

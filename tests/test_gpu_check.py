@@ -1,6 +1,6 @@
 """benchmarks.gpu_check: its CPU smoke run end to end (every section, the JSON, the Markdown) and its pure parts.
 
-The smoke run is the same command the GPU machine runs (``python -m benchmarks.gpu_check --out ...``), in its own
+The smoke run is the same command a CUDA run uses (``python -m benchmarks.gpu_check --out ...``), in its own
 process, at toy sizes: tiny network, 64x48 textured frames, the torchvision and DALI decoders on the CPU.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_report
 from data_pipeline.stream import iterate_tar, read_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def test_smoke_short_training_reports_held_out_accuracy(smoke_run: tuple) -> Non
 @pytest.mark.slow
 def test_smoke_targets_are_listed_not_judged_and_tabled(smoke_run: tuple) -> None:
     results, out, _ = smoke_run
-    assert [target["name"] for target in results["targets"]] == [target.name for target in gpu_check.TARGETS]
+    assert [target["name"] for target in results["targets"]] == [target.name for target in gpu_report.TARGETS]
     assert all(target["pass"] is None for target in results["targets"])
     markdown = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| target | value | threshold | pass |" in markdown
@@ -145,7 +145,7 @@ def test_smoke_targets_are_listed_not_judged_and_tabled(smoke_run: tuple) -> Non
 def full_results(**values: float) -> dict[str, Any]:
     """A results tree holding the given target figures (by target name)."""
     tree: dict[str, Any] = {}
-    paths = {target.name: target.path for target in gpu_check.TARGETS}
+    paths = {target.name: target.path for target in gpu_report.TARGETS}
     for name, value in values.items():
         node = tree
         keys = paths[name].split(".")
@@ -159,32 +159,32 @@ def test_targets_judge_each_comparison_and_missing_figures() -> None:
     passing = full_results(dali_data_stall=0.05, dali_decode_frames_per_s=20000.0, tsm_over_plain=0.9,
                            ffn_over_plain=0.75, ffn_16_videos_mib=30000.0, model_cuda_vs_cpu_rel_l2=5e-5,
                            short_training_over_chance=3.0)  # fmt: skip
-    verdicts = {verdict["name"]: verdict["pass"] for verdict in gpu_check.evaluate_targets(passing, judged=True)}
+    verdicts = {verdict["name"]: verdict["pass"] for verdict in gpu_report.evaluate_targets(passing, judged=True)}
     assert all(verdicts.values())
     failing = full_results(dali_data_stall=0.2, dali_decode_frames_per_s=5000.0, model_cuda_vs_cpu_rel_l2=1e-4)
-    verdicts = {verdict["name"]: verdict["pass"] for verdict in gpu_check.evaluate_targets(failing, judged=True)}
+    verdicts = {verdict["name"]: verdict["pass"] for verdict in gpu_report.evaluate_targets(failing, judged=True)}
     assert verdicts["dali_data_stall"] is False and verdicts["dali_decode_frames_per_s"] is False
     assert verdicts["model_cuda_vs_cpu_rel_l2"] is False and verdicts["tsm_over_plain"] is None
-    assert all(verdict["pass"] is None for verdict in gpu_check.evaluate_targets(passing, judged=False))
+    assert all(verdict["pass"] is None for verdict in gpu_report.evaluate_targets(passing, judged=False))
 
 
 def test_budget_shares_what_is_left_by_weight() -> None:
-    budget = gpu_check.Budget(100.0, started=time.perf_counter() - 40.0)
+    budget = gpu_report.Budget(100.0, started=time.perf_counter() - 40.0)
     share = budget.allot("short_training", ["memory", "short_training"])
-    weights = gpu_check.SECTION_WEIGHTS
+    weights = gpu_report.SECTION_WEIGHTS
     expected = 60.0 * weights["short_training"] / (weights["memory"] + weights["short_training"])
     assert share == pytest.approx(expected, rel=0.02)
-    assert gpu_check.Budget(10.0, started=time.perf_counter() - 20.0).allot("shards", ["shards"]) == 0.0
+    assert gpu_report.Budget(10.0, started=time.perf_counter() - 20.0).allot("shards", ["shards"]) == 0.0
 
 
 def test_out_is_a_json_file_or_a_folder(tmp_path: Path) -> None:
-    assert gpu_check.resolve_out(tmp_path / "x.json") == tmp_path / "x.json"
-    assert gpu_check.resolve_out(tmp_path / "bench") == tmp_path / "bench" / gpu_check.JSON_NAME
+    assert gpu_report.resolve_out(tmp_path / "x.json") == tmp_path / "x.json"
+    assert gpu_report.resolve_out(tmp_path / "bench") == tmp_path / "bench" / gpu_report.JSON_NAME
 
 
 def test_spent_budget_skips_every_section_but_writes_the_json(tmp_path: Path) -> None:
     results = gpu_check.main(["--out", str(tmp_path), "--device", "cpu", "--budget-s", "0"])
-    written = json.loads((tmp_path / gpu_check.JSON_NAME).read_text(encoding="utf-8"))
+    written = json.loads((tmp_path / gpu_report.JSON_NAME).read_text(encoding="utf-8"))
     assert set(written["sections"]) == ALL_SECTIONS == set(results["sections"])
     sections = written["sections"].values()
     assert all(section["status"] == "skipped" and "budget" in section["reason"] for section in sections)
@@ -194,13 +194,13 @@ def test_spent_budget_skips_every_section_but_writes_the_json(tmp_path: Path) ->
 def test_a_failing_section_is_recorded_and_a_cut_off_run_keeps_earlier_sections(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(context: gpu_check.Context, seconds: float) -> dict:
+    def broken(context: gpu_report.Context, seconds: float) -> dict:
         raise ValueError("planted failure")
 
-    def fine(context: gpu_check.Context, seconds: float) -> dict:
+    def fine(context: gpu_report.Context, seconds: float) -> dict:
         return {"figure": 1.5}
 
-    def interrupted(context: gpu_check.Context, seconds: float) -> dict:
+    def interrupted(context: gpu_report.Context, seconds: float) -> dict:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gpu_check, "SECTIONS", [("shards", broken), ("parity", fine), ("decode", interrupted)])

@@ -14,6 +14,7 @@ import torch
 
 import evaluate
 import train
+from engine.checkpoint import CHECKPOINT_KEYS
 from benchmarks.gpu_check_data import encode_jpeg
 from model import build_model
 from preprocess.shard_format import write_jpeg_split
@@ -76,7 +77,7 @@ def read_history(run: Path) -> list[dict]:
 def test_every_mode_trains_a_few_steps_with_finite_loss(trained_runs, name):
     run = trained_runs[name]
     checkpoint = torch.load(run / train.LAST_CHECKPOINT, weights_only=True)
-    assert set(checkpoint) == set(train.CHECKPOINT_KEYS)
+    assert set(checkpoint) == set(CHECKPOINT_KEYS)
     assert checkpoint["epoch"] == 2
     history = checkpoint["metrics"]["history"]
     assert [record["epoch"] for record in history] == [1, 2]

@@ -1,0 +1,50 @@
+"""Process-group set-up under torchrun (NCCL on CUDA, gloo otherwise) and the device of each process."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from model import get_device
+
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def init_distributed(device_preference: str | None) -> tuple[torch.device, int, int]:
+    """Start the process group when launched by torchrun; return (device, rank, world size).
+
+    Parameters
+    ----------
+    device_preference : str or None
+        A device name ("cuda", "cpu", ...) or None for model.get_device's choice (CUDA, then MPS, then CPU).
+
+    Returns
+    -------
+    (device, rank, world_size)
+        Each CUDA process uses the GPU of its LOCAL_RANK. Without torchrun: (device, 0, 1), no process group.
+    """
+    device = get_device(device_preference)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return device, 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
+    return device, dist.get_rank(), dist.get_world_size()
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def close_distributed() -> None:
+    """Destroy the process group if one was started (a no-op otherwise)."""
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,80 @@
+"""Evaluation: top-k counts and one pass over a loader for several networks at several frame counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from data_pipeline import reduce_counts
+from engine.data import batch_on_device
+from engine.precision import autocast_context
+
+TOP_K = 5
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, top_k: int = TOP_K) -> torch.Tensor:
+    """Return the (top-1 correct, top-k correct) counts as an int64 tensor on the logits' device (no sync).
+
+    k is capped at the number of classes.
+    """
+    k = min(top_k, logits.shape[1])
+    predictions = logits.topk(k, dim=1).indices
+    hits = predictions.eq(labels.unsqueeze(1))
+    return torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+
+
+@torch.no_grad()
+def evaluate_networks(networks: dict[str, nn.Module], loader: Any, frames: Sequence[int], device: torch.device,
+                      precision: str) -> dict[str, dict[int, dict[str, float]]]:
+    """Evaluate networks at every frame count in one pass over the loader.
+
+    Multi-view batches ("views" V > 1: crops x clips) are averaged in logit space per video. The networks are
+    left in eval mode.
+
+    Parameters
+    ----------
+    networks : dict
+        {name: network}; each takes (B, T, 3, H, W) frames and returns logits.
+    loader : iterable
+        Evaluation batches {"frames": {T: tensor}, "label": tensor, optional "views": int}.
+    frames : sequence of int
+        The frame counts to evaluate (each must be in the batches).
+    device : torch.device
+        Where the networks run.
+    precision : str
+        "fp32", "bf16" or "fp16" (see engine.precision).
+
+    Returns
+    -------
+    dict
+        {name: {T: {"top1": percent, "top5": percent, "n": videos}}}, summed over all ranks.
+    """
+    correct = torch.zeros(len(networks), len(frames), 2, dtype=torch.int64, device=device)  # read once, at the end
+    videos = 0
+    for network in networks.values():
+        network.eval()
+    for batch in loader:
+        frames_by_count, labels = batch_on_device(batch, frames, device)
+        views = int(batch.get("views", 1))
+        for model_index, network in enumerate(networks.values()):
+            for count_index, count in enumerate(frames):
+                with autocast_context(precision, device):
+                    logits = network(frames_by_count[count]).float()
+                logits = logits.view(labels.shape[0], views, -1).mean(dim=1)
+                correct[model_index, count_index] += topk_correct(logits, labels)
+        videos += labels.shape[0]
+    totals = torch.full((len(networks), len(frames), 1), float(videos), dtype=torch.float64)
+    counts = torch.cat([correct.cpu().double(), totals], dim=2)
+    counts = torch.tensor(reduce_counts(counts, device), dtype=torch.float64).view_as(counts)
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for model_index, name in enumerate(networks):
+        results[name] = {}
+        for count_index, count in enumerate(frames):
+            top1, top5, total = counts[model_index, count_index].tolist()
+            results[name][count] = {
+                "top1": 100.0 * top1 / max(total, 1.0), "top5": 100.0 * top5 / max(total, 1.0), "n": int(total)
+            }
+    return results
