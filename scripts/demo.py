@@ -83,9 +83,13 @@ STUDIES: dict[str, dict[str, tuple[list[str], str, str]]] = {
     "mechanism": {
         "ffn_lam0.5": ([*FFN_ARGS, "--lam", "0.5"], PRETRAINED, "CE on 16F + 0.5 x (the KL terms)"),
         "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
-        **{f"{name}_random": (mode_args, RANDOM, MODEL_LOSSES[name]) for name, mode_args in MODELS.items()},
-        **{f"{name}_e{LONG_EPOCHS}": ([*mode_args, "--epochs", str(LONG_EPOCHS)], PRETRAINED, MODEL_LOSSES[name])
-           for name, mode_args in MODELS.items()},
+        **{f"{name}_{variant}": ([*MODELS[name], *extra], start, MODEL_LOSSES[name])
+           for variant, extra, start, names in (
+               ("random", [], RANDOM, ("ffn", "tsm16")),
+               (f"e{LONG_EPOCHS}", ["--epochs", str(LONG_EPOCHS)], PRETRAINED, ("ffn", "tsm16")),
+               ("random", [], RANDOM, ("tsm4", "tsm8")),
+               (f"e{LONG_EPOCHS}", ["--epochs", str(LONG_EPOCHS)], PRETRAINED, ("tsm4", "tsm8")))
+           for name in names},
     },
 }
 
