@@ -255,4 +255,4 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
     assert "train ffn_lam0 (seed 0): reusing" in alone.stdout and "train tsm16" not in alone.stdout
     only = json.loads((tmp_path / "demo" / "ablations.json").read_text())
-    assert set(only["models"]) == {"ffn_shared_bn", "ffn_no_wa", "ffn_lam0"} and only["margins"] == {}
+    assert set(only["models"]) == {"ffn_shared_bn", "ffn_no_wa", "ffn_lam0", "ffn_ce_all"} and only["margins"] == {}
