@@ -22,7 +22,7 @@ from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
-from data_pipeline.decode import TorchvisionDecoder, decode_batch
+from data_pipeline.decode import CpuDecoder, TorchvisionDecoder
 from data_pipeline.loader import PipelineConfig, select_sample
 from data_pipeline.stream import iterate_tar, parse_meta, read_split, slice_frames
 
@@ -223,7 +223,7 @@ def video_slice(batch: dict, rate: int, position: int) -> torch.Tensor:
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=[protocol.name for protocol in PROTOCOLS])
 def test_cpu_backend_views_equal_the_official_chain_at_455x256(shards: Path, protocol: Protocol) -> None:
     videos = stored_jpegs(shards, "native")
-    pixels, _ = decode_batch(selected(shards, "native", protocol), normalise=False)  # what the workers hand over
+    pixels, _ = CpuDecoder().decode(selected(shards, "native", protocol))  # uint8: what the workers hand over
     batch = loader_batch(shards, "native", protocol)
     views = protocol.crops * protocol.clips
     assert pixels["id"] == batch["id"] and sorted(batch["id"]) == sorted(videos) and batch["views"] == views
@@ -257,7 +257,7 @@ SPATIAL_PROTOCOLS = [protocol for protocol in PROTOCOLS if protocol.clips == 1 a
 def mean_abs_gap(shards: Path, split: str, protocol: Protocol) -> tuple[float, float]:
     """Mean and max |ours - official| of every view pixel of the split (largest rate), on the 0-255 scale."""
     videos = stored_jpegs(shards, split)
-    pixels, _ = decode_batch(selected(shards, split, protocol), normalise=False)
+    pixels, _ = CpuDecoder().decode(selected(shards, split, protocol))
     gaps = []
     for position, video_id in enumerate(pixels["id"]):
         for rate in RATES[-1:]:
@@ -333,9 +333,9 @@ def differences_255(first: dict, second: dict) -> tuple[float, float]:
 
 @pytest.mark.parametrize("split, protocol", BACKEND_CASES, ids=BACKEND_IDS)
 def test_torchvision_backend_gives_the_cpu_backend_views(shards: Path, split: str, protocol: Protocol) -> None:
-    cpu_batch, _ = decode_batch(selected(shards, split, protocol))
+    cpu_batch, _ = CpuDecoder(normalise=True).decode(selected(shards, split, protocol))
     decoder = TorchvisionDecoder(torch.device("cpu"))
-    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == cpu_batch["views"]
     for rate in RATES:
         assert torch.equal(batch["frames"][rate], cpu_batch["frames"][rate])
@@ -349,10 +349,10 @@ def test_dali_cpu_mode_gives_the_cpu_backend_views(shards: Path, split: str, pro
     pytest.importorskip("nvidia.dali")
     from data_pipeline.decode import DaliDecoder
 
-    cpu_batch, _ = decode_batch(selected(shards, split, protocol))
+    cpu_batch, _ = CpuDecoder(normalise=True).decode(selected(shards, split, protocol))
     views = protocol.crops * protocol.clips
     decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(RATES), num_threads=1)
-    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == views
     for rate in RATES:
         assert batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
