@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import corrupt, make_videos
 
 from data_pipeline.augment import IMAGENET_STD
 from data_pipeline.decode import CpuDecoder, DaliDecoder
@@ -25,13 +26,11 @@ RATES = (4, 8, 16)
 
 
 @pytest.fixture(scope="module")
-def shard_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shard_path(tiny_shards: Callable[..., Path]) -> Path:
     """One shard of 5 textured-enough 128x96 videos, one of them with a corrupt frame."""
-    root = tmp_path_factory.mktemp("dali_shards")
     videos = make_videos(5, (24, 10), width=128, height=96, prefix="d")
-    videos[3]["frames"] = [b"\xff\xd8\xff garbage"] * len(videos[3]["frames"])
-    write_split(root, "train", videos, (5,))
-    return read_split(root, "train")[0].path
+    corrupt(videos[3], b"\xff\xd8\xff garbage")
+    return read_split(tiny_shards("dali_shards", train=(videos, (5,))), "train")[0].path
 
 
 def selected(shard: Path, train: bool, crop_size: int, **options) -> list:

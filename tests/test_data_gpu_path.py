@@ -10,14 +10,14 @@ import dataclasses
 import io
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_helpers import encode_jpeg, make_videos, render_frames, write_split
+from pipeline_helpers import corrupt, encode_jpeg, make_videos, render_frames
 
 from data_pipeline import build_loader
 from data_pipeline import decode as decode_module
@@ -34,15 +34,13 @@ BATCH = 4
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tiny_shards: Callable[..., Path]) -> Path:
     """A train split of 14 videos of 32x32 in 3 shards: one with garbage frames, one whose frames are 40x32."""
-    root = tmp_path_factory.mktemp("gpu_path_shards")
     videos = make_videos(NUM_VIDEOS, (20, 9, 33), prefix="g")
-    videos[3]["frames"] = [b"\xff\xd8 not a jpeg" for _ in videos[3]["frames"]]
+    corrupt(videos[3])
     wide = render_frames(6, len(videos[6]["frames"]), 40, 32)
     videos[6]["frames"] = [encode_jpeg(frame) for frame in wide]
-    write_split(root, "train", videos, (6, 5, 3))
-    return root
+    return tiny_shards("gpu_path_shards", train=(videos, (6, 5, 3)))
 
 
 def pil_jpeg(width: int, height: int, mode: str = "RGB", **options) -> bytes:

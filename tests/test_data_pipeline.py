@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import corrupt, make_videos, write_split
 
 from data_pipeline import build_loader, reduce_counts
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
@@ -24,15 +25,16 @@ CORRUPT_ID = "c0002"
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tiny_shards: Callable[..., Path]) -> Path:
     """Uneven train shards (27 videos of 32x32), a 2-shard validation split of 40x32 frames, a corrupt split."""
-    root = tmp_path_factory.mktemp("pipeline_shards")
-    write_split(root, "train", make_videos(27, FRAME_COUNTS), TRAIN_SHARD_SIZES)
-    write_split(root, "validation", make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e"), (6, 5))
-    corrupt = make_videos(6, (20,), prefix="c")
-    corrupt[2]["frames"] = [b"\xff\xd8 not a jpeg" for _ in corrupt[2]["frames"]]
-    write_split(root, "test", corrupt, (6,))
-    return root
+    with_corrupt = make_videos(6, (20,), prefix="c")
+    corrupt(with_corrupt[2])
+    return tiny_shards(
+        "pipeline_shards",
+        train=(make_videos(27, FRAME_COUNTS), TRAIN_SHARD_SIZES),
+        validation=(make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e"), (6, 5)),
+        test=(with_corrupt, (6,)),
+    )
 
 
 def loader_for(shards: Path, **options):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import make_videos
 
 from data_pipeline import build_loader
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -163,12 +164,11 @@ def shard_videos(width: int, height: int, prefix: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tiny_shards: Callable[..., Path]) -> Path:
     """Validation splits of real JPEG frames: native 455x256, and 640x360 / 427x240 stored sizes."""
-    root = tmp_path_factory.mktemp("eval_protocol_shards")
-    for split, (width, height) in {"native": NATIVE_SIZE, "large": (640, 360), "small": (427, 240)}.items():
-        write_split(root, split, shard_videos(width, height, split[0]), (2, 1))
-    return root
+    sizes = {"native": NATIVE_SIZE, "large": (640, 360), "small": (427, 240)}
+    splits = {split: (shard_videos(width, height, split[0]), (2, 1)) for split, (width, height) in sizes.items()}
+    return tiny_shards("eval_protocol_shards", **splits)
 
 
 def stored_jpegs(shards: Path, split: str) -> dict[str, list[bytes]]:
