@@ -9,7 +9,7 @@ the official order (torch ``interpolate(antialias=True)`` of the whole frame, th
 per 16-frame clip of each (decoded uint8 frames in, uint8 views out; one torch thread, best of the repeats,
 interleaved). At 455x256 both are exact slices.
 
-    .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench            # about a minute on 2 cores
+    .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench
     .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench --quick    # smoke run
 """
 

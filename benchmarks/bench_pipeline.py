@@ -17,8 +17,8 @@
 Runs are interleaved (ours, baseline, ours, ...) and the best of the repeats is kept, so machine noise hits all
 alike. Absolute numbers belong to the machine printed with them; the ratios are the claims.
 
-    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench            # about 2 min on 2 cores
-    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench --quick    # smoke run, under a minute
+    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench
+    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -181,9 +181,10 @@ def crop_resize_pil(image: Image.Image, box: CropBox) -> Image.Image:
 def official_chain_clip(video_dir: Path, num_frames: int, rng: np.random.Generator) -> dict[int, torch.Tensor]:
     """The baseline: one FFN clip through the official transform chain, as TSN/TSM/FFN's dataset runs it.
 
-    One transform on the group of all 28 images (FFN_FACTS.md): per-image crop and resize, then Stack (the images
-    concatenated along channels, (S, S, 3 x 28)), ToTorchFormatTensor (to (3 x 28, S, S), contiguous, float, /255)
-    and GroupNormalize (per-channel subtract and divide); split back into the rates.
+    One transform on the group of all 28 images, as the official dataset code applies its group transforms:
+    per-image crop and resize, then Stack (the images concatenated along channels, (S, S, 3 x 28)),
+    ToTorchFormatTensor (to (3 x 28, S, S), contiguous, float, /255) and GroupNormalize (per-channel subtract and
+    divide); split back into the rates.
     """
     box, images = open_clip_images(video_dir, num_frames, rng)
     stacked = np.concatenate([crop_resize_pil(image, box) for image in images], axis=2)

@@ -94,8 +94,8 @@ def decode_jpeg_pil(jpeg: bytes) -> np.ndarray:
 def decode_video_cpu(sample: SelectedSample) -> list[torch.Tensor]:
     """Decode a sample's unique frames on the CPU, uint8 (3, H, W) each; raise CorruptFrameError if any fails.
 
-    torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here; simplejpeg measured
-    only 2-4% faster still, not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
+    torchvision.io.decode_jpeg on the list (libjpeg-turbo, faster than PIL; simplejpeg was barely faster still,
+    not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
     problem or decodes what torchvision would not). Full resolution always. Frames come back as (3, H, W) views
     of (H, W, 3) memory, the layout augment.crop_frames resizes fastest.
     """

@@ -12,7 +12,7 @@ from pipeline_helpers import write_split
 SplitSpec = tuple[Sequence[dict[str, Any]], Sequence[int]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Factory writing splits into a fresh folder: ``tiny_shards(name, train=(videos, shard_sizes), ...)``.
 
