@@ -339,8 +339,9 @@ def allocate_views(
 
     Float batches are contiguous. uint8 batches (the cpu backend's, normalised later by `normalise_views`) are
     (3, height, width) views of (height, width, 3) memory, the layout the CPU resize produces, so filling them is
-    a gather without reordering (the reordering moves to the device). Inside a DataLoader worker the CPU tensors are allocated in shared memory (as torch's
-    default_collate does), so handing the batch to the main process copies nothing.
+    a gather without reordering (the reordering moves to the device). Inside a DataLoader worker the CPU tensors
+    are allocated in shared memory (as torch's default_collate does), so handing the batch to the main process
+    copies nothing.
     """
     channels_last = dtype == torch.uint8
     shapes = {

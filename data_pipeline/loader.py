@@ -281,6 +281,29 @@ class ShardVideoDataset(IterableDataset):
             yield batch, stats
 
 
+def batch_on_device(
+    batch: dict[str, Any], device: torch.device, normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Bring a decoded batch's frames onto `device` (a no-op where they are), uint8 pixels normalised there.
+
+    The loader's last step for every decoder, so any `Decoder.decode` output becomes the float, normalised batch
+    on the device; the batch is updated in place and returned. `normalisation` is
+    augment.normalisation_tensors(device), made when omitted.
+    """
+    pixels = holds_pixels(batch)
+    frames = {rate: tensor.to(device, non_blocking=True) for rate, tensor in batch["frames"].items()}
+    if pixels:
+        mean, std = normalisation if normalisation is not None else normalisation_tensors(device)
+        frames = {rate: normalise_views(tensor, mean, std) for rate, tensor in frames.items()}
+    batch["frames"] = frames
+    return batch
+
+
+def holds_pixels(batch: dict[str, Any]) -> bool:
+    """True when a batch's frames are uint8 pixels, still to be normalised."""
+    return any(tensor.dtype == torch.uint8 for tensor in batch["frames"].values())
+
+
 def worker_start_method() -> str | None:
     """Return "fork" on Linux (cheap worker start even inside processes started by spawn), else the default.
 
@@ -384,17 +407,9 @@ class VideoLoader:
         if not self.decoder.in_worker:
             item, replaced = self.decoder.decode(item)
             stats = dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
-        item["frames"] = {rate: self._on_device(frames) for rate, frames in item["frames"].items()}
-        return item, stats
-
-    def _on_device(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames on the loader's device (a no-op where they are already); uint8 pixels normalised there."""
-        frames = frames.to(self.device, non_blocking=True)
-        if frames.dtype != torch.uint8:
-            return frames
-        if self.normalisation is None:
+        if self.normalisation is None and holds_pixels(item):
             self.normalisation = normalisation_tensors(self.device)
-        return normalise_views(frames, *self.normalisation)
+        return batch_on_device(item, self.device, self.normalisation), stats
 
     @property
     def dropped_per_epoch(self) -> int:

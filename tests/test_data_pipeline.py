@@ -16,7 +16,7 @@ from pipeline_helpers import corrupt, make_videos, write_split
 from data_pipeline import build_loader, reduce_counts
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
 from data_pipeline.decode import DECODERS, CpuDecoder, Decoder, choose_backend, make_decoder
-from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.loader import PipelineConfig, batch_on_device, select_sample
 from data_pipeline.stream import ShardDataError, iterate_tar, read_split
 
 FRAME_COUNTS = (48, 30, 12, 4)
@@ -100,6 +100,9 @@ def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
         assert raw["frames"][rate].dtype == torch.uint8 and raw["frames"][rate].shape == (4, rate, 3, 24, 24)
         assert torch.equal(normalise_views(raw["frames"][rate], mean, std), floats["frames"][rate])
     assert raw["id"] == floats["id"]
+    on_device = batch_on_device(raw, torch.device("cpu"))  # the loader's last step, for every decoder
+    assert all(torch.equal(on_device["frames"][rate], floats["frames"][rate]) for rate in (4, 8))
+    assert batch_on_device(floats, torch.device("cpu"))["frames"][4] is floats["frames"][4]  # float: left as is
 
 
 @pytest.mark.parametrize("workers", [0, 2, 3])
