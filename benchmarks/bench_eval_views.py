@@ -11,7 +11,7 @@ interleaved). At 455x256 both are exact slices. The "official" views here take t
 data_pipeline.augment functions (centre_crop_origin, full_res_origins); that those origins are the official ones is
 checked against an independent rebuild of the official chain in tests/test_eval_protocols.py.
 
-    .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench            # about a minute on 2 cores
+    .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench
     .venv/bin/python -m benchmarks.bench_eval_views --out runs/bench --quick    # smoke run
 """
 

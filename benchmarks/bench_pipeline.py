@@ -17,8 +17,8 @@
 Runs are interleaved (ours, baseline, ours, ...) and the best of the repeats is kept, so machine noise hits all
 alike. Absolute numbers belong to the machine printed with them; the ratios are the claims.
 
-    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench            # about 2 min on 2 cores
-    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench --quick    # smoke run, under a minute
+    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench
+    .venv/bin/python -m benchmarks.bench_pipeline --out runs/bench --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from data_pipeline.augment import (
     normalise_views,
 )
 from data_pipeline.host_memory import keep_freed_memory
+from data_pipeline.decode import DECODERS, make_decoder
 from data_pipeline.loader import PipelineConfig, ShardVideoDataset
 from data_pipeline.sampling import train_indices
 from data_pipeline.stream import iterate_tar, parse_meta, read_split, slice_frames
@@ -180,9 +181,10 @@ def crop_resize_pil(image: Image.Image, box: CropBox) -> Image.Image:
 def official_chain_clip(video_dir: Path, num_frames: int, rng: np.random.Generator) -> dict[int, torch.Tensor]:
     """The baseline: one FFN clip through the official transform chain, as TSN/TSM/FFN's dataset runs it.
 
-    One transform on the group of all 28 images (FFN_FACTS.md): per-image crop and resize, then Stack (the images
-    concatenated along channels, (S, S, 3 x 28)), ToTorchFormatTensor (to (3 x 28, S, S), contiguous, float, /255)
-    and GroupNormalize (per-channel subtract and divide); split back into the rates.
+    One transform on the group of all 28 images, as the official dataset code applies its group transforms:
+    per-image crop and resize, then Stack (the images concatenated along channels, (S, S, 3 x 28)),
+    ToTorchFormatTensor (to (3 x 28, S, S), contiguous, float, /255) and GroupNormalize (per-channel subtract and
+    divide); split back into the rates.
     """
     box, images = open_clip_images(video_dir, num_frames, rng)
     stacked = np.concatenate([crop_resize_pil(image, box) for image in images], axis=2)
@@ -225,12 +227,14 @@ def run_baseline(entries: list[tuple[Path, int]], clips: int, seed: int, variant
     return done / (time.process_time() - start)
 
 
-def ours_config(sampling: str, batches: int, shuffle_buffer: int, decode: bool = True) -> PipelineConfig:
-    """Our cpu-backend worker configuration for FFN training clips."""
-    return PipelineConfig(
-        rates=RATES, batch_size=BATCH, train=True, decode_in_worker=decode, seed=1, sampling=sampling,
-        crop_size=CROP_SIZE, multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1, batches_per_rank=batches,
+def ours_dataset(shards: Path, sampling: str, batches: int, shuffle_buffer: int, decode: bool = True) -> Any:
+    """One loader worker's dataset for FFN training clips: the cpu decoder in the worker, or none (`decode`)."""
+    config = PipelineConfig(
+        rates=RATES, batch_size=BATCH, train=True, device="cpu", seed=1, sampling=sampling, crop_size=CROP_SIZE,
+        multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1, batches_per_rank=batches,
     )  # fmt: skip
+    decoder = make_decoder("cpu", torch.device("cpu"), max_frames=BATCH * sum(RATES)) if decode else None
+    return ShardVideoDataset(read_split(shards, SPLIT), config, decoder)
 
 
 def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) -> tuple[float, float]:
@@ -239,8 +243,7 @@ def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) ->
     The worker's work (read, sample, decode, crop, resize into a uint8 batch) and, with `normalise`, the main
     process's normalisation to the float batch on the CPU (VideoLoader does it on the training device).
     """
-    entries = read_split(shards, SPLIT)
-    dataset = ShardVideoDataset(entries, ours_config(sampling, max(1, clips // BATCH), BATCH))
+    dataset = ours_dataset(shards, sampling, max(1, clips // BATCH), BATCH)
     mean, std = normalisation_tensors()
     start = time.process_time()
     done, decoded = 0, 0
@@ -285,8 +288,7 @@ def memory_fields() -> dict[str, float]:
 def worker_memory_probe(shards: str, batches: int, decode: bool, queue: Any) -> None:
     """In a forked process (as a DataLoader worker is): run a training worker until its buffer is full."""
     torch.set_num_threads(1)
-    config = ours_config("independent", batches, DEFAULT_SHUFFLE_BUFFER, decode)
-    dataset = ShardVideoDataset(read_split(shards, SPLIT), config)
+    dataset = ours_dataset(Path(shards), "independent", batches, DEFAULT_SHUFFLE_BUFFER, decode)
     before = memory_fields()
     samples, compressed = 0, 0
     for batch, stats in dataset:
@@ -317,22 +319,18 @@ def gpu_backends(shards: Path, clips: int) -> dict[str, Any]:
     """On CUDA: frames/s of each GPU backend (decode + augment into the training layout), main process only."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
-    from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, dali_available
-
     device = torch.device("cuda")
-    entries = read_split(shards, SPLIT)
-    dataset = ShardVideoDataset(entries, ours_config("independent", max(1, clips // BATCH), BATCH, decode=False))
+    dataset = ours_dataset(shards, "independent", max(1, clips // BATCH), BATCH, decode=False)
     groups = [group for group, _ in dataset]
-    decoders = {"torchvision": TorchvisionDecoder(device)}
-    if dali_available():
-        decoders["dali"] = DaliDecoder(device, max_frames=BATCH * sum(RATES))
+    names = [name for name, backend in DECODERS.items() if not backend.in_worker and backend.available()]
     results = {}
-    for name, decoder in decoders.items():
-        decoder.decode_batch(groups[0])
+    for name in names:
+        decoder = make_decoder(name, device, max_frames=BATCH * sum(RATES))
+        decoder.decode(groups[0])
         torch.cuda.synchronize()
         start, frames = time.perf_counter(), 0
         for group in groups:
-            batch, _ = decoder.decode_batch(group)
+            batch, _ = decoder.decode(group)
             frames += sum(tensor.shape[0] * tensor.shape[1] for tensor in batch["frames"].values())
         torch.cuda.synchronize()
         results[name] = {"output_frames_per_s": frames / (time.perf_counter() - start),

@@ -46,7 +46,6 @@ from benchmarks.gpu_check_data import (  # noqa: E402
     ThroughputSpec,
     backend_device,
     backend_unavailable_reason,
-    dali_version,
     differences_255,
     make_temporal_shards,
     make_throughput_shards,
@@ -63,6 +62,7 @@ from benchmarks.gpu_report import (  # noqa: E402
     synchronize,
 )
 from data_pipeline import build_loader  # noqa: E402
+from data_pipeline.decode import DECODERS  # noqa: E402
 from engine.evaluation import evaluate_networks  # noqa: E402
 from engine.precision import autocast_context, tf32_disabled  # noqa: E402
 from engine.schedule import cosine_decay  # noqa: E402
@@ -72,7 +72,7 @@ IMPORT_S = time.perf_counter() - IMPORTS_STARTED
 NUM_CLASSES = 174
 FFN_FRAMES = (4, 8, 16)
 FRAMES_PER_FFN_VIDEO = sum(FFN_FRAMES)  # frames one FFN training video feeds the network
-BACKENDS = ("dali", "torchvision", "cpu")
+BACKENDS = tuple(DECODERS)  # registry order: dali, torchvision, cpu
 # Rough seconds per training step of the four bench_model networks together (224 frames, H100), to size its run.
 BENCH_STEP_S = {"bf16": 0.4, "fp32": 1.0}
 
@@ -323,10 +323,10 @@ def section_loader_training(context: Context, seconds: float) -> dict[str, Any]:
         "bf16": train_step.precision == "bf16", "channels_last": context.on_cuda, "in_device": ceiling, "backends": {},
     }  # fmt: skip
     for backend in BACKENDS:
-        if backend != "cpu" and not context.on_cuda:
+        if DECODERS[backend].needs_cuda and not context.on_cuda:
             results["backends"][backend] = {"status": "skipped", "reason": "the real loader runs GPU backends on CUDA"}
             continue
-        if backend == "dali" and dali_version() is None:
+        if not DECODERS[backend].available():
             results["backends"][backend] = {"status": "skipped", "reason": backend_unavailable_reason(backend)}
             continue
         workers = sizes.cpu_workers if backend == "cpu" else sizes.workers

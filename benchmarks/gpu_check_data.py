@@ -225,11 +225,14 @@ def dali_version() -> str | None:
 
 
 def backend_device(backend: str, device: torch.device, smoke: bool) -> torch.device | None:
-    """Where a backend runs: the CUDA device, the CPU for the cpu backend and in smoke runs, else None."""
-    if backend == "cpu":
-        return torch.device("cpu")
-    if backend == "dali" and dali_version() is None:
+    """Where a backend runs: the CUDA device, the CPU for an in-worker backend and in smoke runs, else None."""
+    from data_pipeline.decode import DECODERS
+
+    decoder = DECODERS[backend]
+    if not decoder.available():
         return None
+    if not decoder.needs_cuda:
+        return torch.device("cpu")
     if device.type == "cuda":
         return device
     return torch.device("cpu") if smoke else None
@@ -237,8 +240,10 @@ def backend_device(backend: str, device: torch.device, smoke: bool) -> torch.dev
 
 def backend_unavailable_reason(backend: str) -> str:
     """Why a GPU backend cannot run here."""
-    if backend == "dali" and dali_version() is None:
-        return "nvidia.dali does not import (install nvidia-dali for the machine's CUDA version)"
+    from data_pipeline.decode import DECODERS
+
+    if not DECODERS[backend].available():
+        return f"{backend} does not import (for dali: install nvidia-dali for the machine's CUDA version)"
     return "needs CUDA"
 
 
@@ -246,29 +251,21 @@ class BatchDecoder:
     """One backend turning a list of selected samples into a batch in the training layout."""
 
     def __init__(self, backend: str, device: torch.device, max_frames: int) -> None:
-        from data_pipeline.augment import normalisation_tensors
-        from data_pipeline.decode import DaliDecoder, TorchvisionDecoder
+        from data_pipeline.decode import make_decoder
 
         self.backend = backend
         self.device = device
-        self.mean, self.std = normalisation_tensors()
-        self.decoder: Any = None
-        if backend == "torchvision":
-            self.decoder = TorchvisionDecoder(device)
-        elif backend == "dali":
-            self.decoder = DaliDecoder(device, max_frames=max_frames)
+        self.decoder = make_decoder(backend, device, max_frames)
 
     def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
         """Decode, augment and collate `samples`: {"frames": {T: (B, T, 3, S, S)}, "label", "id", "views"}.
 
-        The loader's own batch path (`decode_batch`: straight into the preallocated batch), so the timings are the
-        training path's.
+        The loader's own batch path (the backend's `decode`, then `batch_on_device`, which normalises uint8 pixels
+        on the device), so the timings are the training path's.
         """
-        from data_pipeline.decode import decode_batch
+        from data_pipeline.loader import batch_on_device
 
-        if self.decoder is None:
-            return decode_batch(samples, self.mean, self.std)[0]
-        return self.decoder.decode_batch(samples)[0]
+        return batch_on_device(self.decoder.decode(samples)[0], self.device)
 
 
 def differences_255(reference: dict[int, torch.Tensor], other: dict[int, torch.Tensor]) -> dict[str, float]:

@@ -42,7 +42,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TEST_SCALE_NUMERATOR, TEST_SCALE_DENOMINATOR = 256, 224  # official scale_size = crop * 256 // 224
 TEST_CROP_COUNTS = (1, 3)
 # Frames normalised per step on the CPU: 4 frames of 224 x 224 are 2.4 MB of float, which stay in cache between
-# the conversion and the two arithmetic passes (about 15% faster than whole-batch passes on our 2-core VM).
+# the conversion and the two arithmetic passes (faster than whole-batch passes, see benchmarks/bench_pipeline.py).
 CPU_NORMALISE_CHUNK_FRAMES = 4
 # (column step, row step) multipliers of the 13 official fixed offsets.
 FIXED_OFFSET_STEPS = (
@@ -339,9 +339,9 @@ def allocate_views(
 
     Float batches are contiguous. uint8 batches (the cpu backend's, normalised later by `normalise_views`) are
     (3, height, width) views of (height, width, 3) memory, the layout the CPU resize produces, so filling them is
-    a gather without reordering (about 0.5 ms less per FFN clip on the CPU, and the reordering moves to the
-    device). Inside a DataLoader worker the CPU tensors are allocated in shared memory (as torch's
-    default_collate does), so handing the batch to the main process copies nothing.
+    a gather without reordering (the reordering moves to the device). Inside a DataLoader worker the CPU tensors
+    are allocated in shared memory (as torch's default_collate does), so handing the batch to the main process
+    copies nothing.
     """
     channels_last = dtype == torch.uint8
     shapes = {

@@ -1,13 +1,21 @@
-"""Decoding backends: cpu (torchvision or PIL in loader workers), torchvision (batched GPU decode), dali
-(fn.decoders.image).
+"""Decoding backends behind one interface: the `Decoder` protocol and the `DECODERS` registry.
 
-Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes).
-The batch entry point is `decode_batch` (cpu) or a decoder's `decode_batch` method (torchvision, dali): they write
-every video straight into the preallocated batch layout {rate: float (B*V, T, 3, S, S)}, normalised with the
-ImageNet mean/std (the cpu backend's loader workers ask for uint8 instead, normalised on the training device),
-and replace each video with a corrupt JPEG by another good video of the batch (`finish_batch`), so batch sizes
-and counts never change. The per-video form of the dali decoder (calling it, then `assemble_batch`) gives the same
-numbers (tested); its one-by-one fallback uses it. DALI is imported lazily.
+Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes)
+through one method, `decode(samples) -> (batch, replaced)`. It writes every video straight into the preallocated
+batch layout {rate: (B*V, T, 3, S, S)} and replaces each video with a corrupt JPEG by another good video of the
+batch (`finish_batch`), so batch sizes and counts never change.
+
+- cpu (`CpuDecoder`, runs in the loader workers): torchvision.io.decode_jpeg (PIL when it refuses a frame) and
+  torch crop/resize on the CPU. In the loader it hands over uint8 pixels (a quarter of the bytes of float), which
+  the loader normalises on its device; built with normalise=True it returns the normalised float batch itself.
+- torchvision (`TorchvisionDecoder`, main process): batched torchvision.io.decode_jpeg on the device, then the
+  same torch crop/resize/normalise.
+- dali (`DaliDecoder`, main process): DALI's fn.decoders.image, crop, bilinear resize and normalise. DALI is
+  imported lazily.
+
+A new backend is a class with `name`, `in_worker`, `needs_cuda`, `available()` and `decode`, constructed as
+``cls(device, max_frames)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
+order and `make_decoder` builds one.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,10 +37,43 @@ from data_pipeline.sampling import clip_gathers
 from data_pipeline.stream import SelectedSample
 
 LOGGER = logging.getLogger(__name__)
-BACKENDS = ("auto", "dali", "torchvision", "cpu")
 DALI_INPUTS = ("jpegs", "starts", "shapes", "mirror")
 DALI_DEFAULT_THREADS = 4
 DALI_HW_DECODER_LOAD = 0.65
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """One decode backend: turns a batch of selected samples into the batch layout.
+
+    Attributes
+    ----------
+    name : str
+        The registry name (`DECODERS`), as given to build_loader(decode=...) and reported in the loader's stats.
+    in_worker : bool
+        True: runs in the loader workers, on the CPU (the loader moves its batch to the device and normalises
+        uint8 pixels there). False: runs in the main process on its device, `prefetch` batches ahead; the workers
+        check every kept JPEG's header for it (`SelectedSample.header_ok`).
+    needs_cuda : bool
+        True when the loader may only choose it for a CUDA device (the class itself also runs on the CPU, which
+        is how the tests run it).
+    """
+
+    name: ClassVar[str]
+    in_worker: ClassVar[bool]
+    needs_cuda: ClassVar[bool]
+
+    @staticmethod
+    def available() -> bool:
+        """True when the backend's libraries import here."""
+
+    def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+        """Decode and augment a batch: (batch, number of corrupt videos replaced by good ones of the batch).
+
+        The batch is {"frames": {rate: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}; frames are
+        float normalised with the ImageNet mean/std, or uint8 pixels from an in-worker decoder built to hand them
+        over.
+        """
 
 
 class CorruptFrameError(ValueError):
@@ -53,8 +94,8 @@ def decode_jpeg_pil(jpeg: bytes) -> np.ndarray:
 def decode_video_cpu(sample: SelectedSample) -> list[torch.Tensor]:
     """Decode a sample's unique frames on the CPU, uint8 (3, H, W) each; raise CorruptFrameError if any fails.
 
-    torchvision.io.decode_jpeg on the list (libjpeg-turbo, about 25% faster than PIL here; simplejpeg measured
-    only 2-4% faster still, not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
+    torchvision.io.decode_jpeg on the list (libjpeg-turbo, faster than PIL; simplejpeg was barely faster still,
+    not worth a dependency); PIL when torchvision refuses a frame (PIL then names the
     problem or decodes what torchvision would not). Full resolution always. Frames come back as (3, H, W) views
     of (H, W, 3) memory, the layout augment.crop_frames resizes fastest.
     """
@@ -97,52 +138,63 @@ def slot(outputs: dict[int, torch.Tensor], index: int, views: int) -> dict[int, 
     return {rate: tensor[index * views : (index + 1) * views] for rate, tensor in outputs.items()}
 
 
-def decode_batch(
-    samples: Sequence[SelectedSample],
-    mean: torch.Tensor | None = None,
-    std: torch.Tensor | None = None,
-    fallback: SelectedSample | None = None,
-    normalise: bool = True,
-) -> tuple[dict[str, Any], int]:
-    """Decode and augment a batch on the CPU into the batch layout, replacing corrupt videos.
+class CpuDecoder:
+    """Decode and augment a batch on the CPU (in the loader workers), replacing corrupt videos.
+
+    A worker's decoder remembers the last good video it decoded (`fallback`) and decodes it into the first slot
+    when every video of a batch is corrupt.
 
     Parameters
     ----------
-    samples : sequence of SelectedSample
-        The batch.
-    mean, std : torch.Tensor, optional
-        From augment.normalisation_tensors (made when omitted).
-    fallback : SelectedSample, optional
-        A good video seen earlier, decoded only when every video of this batch is corrupt.
+    device : torch.device or str
+        Unused (the work is on the CPU; the loader moves the batch to its device); part of the registry's
+        constructor signature.
+    max_frames : int, optional
+        Unused; part of the registry's constructor signature.
     normalise : bool
-        True: float frames normalised with mean/std. False: the resized uint8 frames (a quarter of the bytes to
-        hand between processes and to the device), for augment.normalise_views where the model runs.
-
-    Returns
-    -------
-    (dict, int)
-        The batch and the number of videos replaced.
+        True: float frames normalised with the ImageNet mean/std. False (the loader's setting): the resized uint8
+        frames, a quarter of the bytes to hand between processes and to the device, normalised there by
+        augment.normalise_views with the same arithmetic.
     """
-    if mean is None or std is None:
-        mean, std = normalisation_tensors()
-    rates, views, size = batch_geometry(samples)
-    outputs = allocate_views(rates, len(samples), views, size, dtype=torch.float32 if normalise else torch.uint8)
-    samples = list(samples)
-    good = [cpu_into(sample, slot(outputs, index, views), mean, std) for index, sample in enumerate(samples)]
-    if not any(good) and fallback is not None and cpu_into(fallback, slot(outputs, 0, views), mean, std):
-        samples[0], good[0] = fallback, True
-    return finish_batch(samples, outputs, good, views)
 
+    name = "cpu"
+    in_worker = True
+    needs_cuda = False
 
-def cpu_into(sample: SelectedSample, outputs: dict[int, torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> bool:
-    """Decode one video on the CPU and write its views into `outputs`; False when a frame is corrupt."""
-    try:
-        frames = decode_video_cpu(sample)
-    except CorruptFrameError as error:
-        log_corrupt(sample, error)
-        return False
-    render_views(frames, sample.boxes, sample.plan.positions, mean, std, outputs)
-    return True
+    def __init__(
+        self, device: torch.device | str = "cpu", max_frames: int | None = None, normalise: bool = False
+    ) -> None:
+        self.normalise = normalise
+        self.mean, self.std = normalisation_tensors()
+        self.fallback: SelectedSample | None = None
+
+    @staticmethod
+    def available() -> bool:
+        """Always: torchvision and PIL are requirements."""
+        return True
+
+    def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+        """Decode and augment a batch into the batch layout on the CPU; (batch, videos replaced)."""
+        rates, views, size = batch_geometry(samples)
+        dtype = torch.float32 if self.normalise else torch.uint8
+        outputs = allocate_views(rates, len(samples), views, size, dtype=dtype)
+        samples = list(samples)
+        good = [self._into(sample, slot(outputs, index, views)) for index, sample in enumerate(samples)]
+        if not any(good) and self.fallback is not None and self._into(self.fallback, slot(outputs, 0, views)):
+            samples[0], good[0] = self.fallback, True
+        batch, replaced = finish_batch(samples, outputs, good, views)
+        self.fallback = next((sample for sample in samples if sample.video_id in batch["id"]), self.fallback)
+        return batch, replaced
+
+    def _into(self, sample: SelectedSample, outputs: dict[int, torch.Tensor]) -> bool:
+        """Decode one video and write its views into `outputs`; False when a frame is corrupt."""
+        try:
+            frames = decode_video_cpu(sample)
+        except CorruptFrameError as error:
+            log_corrupt(sample, error)
+            return False
+        render_views(frames, sample.boxes, sample.plan.positions, self.mean, self.std, outputs)
+        return True
 
 
 def finish_batch(
@@ -178,76 +230,6 @@ def finish_batch(
     return batch, len(good) - len(good_indices)
 
 
-def assemble_batch(
-    samples: Sequence[SelectedSample],
-    videos: Sequence[dict[int, torch.Tensor] | None],
-    fallback: tuple[SelectedSample, dict[int, torch.Tensor]] | None = None,
-) -> tuple[dict[str, Any], int]:
-    """Collate processed videos into the batch layout, replacing corrupt (None) videos by good ones.
-
-    A corrupt video is replaced by the next good video of the batch (cyclically), or by `fallback` (the last good
-    video seen) when the whole batch is corrupt.
-
-    Returns
-    -------
-    (dict, int)
-        The batch {"frames": {rate: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V} and the number
-        of videos replaced.
-
-    Raises
-    ------
-    CorruptFrameError
-        If no good video is available to replace a corrupt one.
-    """
-    good = [index for index, video in enumerate(videos) if video is not None]
-    chosen_samples, chosen_videos = [], []
-    for index, video in enumerate(videos):
-        if video is not None:
-            chosen_samples.append(samples[index])
-            chosen_videos.append(video)
-            continue
-        if good:
-            donor = next((candidate for candidate in good if candidate > index), good[0])
-            chosen_samples.append(samples[donor])
-            chosen_videos.append(videos[donor])
-        elif fallback is not None:
-            chosen_samples.append(fallback[0])
-            chosen_videos.append(fallback[1])
-        else:
-            raise CorruptFrameError(
-                f"every video of a batch is corrupt (first: {samples[index].video_id}); run `make verify-shards "
-                "VERIFY_ARGS=--full-decode` and rebuild the bad shards"
-            )
-    rates = list(chosen_videos[0].keys())
-    batch = {
-        "frames": {rate: torch.cat([video[rate] for video in chosen_videos]) for rate in rates},
-        "label": torch.tensor([sample.label for sample in chosen_samples], dtype=torch.long),
-        "id": [sample.video_id for sample in chosen_samples],
-        "views": int(chosen_videos[0][rates[0]].shape[0]),
-    }
-    return batch, len(videos) - len(good)
-
-
-def choose_backend(requested: str, device: torch.device) -> str:
-    """Resolve `auto`: dali when importable and the device is CUDA, else torchvision on CUDA, else cpu.
-
-    Raises
-    ------
-    ValueError
-        For an unknown backend, or a GPU backend asked for on a non-CUDA device.
-    """
-    if requested not in BACKENDS:
-        raise ValueError(f"decode={requested!r}; use one of {BACKENDS}")
-    on_cuda = device.type == "cuda" and torch.cuda.is_available()
-    if requested == "auto":
-        if not on_cuda:
-            return "cpu"
-        return "dali" if dali_available() else "torchvision"
-    if requested in ("dali", "torchvision") and not on_cuda:
-        raise ValueError(f"decode={requested!r} needs a CUDA device (got {device}); use --decode cpu or auto")
-    return requested
-
-
 def dali_available() -> bool:
     """True when nvidia.dali imports."""
     try:
@@ -258,11 +240,28 @@ def dali_available() -> bool:
 
 
 class TorchvisionDecoder:
-    """Batched torchvision.io.decode_jpeg on the GPU, then the shared torch crop/resize/normalise (float)."""
+    """Batched torchvision.io.decode_jpeg on the device, then the shared torch crop/resize/normalise (float).
 
-    def __init__(self, device: torch.device) -> None:
+    Parameters
+    ----------
+    device : torch.device
+        A CUDA device (nvJPEG decode), or the CPU (used by the tests).
+    max_frames : int, optional
+        Unused; part of the registry's constructor signature.
+    """
+
+    name = "torchvision"
+    in_worker = False
+    needs_cuda = True
+
+    def __init__(self, device: torch.device, max_frames: int | None = None) -> None:
         self.device = torch.device(device)
         self.mean, self.std = normalisation_tensors(self.device)
+
+    @staticmethod
+    def available() -> bool:
+        """Always: torchvision is a requirement."""
+        return True
 
     def _decode(self, jpegs: Sequence[bytes]) -> list[torch.Tensor]:
         """Decode a list of JPEGs on the device, (3, H, W) uint8 each.
@@ -305,7 +304,7 @@ class TorchvisionDecoder:
             return None
         return frames if frames_fit(frames, sample) else None
 
-    def decode_batch(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+    def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
         rates, views, size = batch_geometry(samples)
         outputs = allocate_views(rates, len(samples), views, size, self.device)
@@ -359,12 +358,21 @@ class DaliDecoder:
         DALI CPU threads.
     """
 
+    name = "dali"
+    in_worker = False
+    needs_cuda = True
+
     def __init__(self, device: torch.device, max_frames: int, num_threads: int = DALI_DEFAULT_THREADS) -> None:
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         self.max_frames = int(max_frames)
         self.num_threads = num_threads
         self.pipelines: dict[tuple[int, int], Any] = {}
+
+    @staticmethod
+    def available() -> bool:
+        """True when nvidia.dali imports."""
+        return dali_available()
 
     def _pipeline(self, out_height: int, out_width: int) -> Any:
         """Build (once per output size) the DALI pipeline."""
@@ -413,7 +421,7 @@ class DaliDecoder:
         }
         return good_indices, views
 
-    def decode_batch(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
+    def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
         rates, views, size = batch_geometry(samples)
         try:
@@ -455,20 +463,6 @@ class DaliDecoder:
         except RuntimeError:
             return None
         return views
-
-    def __call__(self, samples: Sequence[SelectedSample]) -> list[dict[int, torch.Tensor] | None]:
-        """Per-video form: {rate: (V, T, 3, S, S)} per video, None for a corrupt one."""
-        batch_views = batch_geometry(samples)[1]
-        try:
-            good_indices, good_views = self._good_views(samples)
-        except RuntimeError:
-            return [self._video_or_none(sample) for sample in samples]
-        results: list[dict[int, torch.Tensor] | None] = [None] * len(samples)
-        for order, index in enumerate(good_indices):
-            results[index] = {
-                rate: tensor[order * batch_views : (order + 1) * batch_views] for rate, tensor in good_views.items()
-            }
-        return results
 
 
 def header_ok(sample: SelectedSample) -> bool:
@@ -538,14 +532,45 @@ def dali_to_torch(output: Any, device: torch.device) -> torch.Tensor:
     return target
 
 
+DECODERS: dict[str, type] = {"dali": DaliDecoder, "torchvision": TorchvisionDecoder, "cpu": CpuDecoder}
+"""The decode backends by name, in the order "auto" prefers them (the first available one the device allows)."""
+BACKENDS = ("auto", *DECODERS)
+
+
+def choose_backend(requested: str, device: torch.device) -> str:
+    """Resolve a backend name: "auto" is the first of `DECODERS` that is available and allowed on `device`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend, or a CUDA-only backend asked for on a non-CUDA device.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"decode={requested!r}; use one of {BACKENDS}")
+    on_cuda = device.type == "cuda" and torch.cuda.is_available()
+    if requested == "auto":
+        return next(name for name, cls in DECODERS.items() if (on_cuda or not cls.needs_cuda) and cls.available())
+    if DECODERS[requested].needs_cuda and not on_cuda:
+        raise ValueError(f"decode={requested!r} needs a CUDA device (got {device}); use --decode cpu or auto")
+    return requested
+
+
+def make_decoder(name: str, device: torch.device, max_frames: int) -> Decoder:
+    """Build the backend `name` of `DECODERS` for `device`, sized for batches of up to `max_frames` frames."""
+    return DECODERS[name](torch.device(device), max_frames)
+
+
 __all__ = [
     "BACKENDS",
+    "DECODERS",
     "CorruptFrameError",
+    "CpuDecoder",
     "DaliDecoder",
+    "Decoder",
     "TorchvisionDecoder",
-    "assemble_batch",
     "choose_backend",
-    "decode_batch",
     "decode_video_cpu",
     "finish_batch",
+    "make_decoder",
 ]
+

@@ -2,10 +2,10 @@
 
 A float FFN batch of 8 videos at 224 px is 129 MiB in three blocks of 19-77 MiB. glibc's malloc serves blocks
 above its mmap threshold (at most 32 MiB by default) with fresh mmap'd pages and unmaps them on free, so every
-batch first-touches about 100 MiB of new pages: on this machine about 0.4 ms per MiB of page faults and zeroing,
-several times what converting the batch to float costs once the pages are warm. Raising the mmap and trim thresholds
-keeps those blocks in the heap, so the next batch of the same size reuses warm pages. This is the effect PyTorch's
-CPU performance guide gets by preloading jemalloc or tcmalloc, without a preload.
+batch first-touches about 100 MiB of new pages, whose page faults and zeroing cost several times what converting
+the batch to float costs once the pages are warm (figures in the data pipeline documentation). Raising the mmap
+and trim thresholds keeps those blocks in the heap, so the next batch of the same size reuses warm pages. This is
+the effect PyTorch's CPU performance guide gets by preloading jemalloc or tcmalloc, without a preload.
 
 The setting is per process and lasts for its life: a process keeps its peak heap instead of returning it to the
 system. It is a no-op where the C library has no mallopt (macOS, Windows) or refuses the values.

@@ -1,12 +1,16 @@
-"""build_loader: the one entry point train.py and evaluate.py use (see README, section data_pipeline).
+"""build_loader: the one entry point train.py and evaluate.py use; `PipelineConfig` defines its options once.
 
 Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
-slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. The cpu backend also decodes, crops
-and resizes in the workers into a uint8 batch (a quarter of the bytes of float; pinned when CUDA is available),
-which the main process moves to the training device and normalises there (augment.normalise_views). For the GPU
-backends (torchvision, dali) the workers also check every kept JPEG's header (jpeg_header), and the compressed
-batch is decoded on the device in the main process, by a background thread on its own CUDA stream that runs
-`prefetch` batches ahead (data_pipeline.prefetch).
+slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. What decodes them is the loader's
+`Decoder` (data_pipeline.decode). An in-worker decoder (cpu) decodes, crops and resizes in the workers into a
+uint8 batch (a quarter of the bytes of float; pinned when CUDA is available). A main-process decoder
+(torchvision, dali) gets the compressed batch, with every kept JPEG's header checked in the workers
+(jpeg_header), and decodes it on the device in a background thread on its own CUDA stream that runs `prefetch`
+batches ahead (data_pipeline.prefetch).
+
+Batch contract: every batch the loader yields has its frames on the loader's device (`VideoLoader.device`),
+float and normalised with the ImageNet mean/std; uint8 pixels from the workers are moved and normalised there
+(augment.normalise_views). The caller needs no `.to(device)` of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+import copy
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.augment import choose_boxes, normalisation_tensors, normalise_views
-from data_pipeline.decode import DaliDecoder, TorchvisionDecoder, choose_backend, decode_batch
+from data_pipeline.decode import Decoder, choose_backend, make_decoder
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
@@ -59,14 +64,56 @@ STATS_KEYS = (
 
 @dataclass
 class PipelineConfig:
-    """Everything a worker needs to turn shards into batches (picklable, sent to every worker)."""
+    """The loader's options, defined once: build_loader's keywords, and what every worker gets (picklable).
 
-    rates: tuple[int, ...]
-    batch_size: int
-    train: bool
-    decode_in_worker: bool
+    Attributes
+    ----------
+    rates : tuple of int
+        Frame counts per video (one for vanilla TSM).
+    batch_size : int
+        Videos per batch on this rank.
+    train : bool
+        Training (shuffle, augmentation, equal full batches on every rank) or evaluation (every video once).
+    decode : str
+        A backend of data_pipeline.decode.DECODERS ("dali", "torchvision", "cpu") or "auto"
+        (data_pipeline.decode.choose_backend).
+    device : torch.device or str, optional
+        Where batches arrive (default: model.device.get_device() rules: CUDA, MPS, CPU).
+    num_workers : int
+        DataLoader workers per rank (0: in the main process).
+    seed : int
+        Base seed; with the epoch it fixes shard order, shuffle, sampling and crops.
+    sampling, short_video : str
+        See data_pipeline.sampling.
+    crop_size, test_resize, multi_scale, flip, test_crops, test_clips
+        See data_pipeline.augment.choose_boxes and sampling.plan_frames (training always uses one crop, one clip).
+    shuffle_buffer : int
+        Compressed samples held per worker for shuffling (training).
+    rank, world_size : int, optional
+        Default from torch.distributed when initialised, else 0 and 1.
+    prefetch : int, optional
+        Main-process decoders: batches decoded ahead in a background thread on a side CUDA stream, overlapping
+        decode with training (default data_pipeline.prefetch.DEFAULT_PREFETCH; 0: decode in the caller's
+        thread). Ignored by in-worker decoders (their workers already run ahead).
+    tar_reader : str
+        "lean" (data_pipeline.tar_reader, the default) or "webdataset" (WebDataset's tarfile-based iterator; the
+        same samples, slower; a fallback should a shard written by another tool trip the lean reader).
+    keep_freed_memory : bool
+        Let malloc keep freed batch-sized blocks of this process for reuse (data_pipeline.host_memory; glibc
+        only), set when iteration starts: the float batches (and, on the CPU, the training step's own large
+        tensors) then reuse warm pages instead of faulting in fresh ones; the process keeps its peak heap.
+    decode_in_worker, epoch, batches_per_rank
+        Set by the loader, not options: whether the workers decode (the decoder's `in_worker`; else they check
+        JPEG headers), the epoch (`VideoLoader.set_epoch`) and the exact training batches per rank.
+    """
+
+    rates: tuple[int, ...] = (4, 8, 16)
+    batch_size: int = 8
+    train: bool = True
+    decode: str = "auto"
+    device: torch.device | str | None = None
+    num_workers: int = 4
     seed: int = 0
-    epoch: int = 0
     sampling: str = "independent"
     short_video: str = "official"
     crop_size: int = 224
@@ -76,18 +123,56 @@ class PipelineConfig:
     test_crops: int = 1
     test_clips: int = 1
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
-    rank: int = 0
-    world_size: int = 1
-    num_workers: int = 1
-    batches_per_rank: int = 0
+    rank: int | None = None
+    world_size: int | None = None
+    prefetch: int | None = None
     tar_reader: str = "lean"
+    keep_freed_memory: bool = True
+    decode_in_worker: bool = True
+    epoch: int = 0
+    batches_per_rank: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the options (ValueError naming the fix), fill rank and world_size, fix the types."""
+        check_options(self)
+        self.rank, self.world_size = distributed_defaults(self.rank, self.world_size)
+        self.rates = tuple(int(rate) for rate in self.rates)
+        self.batch_size, self.seed, self.crop_size = int(self.batch_size), int(self.seed), int(self.crop_size)
+        self.train, self.shuffle_buffer = bool(self.train), int(self.shuffle_buffer)
+        self.test_crops = 1 if self.train else int(self.test_crops)
+        self.test_clips = 1 if self.train else int(self.test_clips)
+
+    @property
+    def worker_slots(self) -> int:
+        """Workers sharing this rank's work (1 when loading in the main process)."""
+        return max(1, self.num_workers)
+
+
+LOADER_SET = ("decode_in_worker", "epoch", "batches_per_rank")
+LOADER_OPTIONS = tuple(option.name for option in fields(PipelineConfig) if option.name not in LOADER_SET)
+
+
+def check_options(config: PipelineConfig) -> None:
+    """Raise ValueError with the fix for invalid options."""
+    if not config.rates or any(int(rate) < 1 for rate in config.rates):
+        raise ValueError(f"rates={tuple(config.rates)}; pass positive frame counts, e.g. (4, 8, 16)")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size={config.batch_size}; use at least 1")
+    check_sampling(config.sampling)
+    check_short_video(config.short_video, config.train)
+    if config.crop_size < 1:
+        raise ValueError(f"crop_size={config.crop_size}; use a positive size")
+    if config.tar_reader not in TAR_READERS:
+        raise ValueError(f"tar_reader={config.tar_reader!r}; use one of {TAR_READERS}")
+    if config.prefetch is not None and config.prefetch < 0:
+        raise ValueError(f"prefetch={config.prefetch}; use 0 (off) or a positive queue depth")
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
     """Parse a raw sample, sample its frame indices and crop boxes, and keep only the needed JPEG bytes.
 
-    For the GPU backends (config.decode_in_worker False) every kept JPEG's header is checked here, in the worker,
-    and the verdict stored as `header_ok`, so the main process never parses headers.
+    For a main-process decoder (config.decode_in_worker False) every kept JPEG's header is checked here, in the
+    worker, and the verdict stored as `header_ok`, so the main process never parses headers.
     """
     meta = parse_meta(raw, shard)
     plan = plan_frames(
@@ -106,18 +191,32 @@ def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng:
 
 
 class ShardVideoDataset(IterableDataset):
-    """Iterable over batches of one rank: each worker yields (batch, stats) for its share of the work."""
+    """Iterable over batches of one rank: each worker yields (batch, stats) for its share of the work.
 
-    def __init__(self, entries: Sequence[ShardEntry], config: PipelineConfig) -> None:
+    Parameters
+    ----------
+    entries : sequence of ShardEntry
+        The split's shards.
+    config : PipelineConfig
+        The worker configuration (its decode_in_worker is set here from `decoder`).
+    decoder : Decoder, optional
+        An in-worker decoder: each batch is decoded in the worker. None: the worker yields the selected samples
+        (JPEG headers checked) for a main-process decoder.
+    """
+
+    def __init__(self, entries: Sequence[ShardEntry], config: PipelineConfig, decoder: Decoder | None = None) -> None:
         super().__init__()
+        if decoder is not None and not decoder.in_worker:
+            raise ValueError(f"the {decoder.name} decoder runs in the main process, not in the loader workers")
         self.entries = list(entries)
-        self.config = config
+        self.config = replace(config, decode_in_worker=decoder is not None)
+        self.decoder = decoder
 
     def _slot(self) -> Slot:
         """This worker's slot."""
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        return Slot(self.config.rank, self.config.world_size, worker, self.config.num_workers)
+        return Slot(self.config.rank, self.config.world_size, worker, self.config.worker_slots)
 
     def _selected(self, slot: Slot, rng: np.random.Generator) -> Iterator[SelectedSample]:
         """Yield this slot's samples, frames selected: training, its exact share of the epoch; evaluation, all."""
@@ -163,26 +262,46 @@ class ShardVideoDataset(IterableDataset):
             yield group
 
     def __iter__(self) -> Iterator[tuple[Any, dict[str, int]]]:
-        """Yield (batch, stats delta); the batch is decoded (cpu backend) or a list of SelectedSample."""
+        """Yield (batch, stats delta); the batch is decoded (in-worker decoder) or a list of SelectedSample."""
         slot = self._slot()
         if get_worker_info() is not None:
             torch.set_num_threads(WORKER_TORCH_THREADS)
         rng = np.random.default_rng([self.config.seed, self.config.epoch, slot.index, WORKER_STREAM])
-        mean, std = normalisation_tensors()
-        fallback = None
+        decoder = copy.copy(self.decoder)  # each pass starts without a previous pass's fallback video
         for group in self._groups(slot, rng):
             stats = {
                 "samples": len(group), "batches": 1, "corrupt_videos_replaced": 0,
                 "frames_decoded": sum(len(sample.jpegs) for sample in group),
                 "compressed_bytes": sum(sample.compressed_bytes() for sample in group),
             }  # fmt: skip
-            if not self.config.decode_in_worker:
+            if decoder is None:
                 yield group, stats
                 continue
-            batch, replaced = decode_batch(group, mean, std, fallback, normalise=False)
-            stats["corrupt_videos_replaced"] = replaced
-            fallback = next((sample for sample in group if sample.video_id in batch["id"]), fallback)
+            batch, stats["corrupt_videos_replaced"] = decoder.decode(group)
             yield batch, stats
+
+
+def batch_on_device(
+    batch: dict[str, Any], device: torch.device, normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Bring a decoded batch's frames onto `device` (a no-op where they are), uint8 pixels normalised there.
+
+    The loader's last step for every decoder, so any `Decoder.decode` output becomes the float, normalised batch
+    on the device; the batch is updated in place and returned. `normalisation` is
+    augment.normalisation_tensors(device), made when omitted.
+    """
+    pixels = holds_pixels(batch)
+    frames = {rate: tensor.to(device, non_blocking=True) for rate, tensor in batch["frames"].items()}
+    if pixels:
+        mean, std = normalisation if normalisation is not None else normalisation_tensors(device)
+        frames = {rate: normalise_views(tensor, mean, std) for rate, tensor in frames.items()}
+    batch["frames"] = frames
+    return batch
+
+
+def holds_pixels(batch: dict[str, Any]) -> bool:
+    """True when a batch's frames are uint8 pixels, still to be normalised."""
+    return any(tensor.dtype == torch.uint8 for tensor in batch["frames"].values())
 
 
 def worker_start_method() -> str | None:
@@ -210,21 +329,42 @@ def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int,
 class VideoLoader:
     """Iterable over one rank's batches of an epoch; `set_epoch` reseeds order, sampling and crops.
 
-    Use `build_loader` to make one. With a GPU decoder and `prefetch` > 0, a background thread decodes up to
-    `prefetch` batches ahead on its own CUDA stream (data_pipeline.prefetch) while the caller trains.
+    Use `build_loader` to make one. Every batch arrives on `device` (float, normalised). With a main-process
+    decoder and `prefetch` > 0, a background thread decodes up to `prefetch` batches ahead on its own CUDA stream
+    (data_pipeline.prefetch) while the caller trains.
     """
 
     entries: list[ShardEntry]
     config: PipelineConfig
-    backend: str
-    device: torch.device
-    num_workers: int
-    pin_memory: bool
-    decoder: Any = None
-    prefetch: int = 0
+    decoder: Decoder
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
-    keep_freed_memory: bool = True
     normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        """Record in the configuration whether the workers decode (the decoder's `in_worker`)."""
+        self.config = replace(self.config, decode_in_worker=self.decoder.in_worker)
+
+    @property
+    def backend(self) -> str:
+        """The decoder's registry name."""
+        return self.decoder.name
+
+    @property
+    def device(self) -> torch.device:
+        """Where every batch's frames arrive."""
+        return torch.device(self.config.device)
+
+    @property
+    def prefetch(self) -> int:
+        """Batches a main-process decoder runs ahead (0: in the caller's thread; always 0 for in-worker ones)."""
+        if self.decoder.in_worker:
+            return 0
+        return DEFAULT_PREFETCH if self.config.prefetch is None else int(self.config.prefetch)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Pin the workers' batches for the copy to a CUDA device (in-worker decoders only)."""
+        return self.decoder.in_worker and torch.cuda.is_available()
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
@@ -235,7 +375,7 @@ class VideoLoader:
         if self.config.train:
             return self.config.batches_per_rank
         return eval_batches_per_rank(
-            self.entries, self.config.rank, self.config.world_size, self.config.num_workers, self.config.batch_size
+            self.entries, self.config.rank, self.config.world_size, self.config.worker_slots, self.config.batch_size
         )
 
     @property
@@ -246,12 +386,12 @@ class VideoLoader:
     def _data_loader(self) -> DataLoader:
         """A fresh DataLoader for the current epoch."""
         return DataLoader(
-            ShardVideoDataset(self.entries, self.config),
+            ShardVideoDataset(self.entries, self.config, self.decoder if self.decoder.in_worker else None),
             batch_size=None,
-            num_workers=self.num_workers,
+            num_workers=self.config.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,
-            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
+            multiprocessing_context=worker_start_method() if self.config.num_workers > 0 else None,
         )
 
     def _items(self) -> Iterator[tuple[Any, dict[str, int]]]:
@@ -259,22 +399,17 @@ class VideoLoader:
         yield from self._data_loader()
 
     def _finish(self, pair: tuple[Any, dict[str, int]]) -> tuple[dict[str, Any], dict[str, int]]:
-        """Decode on the GPU (GPU backends), or move the cpu backend's uint8 batch to the device and normalise it.
+        """Decode a worker's samples (main-process decoder), then bring the frames onto the device.
 
-        Returns the batch and its stats delta, with the corrupt videos the GPU decoder replaced added.
+        Returns the batch and its stats delta, with the corrupt videos the main-process decoder replaced added.
         """
         item, stats = pair
-        if self.decoder is not None:
-            batch, replaced = self.decoder.decode_batch(item)
-            return batch, dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
-        if self.normalisation is None:
+        if not self.decoder.in_worker:
+            item, replaced = self.decoder.decode(item)
+            stats = dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
+        if self.normalisation is None and holds_pixels(item):
             self.normalisation = normalisation_tensors(self.device)
-        mean, std = self.normalisation
-        item["frames"] = {
-            rate: normalise_views(frames.to(self.device, non_blocking=True), mean, std)
-            for rate, frames in item["frames"].items()
-        }
-        return item, stats
+        return batch_on_device(item, self.device, self.normalisation), stats
 
     @property
     def dropped_per_epoch(self) -> int:
@@ -289,9 +424,9 @@ class VideoLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this rank's batches of the current epoch (stats count a batch when it is yielded)."""
-        if self.keep_freed_memory:
+        if self.config.keep_freed_memory:
             keep_freed_host_memory()
-        if self.decoder is None or self.prefetch < 1:
+        if self.prefetch < 1:
             for batch, stats in map(self._finish, self._items()):
                 self._count(stats)
                 yield batch
@@ -319,43 +454,7 @@ class VideoLoader:
         return dict(self.totals, backend=self.backend, rank=self.config.rank, world_size=self.config.world_size)
 
 
-def _check_options(rates: Sequence[int], batch_size: int, sampling: str, short_video: str, crop_size: int) -> None:
-    """Raise ValueError with the fix for invalid options."""
-    if not rates or any(int(rate) < 1 for rate in rates):
-        raise ValueError(f"rates={tuple(rates)}; pass positive frame counts, e.g. (4, 8, 16)")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}; use at least 1")
-    check_sampling(sampling)
-    check_short_video(short_video)
-    if crop_size < 1:
-        raise ValueError(f"crop_size={crop_size}; use a positive size")
-
-
-def build_loader(
-    shards: str | Path,
-    split: str = "train",
-    rates: Sequence[int] = (4, 8, 16),
-    batch_size: int = 8,
-    train: bool = True,
-    decode: str = "auto",
-    device: torch.device | str | None = None,
-    num_workers: int = 4,
-    seed: int = 0,
-    sampling: str = "independent",
-    short_video: str = "official",
-    crop_size: int = 224,
-    test_resize: int | None = None,
-    multi_scale: bool = True,
-    flip: bool = False,
-    test_crops: int = 1,
-    test_clips: int = 1,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    rank: int | None = None,
-    world_size: int | None = None,
-    prefetch: int | None = None,
-    tar_reader: str = "lean",
-    keep_freed_memory: bool = True,
-) -> VideoLoader:
+def build_loader(shards: str | Path, split: str = "train", *args: Any, **options: Any) -> VideoLoader:
     """Build the streaming multi-rate video loader of one rank.
 
     Parameters
@@ -364,88 +463,51 @@ def build_loader(
         Folder holding ``<split>.manifest.json`` and its tars.
     split : str
         "train", "validation" or "test".
-    rates : sequence of int
-        Frame counts per video (one for vanilla TSM).
-    batch_size : int
-        Videos per batch on this rank.
-    train : bool
-        Training (shuffle, augmentation, equal full batches on every rank) or evaluation (every video once).
-    decode : str
-        "auto", "dali", "torchvision" or "cpu".
-    device : torch.device or str, optional
-        Training device (default: model.device.get_device() rules: CUDA, MPS, CPU).
-    num_workers : int
-        DataLoader workers per rank (0: in the main process).
-    seed : int
-        Base seed; with the epoch it fixes shard order, shuffle, sampling and crops.
-    sampling, short_video : str
-        See data_pipeline.sampling.
-    crop_size, test_resize, multi_scale, flip, test_crops, test_clips
-        See data_pipeline.augment.choose_boxes and sampling.plan_frames.
-    shuffle_buffer : int
-        Compressed samples held per worker for shuffling (training).
-    rank, world_size : int, optional
-        Default from torch.distributed when initialised, else 0 and 1.
-    prefetch : int, optional
-        GPU backends: batches decoded ahead in a background thread on a side CUDA stream, overlapping decode with
-        training (default data_pipeline.prefetch.DEFAULT_PREFETCH; 0: decode in the caller's thread). Ignored by
-        the cpu backend (its workers already run ahead).
-    tar_reader : str
-        "lean" (data_pipeline.tar_reader, the default) or "webdataset" (WebDataset's tarfile-based iterator; the
-        same samples, slower; a fallback should a shard written by another tool trip the lean reader).
-    keep_freed_memory : bool
-        Let malloc keep freed batch-sized blocks of this process for reuse (data_pipeline.host_memory; glibc
-        only), set when iteration starts: the float batches (and, on the CPU, the training step's own large
-        tensors) then reuse warm pages instead of faulting in fresh ones; the process keeps its peak heap.
+    *args, **options
+        The options of `PipelineConfig` (its attributes list them with their defaults), by keyword; rates and
+        batch_size may also come positionally, in that order.
 
     Returns
     -------
     VideoLoader
-        Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}.
+        Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}, the
+        frames on the loader's device.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or invalid option (the message names the fix), or a training split without a full batch.
     """
-    _check_options(rates, batch_size, sampling, short_video, crop_size)
-    check_short_video(short_video, train)
-    if tar_reader not in TAR_READERS:
-        raise ValueError(f"tar_reader={tar_reader!r}; use one of {TAR_READERS}")
-    if prefetch is not None and prefetch < 0:
-        raise ValueError(f"prefetch={prefetch}; use 0 (off) or a positive queue depth")
+    unknown = sorted(set(options) - set(LOADER_OPTIONS))
+    if unknown:
+        raise ValueError(f"build_loader: unknown option(s) {unknown}; the options are {LOADER_OPTIONS}")
+    config = PipelineConfig(*args, **options)
+    device = resolve_device(config.device)
+    backend = choose_backend(config.decode, device)
+    entries = read_split(shards, split)
+    batches = train_batches_per_rank(entries, config.world_size, config.batch_size) if config.train else 0
+    config = replace(config, decode=backend, device=device, batches_per_rank=batches)
+    if config.train and batches == 0:
+        raise ValueError(
+            f"{shards}: {sum(e.num_samples for e in entries)} {split} videos give no full batch of "
+            f"{config.batch_size} on each of {config.world_size} ranks; lower batch_size"
+        )
+    if not config.train and len(entries) < config.world_size * config.worker_slots:
+        LOGGER.warning(
+            "%s: %d %s shards for %d ranks x %d workers: every evaluation worker reads every shard and keeps its "
+            "share of the samples (more I/O); write at least %d shards",
+            shards, len(entries), split, config.world_size, config.worker_slots,
+            config.world_size * config.worker_slots,
+        )  # fmt: skip
+    views = config.test_crops * config.test_clips
+    decoder = make_decoder(backend, device, max_frames=config.batch_size * views * sum(config.rates))
+    return VideoLoader(entries, config, decoder)
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """The given device, else model.device.get_device() (CUDA, then MPS, then CPU)."""
     if device is None:
         from model.device import get_device
 
         device = get_device()
-    device = torch.device(device)
-    backend = choose_backend(decode, device)
-    rank, world_size = distributed_defaults(rank, world_size)
-    entries = read_split(shards, split)
-    workers = max(1, num_workers)
-    config = PipelineConfig(
-        rates=tuple(int(rate) for rate in rates), batch_size=int(batch_size), train=bool(train),
-        decode_in_worker=backend == "cpu", seed=int(seed), sampling=sampling, short_video=short_video,
-        crop_size=int(crop_size), test_resize=test_resize, multi_scale=multi_scale, flip=flip,
-        test_crops=1 if train else int(test_crops), test_clips=1 if train else int(test_clips),
-        shuffle_buffer=int(shuffle_buffer), rank=rank, world_size=world_size, num_workers=workers,
-        batches_per_rank=train_batches_per_rank(entries, world_size, int(batch_size)) if train else 0,
-        tar_reader=tar_reader,
-    )  # fmt: skip
-    if train and config.batches_per_rank == 0:
-        raise ValueError(
-            f"{shards}: {sum(e.num_samples for e in entries)} {split} videos give no full batch of {batch_size} on "
-            f"each of {world_size} ranks; lower batch_size"
-        )
-    if not train and len(entries) < world_size * workers:
-        LOGGER.warning(
-            "%s: %d %s shards for %d ranks x %d workers: every evaluation worker reads every shard and keeps its "
-            "share of the samples (more I/O); write at least %d shards",
-            shards, len(entries), split, world_size, workers, world_size * workers,
-        )  # fmt: skip
-    decoder = None
-    if backend == "torchvision":
-        decoder = TorchvisionDecoder(device)
-    elif backend == "dali":
-        views = config.test_crops * config.test_clips
-        decoder = DaliDecoder(device, max_frames=config.batch_size * views * sum(config.rates))
-    pin = backend == "cpu" and torch.cuda.is_available()
-    depth = 0 if decoder is None else DEFAULT_PREFETCH if prefetch is None else int(prefetch)
-    return VideoLoader(
-        entries, config, backend, device, int(num_workers), pin, decoder, depth, keep_freed_memory=keep_freed_memory
-    )
+    return torch.device(device)

@@ -1,7 +1,7 @@
 """A lean reader for WebDataset tar shards: one ``read`` per header and one per member, no per-block copying.
 
 WebDataset's own iterator goes through Python's ``tarfile`` in stream mode, which reads every member in 10 KiB
-pieces and joins them: about 30 us per member plus about 5 us per 10 KiB here. A packed shard has two members
+pieces and joins them, a fixed cost per member plus one per piece. A packed shard has two members
 per video (``.json`` and a ``.frames`` member of about 1 MB), so that piecewise copying is most of the cost of
 reading it. This reader parses the 512-byte headers itself and reads each member with a single call.
 

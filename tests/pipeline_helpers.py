@@ -1,20 +1,38 @@
-"""Small shard fixtures for the data_pipeline tests: numpy frames -> JPEG -> packed shards of chosen sizes."""
+"""Small shards for the data_pipeline tests: numpy frames -> JPEG (Pillow) -> packed shards of chosen sizes.
+
+tests/conftest.py turns these into fixtures; test modules import the functions for their own variations.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from benchmarks.gpu_check_data import encode_jpeg
 from preprocess import shard_format
 from preprocess.synthetic import render_clip
 
 FIXTURE_SETTINGS = {"purpose": "data_pipeline tests"}
 JPEG_QUALITY = 90
 NUM_CLASSES = 12
+CORRUPT_FRAME = b"\xff\xd8 not a jpeg"
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode one uint8 (H, W, 3) RGB frame as JPEG bytes with Pillow."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def corrupt(video: dict[str, Any], payload: bytes = CORRUPT_FRAME) -> dict[str, Any]:
+    """Replace every frame of `video` (in place) by `payload`, which no decoder reads; return the video."""
+    video["frames"] = [payload] * len(video["frames"])
+    return video
 
 
 def render_frames(index: int, num_frames: int, width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import corrupt, make_videos
 
 from data_pipeline.augment import IMAGENET_STD
-from data_pipeline.decode import DaliDecoder, assemble_batch, decode_batch
+from data_pipeline.decode import CpuDecoder, DaliDecoder
 from data_pipeline.loader import PipelineConfig, select_sample
 from data_pipeline.stream import iterate_tar, read_split
 
@@ -24,13 +26,11 @@ RATES = (4, 8, 16)
 
 
 @pytest.fixture(scope="module")
-def shard_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shard_path(tiny_shards: Callable[..., Path]) -> Path:
     """One shard of 5 textured-enough 128x96 videos, one of them with a corrupt frame."""
-    root = tmp_path_factory.mktemp("dali_shards")
     videos = make_videos(5, (24, 10), width=128, height=96, prefix="d")
-    videos[3]["frames"] = [b"\xff\xd8\xff garbage"] * len(videos[3]["frames"])
-    write_split(root, "train", videos, (5,))
-    return read_split(root, "train")[0].path
+    corrupt(videos[3], b"\xff\xd8\xff garbage")
+    return read_split(tiny_shards("dali_shards", train=(videos, (5,))), "train")[0].path
 
 
 def selected(shard: Path, train: bool, crop_size: int, **options) -> list:
@@ -60,13 +60,10 @@ def differences_255(first: dict, second: dict) -> tuple[float, float]:
 )
 def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_size: int, options: dict) -> None:
     samples = selected(shard_path, train, crop_size, **options)
-    cpu_batch, cpu_replaced = decode_batch(samples)
+    cpu_batch, cpu_replaced = CpuDecoder(normalise=True).decode(samples)
     decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * 6 * sum(RATES), num_threads=1)
-    dali_batch, dali_replaced = decoder.decode_batch(samples)
-    per_video, _ = assemble_batch(samples, decoder(samples))
+    dali_batch, dali_replaced = decoder.decode(samples)
     assert cpu_replaced == dali_replaced == 1
-    for rate in RATES:
-        assert torch.equal(per_video["frames"][rate], dali_batch["frames"][rate])
     assert cpu_batch["id"] == dali_batch["id"] and "d0003" not in dali_batch["id"]
     for rate in RATES:
         assert dali_batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
@@ -75,10 +72,27 @@ def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_s
     assert mean_abs <= MEAN_ABS_LIMIT and max_abs <= MAX_ABS_LIMIT
 
 
+def test_dali_retries_video_by_video_when_the_batch_fails(shard_path: Path) -> None:
+    """A video whose headers pass but whose data is cut short fails DALI's batch run; decoded video by video, the
+    batch equals the one where that video is left out for its unreadable headers (the same replacement)."""
+    samples = selected(shard_path, True, 24)
+    corrupt = [sample.video_id for sample in samples].index("d0003")
+    cut_short = samples[0].jpegs[0][: len(samples[0].jpegs[0]) // 2]
+    retried = list(samples)
+    retried[corrupt] = dataclasses.replace(
+        samples[corrupt], jpegs=[cut_short] * len(samples[corrupt].jpegs), header_ok=None
+    )
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * sum(RATES), num_threads=1)
+    whole, whole_replaced = decoder.decode(samples)
+    video_by_video, retried_replaced = decoder.decode(retried)
+    assert whole_replaced == retried_replaced == 1 and whole["id"] == video_by_video["id"]
+    assert "d0003" not in whole["id"]
+    for rate in RATES:
+        assert torch.equal(whole["frames"][rate], video_by_video["frames"][rate])
+
+
 def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
     """The loader's background decode thread (DALI run from that thread) yields the synchronous batches."""
-    import dataclasses
-
     from data_pipeline import build_loader
     from data_pipeline.loader import STATS_KEYS
     from data_pipeline.prefetch import THREAD_NAME
@@ -86,13 +100,13 @@ def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
     runs = {}
     for depth in (0, 2):
         loader = build_loader(
-            shard_path.parent, "train", RATES, 2, decode="cpu", device="cpu", num_workers=0, crop_size=24, seed=3
-        )
-        loader = dataclasses.replace(
-            loader, backend="dali", config=dataclasses.replace(loader.config, decode_in_worker=False),
-            decoder=DaliDecoder(torch.device("cpu"), max_frames=2 * sum(RATES), num_threads=1), prefetch=depth,
-            totals={key: 0 for key in STATS_KEYS},
+            shard_path.parent, "train", RATES, 2, decode="cpu", device="cpu", num_workers=0, crop_size=24, seed=3,
+            prefetch=depth,
         )  # fmt: skip
+        loader = dataclasses.replace(
+            loader, decoder=DaliDecoder(torch.device("cpu"), max_frames=2 * sum(RATES), num_threads=1),
+            totals={key: 0 for key in STATS_KEYS},
+        )
         runs[depth] = (list(loader), loader.stats())
     assert runs[0][1] == runs[2][1] and runs[2][1]["batches"] == 2
     for plain, ahead in zip(runs[0][0], runs[2][0], strict=True):

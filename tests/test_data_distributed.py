@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import corrupt, make_videos, write_split
 
 WORLD_SIZE = 2
 WORKERS = 2
@@ -55,7 +55,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     shards = root / "shards"
     write_split(shards, "train", make_videos(27, (20, 9)), TRAIN_SHARD_SIZES)
     evaluation = make_videos(13, (20, 9), prefix="e")
-    evaluation[5]["frames"] = [b"\xff\xd8 broken" for _ in evaluation[5]["frames"]]
+    corrupt(evaluation[5], b"\xff\xd8 broken")
     write_split(shards, "validation", evaluation, EVAL_SHARD_SIZES)
     mp.start_processes(run_rank, args=(str(shards), str(root)), nprocs=WORLD_SIZE, join=True, start_method="fork")
     return [json.loads((root / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]

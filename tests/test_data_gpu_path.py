@@ -10,21 +10,21 @@ import dataclasses
 import io
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_helpers import encode_jpeg, make_videos, render_frames, write_split
+from pipeline_helpers import corrupt, encode_jpeg, make_videos, render_frames
 
 from data_pipeline import build_loader
 from data_pipeline import decode as decode_module
 from data_pipeline.decode import TorchvisionDecoder
 from data_pipeline.jpeg_header import headers_fit, jpeg_frame_size
 from data_pipeline.loader import STATS_KEYS, PipelineConfig, VideoLoader, select_sample
-from data_pipeline.prefetch import THREAD_NAME, prefetch_outputs
+from data_pipeline.prefetch import DEFAULT_PREFETCH, THREAD_NAME, prefetch_outputs
 from data_pipeline.stream import iterate_tar, read_split
 
 GARBAGE_ID = "g0003"
@@ -34,15 +34,13 @@ BATCH = 4
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tiny_shards: Callable[..., Path]) -> Path:
     """A train split of 14 videos of 32x32 in 3 shards: one with garbage frames, one whose frames are 40x32."""
-    root = tmp_path_factory.mktemp("gpu_path_shards")
     videos = make_videos(NUM_VIDEOS, (20, 9, 33), prefix="g")
-    videos[3]["frames"] = [b"\xff\xd8 not a jpeg" for _ in videos[3]["frames"]]
+    corrupt(videos[3])
     wide = render_frames(6, len(videos[6]["frames"]), 40, 32)
     videos[6]["frames"] = [encode_jpeg(frame) for frame in wide]
-    write_split(root, "train", videos, (6, 5, 3))
-    return root
+    return tiny_shards("gpu_path_shards", train=(videos, (6, 5, 3)))
 
 
 def pil_jpeg(width: int, height: int, mode: str = "RGB", **options) -> bytes:
@@ -112,22 +110,20 @@ def test_gpu_decoder_uses_worker_verdicts_without_parsing(shards: Path, monkeypa
         raise AssertionError("the main process parsed JPEG headers")
 
     monkeypatch.setattr(decode_module, "headers_fit", no_parsing)
-    batch, replaced = TorchvisionDecoder(torch.device("cpu")).decode_batch(samples)
+    batch, replaced = TorchvisionDecoder(torch.device("cpu")).decode(samples)
     assert replaced == 2 and GARBAGE_ID not in batch["id"] and WRONG_SIZE_ID not in batch["id"]
     assert len(batch["id"]) == 8
 
 
-def gpu_style_loader(shards: Path, prefetch: int, decoder=None, workers: int = 2) -> VideoLoader:
+def gpu_style_loader(shards: Path, prefetch: int | None, decoder=None, workers: int = 2) -> VideoLoader:
     """The train loader of the split with a GPU-style decoder (torchvision on the CPU unless given)."""
     loader = build_loader(
         shards, "train", (4, 8), BATCH, train=True, decode="cpu", device="cpu", num_workers=workers, crop_size=24,
-        seed=1,
+        seed=1, prefetch=prefetch,
     )  # fmt: skip
     return dataclasses.replace(
-        loader, backend="torchvision", config=dataclasses.replace(loader.config, decode_in_worker=False),
-        decoder=decoder or TorchvisionDecoder(torch.device("cpu")), prefetch=prefetch,
-        totals={key: 0 for key in STATS_KEYS},
-    )  # fmt: skip
+        loader, decoder=decoder or TorchvisionDecoder(torch.device("cpu")), totals={key: 0 for key in STATS_KEYS}
+    )
 
 
 def live_prefetch_threads() -> list[threading.Thread]:
@@ -144,6 +140,7 @@ def test_prefetch_gives_the_same_batches_and_stats(shards: Path) -> None:
             runs[depth, epoch] = list(loader)
         runs[depth, "stats"] = loader.stats()
     assert runs[0, "stats"] == runs[2, "stats"] and runs[2, "stats"]["corrupt_videos_replaced"] >= 1
+    assert runs[2, "stats"]["backend"] == "torchvision"
     assert runs[2, "stats"]["batches"] == 2 * (NUM_VIDEOS // BATCH)
     for epoch in (0, 1):
         assert len(runs[0, epoch]) == len(runs[2, epoch]) == NUM_VIDEOS // BATCH
@@ -154,20 +151,20 @@ def test_prefetch_gives_the_same_batches_and_stats(shards: Path) -> None:
     assert not live_prefetch_threads()
 
 
-class FailingDecoder:
+class FailingDecoder(TorchvisionDecoder):
     """A GPU-style decoder that fails on its n-th batch."""
 
     def __init__(self, fail_at: int) -> None:
-        self.inner = TorchvisionDecoder(torch.device("cpu"))
+        super().__init__(torch.device("cpu"))
         self.fail_at = fail_at
         self.calls = 0
 
-    def decode_batch(self, samples: list) -> tuple[dict, int]:
+    def decode(self, samples: list) -> tuple[dict, int]:
         """Decode, or raise on the fail_at-th call."""
         self.calls += 1
         if self.calls == self.fail_at:
             raise OSError(f"decoder failure on batch {self.calls}")
-        return self.inner.decode_batch(samples)
+        return super().decode(samples)
 
 
 def test_decoder_exception_reaches_the_consumer(shards: Path) -> None:
@@ -206,5 +203,6 @@ def test_prefetch_thread_stops_on_a_full_queue_and_closes_its_source() -> None:
 
 def test_build_loader_prefetch_option(shards: Path) -> None:
     assert build_loader(shards, "train", (4,), BATCH, decode="cpu", device="cpu", num_workers=0).prefetch == 0
+    assert gpu_style_loader(shards, 3).prefetch == 3 and gpu_style_loader(shards, None).prefetch == DEFAULT_PREFETCH
     with pytest.raises(ValueError, match="prefetch=-1"):
         build_loader(shards, "train", (4,), BATCH, decode="cpu", device="cpu", num_workers=0, prefetch=-1)

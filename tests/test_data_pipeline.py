@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import corrupt, make_videos, write_split
 
 from data_pipeline import build_loader, reduce_counts
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
-from data_pipeline.decode import choose_backend, decode_batch
-from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.decode import DECODERS, CpuDecoder, Decoder, choose_backend, make_decoder
+from data_pipeline.loader import PipelineConfig, batch_on_device, select_sample
 from data_pipeline.stream import ShardDataError, iterate_tar, read_split
 
 FRAME_COUNTS = (48, 30, 12, 4)
@@ -24,15 +25,16 @@ CORRUPT_ID = "c0002"
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shards(tiny_shards: Callable[..., Path]) -> Path:
     """Uneven train shards (27 videos of 32x32), a 2-shard validation split of 40x32 frames, a corrupt split."""
-    root = tmp_path_factory.mktemp("pipeline_shards")
-    write_split(root, "train", make_videos(27, FRAME_COUNTS), TRAIN_SHARD_SIZES)
-    write_split(root, "validation", make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e"), (6, 5))
-    corrupt = make_videos(6, (20,), prefix="c")
-    corrupt[2]["frames"] = [b"\xff\xd8 not a jpeg" for _ in corrupt[2]["frames"]]
-    write_split(root, "test", corrupt, (6,))
-    return root
+    with_corrupt = make_videos(6, (20,), prefix="c")
+    corrupt(with_corrupt[2])
+    return tiny_shards(
+        "pipeline_shards",
+        train=(make_videos(27, FRAME_COUNTS), TRAIN_SHARD_SIZES),
+        validation=(make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e"), (6, 5)),
+        test=(with_corrupt, (6,)),
+    )
 
 
 def loader_for(shards: Path, **options):
@@ -91,13 +93,16 @@ def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
     shard = read_split(shards, "train")[0].path
     rng = np.random.default_rng(5)
     samples = [select_sample(raw, shard, config, rng) for raw in iterate_tar(shard)][:4]
-    floats, _ = decode_batch(samples)
-    raw, _ = decode_batch(samples, normalise=False)
+    floats, _ = CpuDecoder(normalise=True).decode(samples)
+    raw, _ = make_decoder("cpu", torch.device("cpu"), max_frames=0).decode(samples)  # what the loader's workers run
     mean, std = normalisation_tensors()
     for rate in (4, 8):
         assert raw["frames"][rate].dtype == torch.uint8 and raw["frames"][rate].shape == (4, rate, 3, 24, 24)
         assert torch.equal(normalise_views(raw["frames"][rate], mean, std), floats["frames"][rate])
     assert raw["id"] == floats["id"]
+    on_device = batch_on_device(raw, torch.device("cpu"))  # the loader's last step, for every decoder
+    assert all(torch.equal(on_device["frames"][rate], floats["frames"][rate]) for rate in (4, 8))
+    assert batch_on_device(floats, torch.device("cpu"))["frames"][4] is floats["frames"][4]  # float: left as is
 
 
 @pytest.mark.parametrize("workers", [0, 2, 3])
@@ -145,9 +150,29 @@ def test_bad_input_gives_clear_errors(shards: Path, tmp_path: Path) -> None:
         loader_for(shards, split="test", batch_size=8)
     with pytest.raises(ValueError, match="CUDA"):
         loader_for(shards, decode="torchvision")
+    with pytest.raises(ValueError, match="unknown option.*'crop'"):
+        loader_for(shards, crop=24)
+    with pytest.raises(ValueError, match="tar_reader"):
+        loader_for(shards, tar_reader="tarfile")
     assert choose_backend("auto", torch.device("cpu")) == "cpu"
     with pytest.raises(ValueError, match="decode"):
         choose_backend("opencv", torch.device("cpu"))
+
+
+def test_registry_backends_follow_the_decoder_protocol() -> None:
+    """Every registered backend builds on the CPU and says where it runs; only cpu runs in the workers."""
+    for name in DECODERS:
+        decoder = make_decoder(name, torch.device("cpu"), max_frames=8)
+        assert isinstance(decoder, Decoder) and decoder.name == name
+        assert decoder.in_worker == (name == "cpu") and decoder.needs_cuda == (name != "cpu")
+    assert list(DECODERS)[-1] == "cpu"  # "auto" ends at the backend every device allows
+
+
+def test_loader_batches_arrive_on_its_device_as_normalised_floats(shards: Path) -> None:
+    loader = loader_for(shards, split="validation", train=False, batch_size=4, num_workers=0)
+    batch = next(iter(loader))
+    assert loader.backend == "cpu" and loader.device == torch.device("cpu") and loader.pin_memory is False
+    assert all(frames.dtype == torch.float32 and frames.device == loader.device for frames in batch["frames"].values())
 
 
 def test_training_fills_every_worker_quota_despite_empty_shards(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
-from data_pipeline.decode import TorchvisionDecoder, decode_batch
+from data_pipeline.decode import CpuDecoder, TorchvisionDecoder
 from data_pipeline.loader import PipelineConfig, select_sample
 from data_pipeline.stream import SelectedSample, iterate_tar, read_split
 
@@ -278,10 +278,10 @@ class CpuBackend:
         self._batches: dict[tuple[str, str], dict[str, Any]] = {}
 
     def pixels(self, split: str, protocol: Protocol) -> dict[str, Any]:
-        """The uint8 batch the loader workers hand over (decode_batch without normalisation)."""
+        """The uint8 batch the loader workers hand over (CpuDecoder without normalisation)."""
         key = (split, protocol.name)
         if key not in self._pixels:
-            self._pixels[key], _ = decode_batch(selected(self.shards, split, protocol), normalise=False)
+            self._pixels[key], _ = CpuDecoder().decode(selected(self.shards, split, protocol))
         return self._pixels[key]
 
     def batch(self, split: str, protocol: Protocol) -> dict[str, Any]:
@@ -439,7 +439,7 @@ def test_torchvision_backend_gives_the_cpu_backend_views(
 ) -> None:
     cpu_batch = cpu_backend.batch(split, protocol)
     decoder = TorchvisionDecoder(torch.device("cpu"))
-    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == cpu_batch["views"]
     for rate in RATES:
         assert torch.equal(batch["frames"][rate], cpu_batch["frames"][rate])
@@ -458,7 +458,7 @@ def test_dali_cpu_mode_gives_the_cpu_backend_views(
     cpu_batch = cpu_backend.batch(split, protocol)
     views = protocol.crops * protocol.clips
     decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(RATES), num_threads=1)
-    batch, replaced = decoder.decode_batch(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == views
     for rate in RATES:
         assert batch["frames"][rate].shape == cpu_batch["frames"][rate].shape

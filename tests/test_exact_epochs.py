@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import make_videos, write_split
+from pipeline_helpers import make_videos
 
 from data_pipeline import build_loader
 from data_pipeline.stream import (
@@ -30,15 +31,10 @@ SHARD_LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def shard_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shard_folders(tiny_shards: Callable[..., Path]) -> dict[str, Path]:
     """The same 26 tiny videos written with each shard layout."""
     videos = make_videos(NUM_VIDEOS, (3, 5), width=16, height=16)
-    folders = {}
-    for name, sizes in SHARD_LAYOUTS.items():
-        folder = tmp_path_factory.mktemp("exact")
-        write_split(folder, "train", videos, sizes)
-        folders[name] = folder
-    return folders
+    return {name: tiny_shards("exact", train=(videos, sizes)) for name, sizes in SHARD_LAYOUTS.items()}
 
 
 def epoch_ids(folder: Path, world_size: int, workers: int, batch: int, buffer: int, epoch: int) -> list[list[str]]:

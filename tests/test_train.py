@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_helpers import encode_jpeg
 
 import evaluate
 import train
 from engine.checkpoint import CHECKPOINT_KEYS
-from benchmarks.gpu_check_data import encode_jpeg
 from model import build_model
 from preprocess.shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
