@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import make_videos
+from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
 from data_pipeline.stream import (
