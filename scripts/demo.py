@@ -359,8 +359,8 @@ def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, tit
     styles = {"ffn": "-", "tsm16": "--", "tsm4": ":", "tsm8": "-."}
     for name, by_rate in curves.items():
         for rate, values in by_rate.items():
-            axis.plot(range(1, len(values) + 1), values, styles.get(name, "-"), marker="o", markersize=2.5,
-                      label=f"{name} at {rate}F")
+            style = styles.get(name.split("_")[0], "-")
+            axis.plot(range(1, len(values) + 1), values, style, marker="o", markersize=2.5, label=f"{name} at {rate}F")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation top-1 (%)")
     axis.set_ylim(0, 100)
@@ -466,14 +466,19 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     write_json_atomic(runs / f"{report_name}.json", report)
     print_report(models, args.seeds, margin_sets)
     print_times(timer, setup_s, total_s)
+    seeds_text = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+    curves_path = runs / f"{report_name}_curves.png"
     if args.study is None:
         write_plot(report, runs / "tfd.png")
-        seeds_text = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
-        write_curves_plot(curves, runs / "tfd_curves.png",
+        write_curves_plot(curves, curves_path,
                           f"Synthetic demo: validation top-1 per epoch ({args.start} start, mean of {seeds_text})")
-        print(f"\nwrote {runs / 'tfd.json'}, {runs / 'tfd.png'} and {runs / 'tfd_curves.png'}")
+        print(f"\nwrote {runs / 'tfd.json'}, {runs / 'tfd.png'} and {curves_path}")
     else:
-        print(f"\nwrote {runs / f'{report_name}.json'}")
+        study_curves = {name: by_frames for name, by_frames in curves.items()
+                        if name in STUDIES[args.study] or name in ("ffn", "tsm16")}
+        write_curves_plot(study_curves, curves_path,
+                          f"Synthetic demo, {args.study}: validation top-1 per epoch (mean of {seeds_text})")
+        print(f"\nwrote {runs / f'{report_name}.json'} and {curves_path}")
     return report
 
 
