@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initialise every model from the pretrained backbone (the paper's protocol) or randomly")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="override pretrain.py's epochs (smoke runs)")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="with --study: train only these of the study's models (default: all of them)")
     parser.add_argument("--study-only", action="store_true",
                         help="with --study: train and tabulate the study models alone (not the main models)")
     parser.add_argument("--study", choices=sorted(STUDIES), default=None,
@@ -398,11 +400,14 @@ def main_models(runs: Path, shards: Path, num_classes: int, args: argparse.Names
 def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
               backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, Any]]:
     """Train and evaluate the models of one study; return (models, commands, losses, validation curves)."""
+    unknown = sorted(set(args.models or []) - set(STUDIES[study]))
+    if unknown:
+        raise SystemExit(f"demo: {unknown} are not models of the {study} study; choose from {list(STUDIES[study])}")
     entries = {name: (train_args, backbone if start == PRETRAINED else None)
-               for name, (train_args, start, _) in STUDIES[study].items()}
+               for name, (train_args, start, _) in STUDIES[study].items() if not args.models or name in args.models}
     checkpoints, commands = train_set(runs, shards, num_classes, args, timer, entries)
     per_seed = evaluate_all(checkpoints, shards, runs, f"{study}_per_seed", args, timer)
-    losses = {name: loss for name, (_, _, loss) in STUDIES[study].items()}
+    losses = {name: loss for name, (_, _, loss) in STUDIES[study].items() if name in entries}
     curves = validation_curves(checkpoints, list(entries), args.seeds)
     return aggregate(per_seed, list(entries), args.seeds), commands, losses, curves
 
