@@ -357,18 +357,19 @@ def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    styles = {"ffn": "-", "tsm16": "--", "tsm4": ":", "tsm8": "-."}
-    for name, by_rate in curves.items():
+    figure, axis = plt.subplots(figsize=(8.5, 5.0))
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
+    styles = {"4": ":", "8": "-.", "16": "-"}  # line style = frame count, colour = model
+    for index, (name, by_rate) in enumerate(curves.items()):
         for rate, values in by_rate.items():
-            style = styles.get(name.split("_")[0], "-")
-            axis.plot(range(1, len(values) + 1), values, style, marker="o", markersize=2.5, label=f"{name} at {rate}F")
+            axis.plot(range(1, len(values) + 1), values, styles.get(rate, "--"), color=colours[index % len(colours)],
+                      marker="o", markersize=2.0, linewidth=1.4, label=f"{name} at {rate}F")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation top-1 (%)")
     axis.set_ylim(0, 100)
     axis.set_title(title, fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=2)
+    axis.legend(fontsize=7, ncol=2, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
