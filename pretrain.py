@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from common.atomic import write_json_atomic
-from data_pipeline.augment import normalisation_tensors
+from data_pipeline.augment import normalisation_tensors, normalise_views
 from engine.backbone_cache import (
     BACKBONE_FILE,
     PRETRAIN_DEFAULTS,
@@ -76,8 +76,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def to_batch(images: np.ndarray, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) images -> normalised float (N, 1, 3, H, W) one-frame videos on the device."""
-    frames = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
-    return ((frames - mean) / std).unsqueeze(1)
+    return normalise_views(torch.from_numpy(images).to(device).permute(0, 3, 1, 2), mean, std).unsqueeze(1)
 
 
 @torch.no_grad()
