@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "arch": "tiny",
         "pretrained": "none",
         "dropout": 0.0,
-        "epochs": 20,
+        "epochs": 40,
         "batch_size": 32,
         "lr": 3e-3,
         "optimizer": "adamw",

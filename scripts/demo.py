@@ -7,10 +7,15 @@ every model starting from that backbone and with one preset (``train.py --preset
 model on the validation split at 2, 4, 6, 8, 12 and 16 frames; print the table and the margins; write
 ``<runs>/tfd.json``, ``<runs>/tfd.png`` and ``<runs>/tfd_curves.png`` (validation top-1 per epoch).
 
-``--study ablations`` (``make ablations``) trains the paper's ablation rows of TSM-FFN on the same data and backbone
-(one shared BN set, no Weight Alteration, lambda 0) and the variant with CE on every rate (labelled: not the
-official loss), and writes ``<runs>/ablations.json``. ``--study mechanism`` trains the comparisons of the
-reproduction note (random start, lambda 0 / 0.5 / 1, 20 against 40 epochs) and writes ``<runs>/mechanism.json``.
+The demo preset trains 40 epochs. ``--study ablations`` (``make ablations``) trains the paper's ablation rows of
+TSM-FFN on the same data and backbone (one shared BN set, no Weight Alteration, lambda 0) and the variant with CE on
+every rate (labelled: not the official loss), and writes ``<runs>/ablations.json``. ``--study mechanism`` trains the
+comparisons of the reproduction note (every model at 20 epochs, random start, lambda 0 / 0.5 / 1) and writes
+``<runs>/mechanism.json``. Every study model trains 20 epochs (``STUDY_EPOCHS``), where the official loss has not
+converged yet and the ingredients' effects show; ``<model>_e20`` is a main model at 20 epochs.
+
+Trainings run two at a time on a machine with two or more cores (``--jobs``); each is seeded and single-threaded,
+so its numbers do not depend on that.
 
 Usage::
 
@@ -36,7 +41,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as `python scripts/demo.py`: the repository's packages import from here
@@ -58,6 +63,10 @@ EVAL_FRAMES = (2, 4, 6, 8, 12, 16)
 EVAL_BATCH = 50
 LOADER_WORKERS = 1
 DEFAULT_THREADS = 1
+DEFAULT_JOBS = min(2, os.cpu_count() or 1)
+RUN_RECORD = "demo_run.json"
+TRAIN_LOG = "train.log"
+POLL_S = 1.0
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
 VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
 FFN_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--val-frames", "4", "8", "16"]
@@ -72,25 +81,35 @@ MODEL_LOSSES = {"tsm16": "cross-entropy", "ffn": OFFICIAL_LOSS, "tsm4": "cross-e
 VARIANT_NAME = "ffn_ce_all"
 VARIANT_ARGS = [*FFN_ARGS, "--ce-all-rates"]
 PRETRAINED, RANDOM = "pretrained", "random"
-LONG_EPOCHS = 40
-# name: (train.py arguments beyond the preset, start, loss). Every study model uses the demo preset, data and seed.
-STUDIES: dict[str, dict[str, tuple[list[str], str, str]]] = {
+STUDY_EPOCHS = 20  # the studies' schedule: half the demo preset's, where the official loss has not converged yet
+
+
+class StudyModel(NamedTuple):
+    """One model of a study: train.py arguments beyond the preset, start, loss, and epochs (None: the preset's)."""
+
+    train_args: list[str]
+    start: str
+    loss: str
+    epochs: int | None = STUDY_EPOCHS
+
+
+# Every study model uses the demo preset, data and seed, at STUDY_EPOCHS; `<name>_e20` is a main model at 20 epochs.
+SHORT_RUNS: dict[str, StudyModel] = {f"{name}_e{STUDY_EPOCHS}": StudyModel(MODELS[name], PRETRAINED, MODEL_LOSSES[name])
+                                     for name in MODELS}
+STUDIES: dict[str, dict[str, StudyModel]] = {
     "ablations": {
-        "ffn_shared_bn": ([*FFN_ARGS, "--no-private-bn"], PRETRAINED, OFFICIAL_LOSS + "; one shared BN set"),
-        "ffn_no_wa": ([*FFN_ARGS, "--no-weight-alteration"], PRETRAINED, OFFICIAL_LOSS + "; no Weight Alteration"),
-        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
-        VARIANT_NAME: (VARIANT_ARGS, PRETRAINED, VARIANT_LOSS),
+        f"ffn_e{STUDY_EPOCHS}": SHORT_RUNS[f"ffn_e{STUDY_EPOCHS}"],
+        "ffn_shared_bn": StudyModel([*FFN_ARGS, "--no-private-bn"], PRETRAINED, OFFICIAL_LOSS + "; one shared BN set"),
+        "ffn_no_wa": StudyModel([*FFN_ARGS, "--no-weight-alteration"], PRETRAINED,
+                                OFFICIAL_LOSS + "; no Weight Alteration"),
+        "ffn_lam0": StudyModel([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
+        VARIANT_NAME: StudyModel(VARIANT_ARGS, PRETRAINED, VARIANT_LOSS),
     },
     "mechanism": {
-        "ffn_lam0.5": ([*FFN_ARGS, "--lam", "0.5"], PRETRAINED, "CE on 16F + 0.5 x (the KL terms)"),
-        "ffn_lam0": ([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
-        **{f"{name}_{variant}": ([*MODELS[name], *extra], start, MODEL_LOSSES[name])
-           for variant, extra, start, names in (
-               ("random", [], RANDOM, ("ffn", "tsm16")),
-               (f"e{LONG_EPOCHS}", ["--epochs", str(LONG_EPOCHS)], PRETRAINED, ("ffn", "tsm16")),
-               ("random", [], RANDOM, ("tsm4", "tsm8")),
-               (f"e{LONG_EPOCHS}", ["--epochs", str(LONG_EPOCHS)], PRETRAINED, ("tsm4", "tsm8")))
-           for name in names},
+        **SHORT_RUNS,
+        "ffn_lam0.5": StudyModel([*FFN_ARGS, "--lam", "0.5"], PRETRAINED, "CE on 16F + 0.5 x (the KL terms)"),
+        "ffn_lam0": StudyModel([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),
+        **{f"{name}_random": StudyModel(MODELS[name], RANDOM, MODEL_LOSSES[name]) for name in MODELS},
     },
 }
 
@@ -105,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="torch threads of each training and evaluation (default 1: the numbers do not depend "
                              "on the core count, and other jobs on the machine do not oversubscribe it)")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                        help="trainings run side by side (default: 2 on a machine with 2 or more cores, else 1)")
     parser.add_argument("--videos-per-class", type=int, default=VIDEOS_PER_CLASS)
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (smoke runs)")
     parser.add_argument("--fresh", action="store_true", help="delete <runs> first and redo everything")
@@ -179,46 +200,108 @@ def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tup
 
 
 def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                  args: argparse.Namespace, backbone: Path | None) -> list[str]:
-    """Return the train.py command of one demo model (the demo preset, validation after every epoch)."""
+                  args: argparse.Namespace, backbone: Path | None, epochs: int | None = None) -> list[str]:
+    """Return the train.py command of one demo model (the demo preset, validation after every epoch).
+
+    ``epochs`` sets a study's schedule; ``--epochs`` on the demo's command line (smoke runs) overrides every model's.
+    """
     command = [sys.executable, "train.py", *mode_args, "--preset", "demo", "--shards", str(shards), "--output",
                str(output), "--seed", str(seed), "--num-classes", str(num_classes), "--workers", str(LOADER_WORKERS),
                "--threads", str(args.threads), "--val-every", "1", "--no-progress",
                "--pretrained", str(backbone) if backbone else "none"]
-    if args.epochs and "--epochs" not in mode_args:
-        command += ["--epochs", str(args.epochs)]
+    epochs = args.epochs or epochs
+    if epochs:
+        command += ["--epochs", str(epochs)]
     return command
+
+
+def run_record(command: list[str]) -> dict[str, Any]:
+    """Return what identifies a training: its arguments and the demo preset they resolve against."""
+    return {"command": command[1:], "preset": PRESETS["demo"]}
 
 
 def finished_run(output: Path, command: list[str]) -> str:
     """Return "done" when a run with this exact command finished, "partial" when it can resume, else "new"."""
-    record = output / "demo_command.json"
+    record = output / RUN_RECORD
     last = output / "last.pt"
     if not record.is_file() or not last.is_file():
         return "new"
-    if json.loads(record.read_text(encoding="utf-8")) != command[1:]:
+    if json.loads(record.read_text(encoding="utf-8")) != run_record(command):
         return "new"
     checkpoint = load_checkpoint(last)
     epochs = checkpoint["metrics"]["settings"]["epochs"]
     return "done" if checkpoint["epoch"] >= epochs else "partial"
 
 
-def train_model(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                args: argparse.Namespace, timer: Timer, backbone: Path | None) -> tuple[Path, list[str]]:
-    """Train one model (or reuse / resume an identical run); return its last checkpoint and train command."""
-    command = train_command(mode_args, shards, output, seed, num_classes, args, backbone)
+class Training(NamedTuple):
+    """One planned training: its table label, command (with --resume when it continues) and folder."""
+
+    label: str
+    command: list[str]
+    output: Path
+
+
+def plan_training(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
+                  args: argparse.Namespace, timer: Timer, backbone: Path | None,
+                  epochs: int | None) -> tuple[Training | None, list[str]]:
+    """Prepare one model's folder; return its training (None: an identical finished run is reused) and command."""
+    command = train_command(mode_args, shards, output, seed, num_classes, args, backbone, epochs)
     state = finished_run(output, command)
     label = f"train {name} (seed {seed})"
     if state == "done":
         print(f"\n== {label}: reusing {output / 'last.pt'}", flush=True)
         timer.seconds[label] = 0.0
-        return output / "last.pt", command
+        return None, command
     if state == "new" and output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output / "demo_command.json", command[1:])
-    timer.run(label, command + (["--resume"] if state == "partial" else []))
-    return output / "last.pt", command
+    write_json_atomic(output / RUN_RECORD, run_record(command))
+    return Training(label, command + (["--resume"] if state == "partial" else []), output), command
+
+
+def run_trainings(trainings: list[Training], jobs: int, timer: Timer) -> None:
+    """Run the trainings, ``jobs`` at a time; with more than one, each writes its output to ``<output>/train.log``.
+
+    Each training is seeded and single-threaded, so its numbers do not depend on how many run side by side.
+    """
+    if jobs <= 1 or len(trainings) <= 1:
+        for training in trainings:
+            timer.run(training.label, training.command)
+        return
+    print(f"\n== training {len(trainings)} runs, {jobs} at a time (each one's output: <run>/{TRAIN_LOG})", flush=True)
+    start = time.perf_counter()
+    waiting, running = list(trainings), []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            training = waiting.pop(0)
+            log = (training.output / TRAIN_LOG).open("w", encoding="utf-8")
+            process = subprocess.Popen(training.command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+            running.append((training, process, log, time.perf_counter()))
+            print(f"   started {training.label}: {' '.join(training.command)}", flush=True)
+        time.sleep(POLL_S)
+        for item in [item for item in running if item[1].poll() is not None]:
+            running.remove(item)
+            finish_training(*item, running, timer)
+    timer.seconds[f"training ({len(trainings)} runs, {jobs} at a time)"] = time.perf_counter() - start
+
+
+def finish_training(training: Training, process: subprocess.Popen, log: Any, started: float,
+                    running: list[Any], timer: Timer) -> None:
+    """Record a finished training's time and last line; stop every other one and the demo if it failed."""
+    log.close()
+    seconds = time.perf_counter() - started
+    timer.seconds[training.label] = seconds
+    lines = (training.output / TRAIN_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    if process.returncode == 0:
+        print(f"   finished {training.label} in {seconds:.0f} s: {lines[-1] if lines else ''}", flush=True)
+        return
+    for _, other, other_log, _ in running:
+        other.terminate()
+        other.wait()
+        other_log.close()
+    print("\n".join(lines[-20:]))
+    raise SystemExit(f"demo: step {training.label!r} failed (exit {process.returncode}); "
+                     f"see {training.output / TRAIN_LOG}")
 
 
 def evaluate_all(checkpoints: dict[str, Path], shards: Path, output: Path, tag: str, args: argparse.Namespace,
@@ -298,6 +381,8 @@ def print_times(timer: Timer, setup_s: float | None, total_s: float) -> None:
         print(f"  {'set-up (make, venv)':<32} {setup_s:8.1f}")
     for name, seconds in timer.seconds.items():
         print(f"  {name:<32} {seconds:8.1f}")
+    if any(name.startswith("training (") for name in timer.seconds):
+        print("  (runs side by side overlap: the 'training' line is their wall time)")
     print(f"  {'total':<32} {total_s:8.1f}  ({total_s / 60:.1f} min)")
 
 
@@ -314,7 +399,7 @@ def settings_record(args: argparse.Namespace, summary: dict[str, Any], losses: d
         "counts": summary.get("counts"), "clip_frames": CLIP_FRAMES, "frame_size": FRAME_SIZE,
         "n_validation": n_val, "split": "validation", "eval_frames": list(EVAL_FRAMES),
         "protocol": "1 clip x full 32x32 frame (test resize 32, centre crop 32)",
-        "start": args.start, "preset": preset, "loss": losses, "commands": commands,
+        "start": args.start, "preset": preset, "study_epochs": STUDY_EPOCHS, "loss": losses, "commands": commands,
         "pretraining": None if pretraining is None else {
             "checkpoint": str(backbone), "sha256": pretraining["sha256"], "settings": pretraining["settings"],
             "val_top1": pretraining["val_top1"], "train_s": pretraining["train_s"]},
@@ -376,16 +461,20 @@ def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, tit
 
 
 def train_set(runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
-              entries: dict[str, tuple[list[str], Path | None]]) -> tuple[dict[str, Path], dict[str, str]]:
-    """Train {name: (train arguments, backbone)} for every seed; return checkpoints and commands."""
+              entries: dict[str, tuple[list[str], Path | None, int | None]]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Train {name: (train arguments, backbone, epochs)} for every seed; return checkpoints and commands."""
     checkpoints: dict[str, Path] = {}
     commands: dict[str, str] = {}
+    trainings: list[Training] = []
     for seed in args.seeds:
-        for name, (mode_args, backbone) in entries.items():
+        for name, (mode_args, backbone, epochs) in entries.items():
             output = runs / f"seed{seed}" / name
-            checkpoints[f"{name}@seed{seed}"], command = train_model(name, mode_args, shards, output, seed,
-                                                                     num_classes, args, timer, backbone)
+            training, command = plan_training(name, mode_args, shards, output, seed, num_classes, args, timer,
+                                              backbone, epochs)
+            trainings += [training] if training else []
+            checkpoints[f"{name}@seed{seed}"] = output / "last.pt"
             commands[name] = shlex.join(command[1:])
+    run_trainings(trainings, args.jobs, timer)
     return checkpoints, commands
 
 
@@ -393,7 +482,7 @@ def main_models(runs: Path, shards: Path, num_classes: int, args: argparse.Names
                 backbone: Path | None) -> tuple[dict[str, Any], dict[str, Path], dict[str, str]]:
     """Train and evaluate tsm16, ffn (the official loss), tsm4 and tsm8."""
     checkpoints, commands = train_set(runs, shards, num_classes, args, timer,
-                                      {name: (mode_args, backbone) for name, mode_args in MODELS.items()})
+                                      {name: (mode_args, backbone, None) for name, mode_args in MODELS.items()})
     per_seed = evaluate_all(checkpoints, shards, runs, "tfd_per_seed", args, timer)
     return aggregate(per_seed, list(MODELS), args.seeds), checkpoints, commands
 
@@ -404,11 +493,11 @@ def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argp
     unknown = sorted(set(args.models or []) - set(STUDIES[study]))
     if unknown:
         raise SystemExit(f"demo: {unknown} are not models of the {study} study; choose from {list(STUDIES[study])}")
-    entries = {name: (train_args, backbone if start == PRETRAINED else None)
-               for name, (train_args, start, _) in STUDIES[study].items() if not args.models or name in args.models}
+    entries = {name: (model.train_args, backbone if model.start == PRETRAINED else None, model.epochs)
+               for name, model in STUDIES[study].items() if not args.models or name in args.models}
     checkpoints, commands = train_set(runs, shards, num_classes, args, timer, entries)
     per_seed = evaluate_all(checkpoints, shards, runs, f"{study}_per_seed", args, timer)
-    losses = {name: loss for name, (_, _, loss) in STUDIES[study].items() if name in entries}
+    losses = {name: model.loss for name, model in STUDIES[study].items() if name in entries}
     curves = validation_curves(checkpoints, list(entries), args.seeds)
     return aggregate(per_seed, list(entries), args.seeds), commands, losses, curves
 
@@ -456,8 +545,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         commands.update(study_commands)
         losses.update(study_losses)
         curves.update(study_curves)
-        if VARIANT_NAME in models and "tsm16" in models:
-            margin_sets["ce_on_every_rate_not_official"] = margins(models, VARIANT_NAME)
     report = {
         "settings": settings_record(args, summary, losses, commands, next(iter(models.values()))["n"], backbone,
                                     pretraining),
