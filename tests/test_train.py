@@ -216,11 +216,14 @@ def test_torchrun_two_cpu_processes(shards, tmp_path):
 def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     """scripts/demo.py on a miniature dataset (4 clips per class, 1 epoch): every step runs, the schema holds."""
     command = [sys.executable, "scripts/demo.py", "--runs", str(tmp_path / "demo"), "--videos-per-class", "4",
-               "--epochs", "1", "--pretrain-epochs", "1", "--threads", "1", "--workers", "1", "--started-at", "0"]
+               "--epochs", "1", "--pretrain-epochs", "1", "--threads", "1", "--workers", "1", "--started-at", "0",
+               "--jobs", "2"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "time breakdown" in result.stdout and "train ffn (seed 0)" in result.stdout
-    assert "pretraining" in result.stdout and "classifier dropped: fc.weight, fc.bias" in result.stdout
+    assert "training (4 runs, 2 at a time)" in result.stdout  # side by side: each run's output goes to its log
+    ffn_log = (tmp_path / "demo" / "seed0" / "ffn" / "train.log").read_text()
+    assert "pretraining" in result.stdout and "classifier dropped: fc.weight, fc.bias" in ffn_log
     report = json.loads((tmp_path / "demo" / "tfd.json").read_text())
     assert {"tsm16", "ffn", "tsm4", "tsm8"} <= set(report["models"])
     for name, trained in (("tsm16", [16]), ("ffn", [4, 8, 16]), ("tsm4", [4]), ("tsm8", [8])):
@@ -231,6 +234,7 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert settings["n_validation"] == 12 and len(settings["classes"]) == settings["num_classes"] == 12
     assert settings["seeds"] == [0] and settings["loss"]["ffn"].startswith("official")
     assert settings["start"] == "pretrained" and settings["preset"]["arch"] == "tiny"
+    assert settings["preset"]["epochs"] == 1 and settings["study_epochs"] == 20  # --epochs overrides every schedule
     pretraining = settings["pretraining"]
     digest = hashlib.sha256(Path(pretraining["checkpoint"]).read_bytes()).hexdigest()
     assert pretraining["sha256"] == digest and pretraining["settings"]["epochs"] == 1
@@ -246,12 +250,14 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert study.returncode == 0, study.stdout[-2000:] + study.stderr[-2000:]
     assert "train ffn (seed 0): reusing" in study.stdout
     ablations = json.loads((tmp_path / "demo" / "ablations.json").read_text())
-    assert {"ffn", "tsm16", "tsm4", "tsm8", "ffn_shared_bn", "ffn_no_wa", "ffn_lam0"} <= set(ablations["models"])
+    assert {"ffn", "tsm16", "tsm4", "tsm8", "ffn_e20", "ffn_shared_bn", "ffn_no_wa", "ffn_lam0"} <= set(
+        ablations["models"])
     commands = ablations["settings"]["commands"]
     assert "--no-private-bn" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]
     assert set(ablations["curves"]["ffn_lam0"]) == {"4", "8", "16"}
     assert (tmp_path / "demo" / "ablations_curves.png").read_bytes()[:4] == b"\x89PNG"
-    alone = subprocess.run([*command, "--study", "ablations", "--study-only", "--models", "ffn_lam0", "ffn_no_wa"],
+    alone = subprocess.run([*command, "--study", "ablations", "--study-only", "--models", "ffn_lam0", "ffn_no_wa",
+                            "--jobs", "1"],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
     assert "train ffn_lam0 (seed 0): reusing" in alone.stdout and "train tsm16" not in alone.stdout
