@@ -11,11 +11,16 @@ Latency is the wall time of one forward of one video, as evaluate.py feeds it: a
 views ((views, T, 3, crop, crop)), on the evaluation device and precision, after warm-up passes, median of the
 timed passes; CUDA and MPS are synchronised before and after each pass. Decoding, data loading and the host to
 device copy are not included.
+
+``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of TSM and TSM-FFN
+of a backbone (no checkpoint needed) and the Weight Alteration's share.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -180,3 +185,36 @@ def cost_settings(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
         "gflops": GFLOPS_PROTOCOL, "views_per_video": views, "latency_ms": latency or "not measured (--no-latency)",
         "weight_alteration_share": {name: round(share, 6) for name, share in shares.items() if share is not None},
     }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``python -m engine.cost``."""
+    parser = argparse.ArgumentParser(description="Multiply-adds per video of TSM and TSM-FFN (torch's FLOP counter)")
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--views", type=int, default=1, help="test crops x test clips")
+    parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument("--ffn-frames", type=int, nargs="+", default=[4, 8, 16])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print one line per frame count: TSM and FFN multiply-adds per video and the Weight Alteration's share."""
+    from model import build_model
+
+    args = build_parser().parse_args(argv)
+    tsm = build_model(arch=args.arch, num_classes=args.num_classes).eval()
+    ffn = build_model(arch=args.arch, num_classes=args.num_classes, ffn_frames=args.ffn_frames).eval()
+    print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
+    for count in args.frames:
+        tsm_gflops = count_multiply_adds(tsm, count, args.crop_size, args.views) / GIGA
+        ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
+        share = weight_alteration_share(ffn, count, args.crop_size) or 0.0
+        print(f"  {count:3d}F  TSM {tsm_gflops:9.4g}  FFN {ffn_gflops:9.4g} (branch {ffn.branch_for(count)})  "
+              f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

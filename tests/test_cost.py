@@ -134,3 +134,12 @@ def test_demo_aggregate_carries_gflops_and_mean_latency_over_seeds():
         del item["gflops"], item["latency_ms"]
     assert "gflops" not in demo.aggregate(per_seed, ["tsm4"], [0, 1])["tsm4"]
     assert demo.aggregate(per_seed, ["tsm4"], [0])["tsm4"]["top1"] == {"4": 50.0}
+
+
+def test_command_line_prints_tsm_and_ffn_per_frame_count(capsys):
+    from engine.cost import main
+
+    assert main(["--arch", "tiny", "--crop-size", "32", "--frames", "2", "16", "--num-classes", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("tiny, 32 px, 1 view(s)") and len(lines) == 3
+    assert "2F" in lines[1] and "(branch 4)" in lines[1] and "(branch 16)" in lines[2]

@@ -241,6 +241,8 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
         entry = report["models"][name]
         assert entry["trained_frames"] == trained and entry["split"] == "validation" and entry["n"] == 12
         assert set(entry["top1"]) == {"2", "4", "6", "8", "12", "16"}
+        assert set(entry["gflops"]) == set(entry["latency_ms"]) == set(entry["top1"])
+    assert report["models"]["ffn"]["gflops"] == report["models"]["tsm16"]["gflops"]
     settings = report["settings"]
     assert settings["n_validation"] == 12 and len(settings["classes"]) == settings["num_classes"] == 12
     assert settings["seeds"] == [0] and settings["loss"]["ffn"].startswith("official")
