@@ -13,9 +13,14 @@ is FFN's: 1 clip x 1 centre crop 224 of the frame resized to short side 256. TSM
 with ``--short-video segments`` (its indices for short videos); see docs/evaluation_protocols.md. All models and
 frame counts are evaluated in one pass over the data. Runs under torchrun too (each video once across ranks).
 
+Each model and frame count also gets its cost (engine/cost.py): ``gflops``, multiply-adds per video in G counted by
+torch's FLOP counter on the network (one view, times the views), and ``latency_ms``, the median forward time of
+one video on the evaluation device after warm-up (``--no-latency`` skips it: null).
+
 JSON (``<output>/<tag>.json``)::
 
     {"settings": {...}, "models": {NAME: {"trained_frames": [...], "top1": {"2": ..}, "top5": {..},
+                                          "gflops": {"2": ..}, "latency_ms": {"2": ..},
                                           "split": "validation", "n": ..., "checkpoint": path}}}
 
 top-1 and top-5 are percentages.
@@ -36,6 +41,7 @@ from torch import nn
 from common.atomic import write_json_atomic
 from data_pipeline.augment import TEST_CROP_COUNTS, default_test_resize
 from data_pipeline.sampling import SHORT_VIDEO_RULES
+from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
 from engine.data import make_loader
 from engine.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
@@ -84,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default=None, help="plot title")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="skip the latency per video (GFLOPs are always counted)")
+    parser.add_argument("--latency-runs", type=int, default=DEFAULT_LATENCY_RUNS,
+                        help="timed forward passes per model and frame count (the median is reported)")
     return parser
 
 
@@ -198,6 +208,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     results = evaluate_networks(networks, loader, frames, device, precision)
     seconds = time.perf_counter() - start
+    views = args.test_crops * args.test_clips
+    latency_runs = 0 if args.no_latency or rank != 0 else args.latency_runs
+    costs = measure_costs(networks, frames, args.crop_size, views, device, precision, latency_runs)
     report = {
         "settings": {
             "split": args.split, "frames": frames, "shards": str(args.shards), "crop_size": args.crop_size,
@@ -206,9 +219,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size, "precision": precision, "device": str(device),
             "world_size": world_size, "seconds": round(seconds, 2),
             "checkpoints": {name: str(path) for name, path in paths.items()},
+            "cost": cost_settings(networks, frames, args.crop_size, views, device, precision, latency_runs),
         },
-        "models": {name: model_entry(networks[name], settings_by_name[name], frames, results[name], args.split,
-                                     paths[name])
+        "models": {name: {**model_entry(networks[name], settings_by_name[name], frames, results[name], args.split,
+                                        paths[name]), **costs[name]}
                    for name in networks},
     }
     if rank == 0:
@@ -217,6 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         title = args.title or f"top-1 against frames ({args.split}, {report['models'][named[0][0]]['n']} videos)"
         plot_top1(report["models"], frames, args.output / f"{args.tag}.png", title)
         print(format_table(report["models"], frames))
+        print("\nGFLOPs (multiply-adds) / latency (ms) per video")
+        print(format_table(report["models"], frames, key="gflops", second="latency_ms", number_format=".4g"))
         print(f"wrote {args.output / (args.tag + '.json')} and {args.output / (args.tag + '.png')} "
               f"({seconds:.1f} s)", flush=True)
     return report

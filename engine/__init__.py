@@ -11,6 +11,7 @@ Modules (import the one you need; nothing heavy is imported here):
 - ``data``: the loader of a split from the command-line options, the class count from a manifest, batches on the
   device;
 - ``evaluation``: top-k counts and the one-pass evaluation of several networks at several frame counts;
-- ``reporting``: the plain-text accuracy table and the top-1 against frames plot;
+- ``reporting``: the plain-text accuracy table and the plot of top-1 against frames and against GFLOPs;
+- ``cost``: multiply-adds per video (torch's FLOP counter) and the latency per video of a frame count;
 - ``backbone_cache``: where pretrain.py keeps a pretrained backbone (one folder per setting).
 """

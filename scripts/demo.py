@@ -5,7 +5,8 @@ the 2D backbone on single synthetic images (``pretrain.py``, the stand-in for Im
 every model starting from that backbone and with one preset (``train.py --preset demo``): vanilla TSM at 16 frames
 (tsm16), TSM-FFN at 4/8/16 with the official loss (ffn), separated TSM at 4 and 8 frames (tsm4, tsm8); evaluate every
 model on the validation split at 2, 4, 6, 8, 12 and 16 frames; print the table and the margins; write
-``<runs>/tfd.json``, ``<runs>/tfd.png`` and ``<runs>/tfd_curves.png`` (validation top-1 per epoch).
+``<runs>/tfd.json``, ``<runs>/tfd.png`` (top-1 against frames and against GFLOPs per video) and
+``<runs>/tfd_curves.png`` (validation top-1 per epoch).
 
 The demo preset trains 40 epochs. ``--study ablations`` (``make ablations``) trains the paper's ablation rows of
 TSM-FFN on the same data and backbone (one shared BN set, no Weight Alteration, lambda 0) and the variant with CE on
@@ -330,8 +331,26 @@ def aggregate(per_seed: dict[str, Any], names: Sequence[str], seeds: Sequence[in
             entry[f"{metric}_max"] = {rate: max(items) for rate, items in values.items()}
             entry[f"{metric}_by_seed"] = values
         entry["checkpoints"] = [item["checkpoint"] for item in entries]
+        entry.update(aggregate_costs(name, entries, frames))
         models[name] = entry
     return models
+
+
+def aggregate_costs(name: str, entries: Sequence[dict[str, Any]], frames: Sequence[str]) -> dict[str, Any]:
+    """Return {"gflops": the seeds' common count, "latency_ms": mean over seeds} ({} for entries without costs).
+
+    Every seed trains the same network, so the GFLOPs must agree; latency is None where it was not measured.
+    """
+    if not all("gflops" in item for item in entries):
+        return {}
+    gflops = entries[0]["gflops"]
+    if any(item["gflops"] != gflops for item in entries):
+        raise SystemExit(f"demo: the seeds of {name} count different GFLOPs; they must share one network")
+    latency = {}
+    for rate in frames:
+        values = [item.get("latency_ms", {}).get(rate) for item in entries]
+        latency[rate] = None if None in values else round(statistics.fmean(values), 3)
+    return {"gflops": gflops, "latency_ms": latency}
 
 
 def margins(models: dict[str, Any], ffn_name: str = "ffn") -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from pipeline_helpers import encode_jpeg
 import evaluate
 import train
 from engine.checkpoint import CHECKPOINT_KEYS
+from engine.cost import count_multiply_adds
 from model import build_model
 from preprocess.shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
@@ -163,6 +164,14 @@ def test_evaluate_at_several_frame_counts_writes_the_schema(trained_runs, shards
         assert entry["trained_frames"] == trained and entry["split"] == "validation" and entry["n"] == 12
         assert set(entry["top1"]) == set(entry["top5"]) == {"2", "4", "8", "16"}
         assert all(0 <= entry["top1"][t] <= entry["top5"][t] <= 100 for t in entry["top1"])
+        assert set(entry["gflops"]) == set(entry["latency_ms"]) == {"2", "4", "8", "16"}
+        assert all(entry["latency_ms"][t] > 0 for t in entry["latency_ms"])
+        assert entry["gflops"]["16"] == pytest.approx(8 * entry["gflops"]["2"], rel=1e-4)
+    # The tiny network at 32 px: FFN counts what TSM counts (Weight Alteration folded into conv1's weights).
+    assert written["models"]["ffn"]["gflops"] == written["models"]["tsm4"]["gflops"]
+    cost = written["settings"]["cost"]
+    assert cost["views_per_video"] == 1 and "median" in cost["latency_ms"]
+    assert set(cost["weight_alteration_share"]) == {"ffn"}
     # The evaluation protocol is the one train.py validates with (there through the lean tar reader, here through
     # WebDataset's): the same number at the trained frame count.
     for name, frames in (("tsm4", "4"), ("ffn", "16")):
@@ -176,7 +185,7 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
     report = evaluate.run(evaluate.build_parser().parse_args(
         ["--checkpoints", str(trained_runs["ffn"] / "last.pt"), "--frames", "4", "16", "--shards", str(shards),
          "--output", str(tmp_path), "--workers", "0", "--batch-size", "5", "--test-resize", "36", "--full-res",
-         "--test-crops", "3", "--test-clips", "2", "--short-video", "segments"]))
+         "--test-crops", "3", "--test-clips", "2", "--short-video", "segments", "--no-latency"]))
     settings = json.loads((tmp_path / "eval.json").read_text())["settings"]
     assert settings == json.loads(json.dumps(report["settings"]))
     assert (settings["crop_size"], settings["test_resize"]) == (36, 36)  # trained at crop 32, test resize 32
@@ -184,6 +193,11 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
     assert settings["full_res"] is True and settings["short_video"] == "segments"
     entry = report["models"]["ffn"]
     assert entry["n"] == 12  # every video once, its 6 views averaged
+    assert entry["latency_ms"] == {"4": None, "16": None}  # --no-latency
+    network = build_model(arch="tiny", num_classes=NUM_CLASSES, ffn_frames=(4, 8, 16))
+    per_view = count_multiply_adds(network, 16, 36) / 1e9
+    assert entry["gflops"]["16"] == pytest.approx(6 * per_view, rel=1e-5)  # per video: 3 crops x 2 clips
+    assert settings["cost"]["views_per_video"] == 6
     assert set(entry["top1"]) == set(entry["top5"]) == {"4", "16"}
     assert all(0 <= entry["top1"][t] <= entry["top5"][t] <= 100 for t in entry["top1"])
 
@@ -230,6 +244,8 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
         entry = report["models"][name]
         assert entry["trained_frames"] == trained and entry["split"] == "validation" and entry["n"] == 12
         assert set(entry["top1"]) == {"2", "4", "6", "8", "12", "16"}
+        assert set(entry["gflops"]) == set(entry["latency_ms"]) == set(entry["top1"])
+    assert report["models"]["ffn"]["gflops"] == report["models"]["tsm16"]["gflops"]
     settings = report["settings"]
     assert settings["n_validation"] == 12 and len(settings["classes"]) == settings["num_classes"] == 12
     assert settings["seeds"] == [0] and settings["loss"]["ffn"].startswith("official")
