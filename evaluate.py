@@ -45,15 +45,13 @@ from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
 from engine.data import make_loader
 from engine.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
+from engine.inference import OFFICIAL_ARCH, load_network
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.reporting import format_table, plot_top1
-from model import build_model, load_checkpoint_file, load_official_state_dict
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
 DEFAULT_CROP_SIZE = 224
 DEFAULT_TAG = "eval"
-OFFICIAL_ARCH = "resnet50"
-FFN_KEY_MARKERS = ("bn1_4.", "_16.", "adaconv_")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,50 +103,6 @@ def split_named_path(entry: str) -> tuple[str, Path]:
     path = Path(entry)
     name = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
     return name, path
-
-
-def is_ffn_state_dict(state_dict: dict[str, Any]) -> bool:
-    """True for an official TSM-FFN state dict (private BatchNorms / Weight Alteration keys)."""
-    return any(marker in key for key in state_dict for marker in FFN_KEY_MARKERS)
-
-
-def load_network(path: Path, arch: str, channels_last: bool,
-                 trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Build and load a model from one of our checkpoints or an official TSM / TSM-FFN file.
-
-    Returns
-    -------
-    (module, settings)
-        The model in eval mode on the CPU, and the training settings recorded in our checkpoints ({} else).
-
-    Raises
-    ------
-    SystemExit
-        If the file is missing or is neither format.
-    """
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such checkpoint; check --checkpoints")
-    try:
-        payload = load_checkpoint_file(path, trust_pickle=trust_pickle)
-    except ValueError as error:
-        raise SystemExit(f"{error}; evaluate.py: pass --trust-pickle for a file you trust") from error
-    if "config" in payload and "model" in payload:
-        config = dict(payload["config"], pretrained=None, channels_last=channels_last)
-        network = build_model(**config)
-        network.load_state_dict(payload["model"])
-        settings = payload.get("metrics", {}).get("settings", {})
-        return network.eval(), settings
-    state_dict = payload.get("state_dict", payload)
-    if not isinstance(state_dict, dict) or not any(key.endswith("new_fc.weight") for key in state_dict):
-        raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
-    num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
-    network = build_model(arch=arch, num_classes=num_classes, pretrained=None, channels_last=channels_last,
-                          ffn_frames=(4, 8, 16) if is_ffn_state_dict(state_dict) else None)
-    try:
-        load_official_state_dict(network, state_dict, strict=True)
-    except ValueError as error:
-        raise SystemExit(f"{path}: {error} (evaluate.py --arch sets the backbone)") from error
-    return network.eval(), {}
 
 
 def full_res_sizes(crop_size: int, test_resize: int | None) -> tuple[int, int]:

@@ -13,7 +13,8 @@ Several processes (DDP; NCCL on CUDA, gloo on CPU)::
 (batch per process x processes) and the effective rate is printed. ``--preset official`` is the official FFN
 recipe, ``--preset demo`` the synthetic-data recipe of ``make demo``. Every epoch writes ``last.pt`` (and
 ``best.pt`` when the validation top-1 at the highest trained frame count improves) atomically; ``--resume``
-continues exactly where ``last.pt`` stopped.
+continues exactly where ``last.pt`` stopped. Every checkpoint also records what predict.py needs (arch, trained
+frames, class names from the shards' manifest, transform sizes: engine.inference.inference_record).
 
 The pieces shared with evaluate.py, pretrain.py, the demo and the benchmarks live in engine/ (distributed set-up,
 precision, RNG state, checkpoints, schedule, loaders, evaluation); this script keeps the command line, the
@@ -43,9 +44,10 @@ from common.atomic import atomic_file, write_json_atomic
 from data_pipeline import reduce_counts
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
 from engine.config import BASE_DEFAULTS, PRESETS
-from engine.data import batch_on_device, make_loader, read_num_classes, timed_batches
+from engine.data import batch_on_device, make_loader, read_num_classes, read_shard_facts, timed_batches
 from engine.distributed import close_distributed, init_distributed, is_distributed
 from engine.evaluation import evaluate_networks
+from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import (
     CHANNELS_LAST_CHOICES,
     PRECISIONS,
@@ -239,6 +241,7 @@ class TrainingRun:
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     writer: Any = None
+    inference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -314,8 +317,11 @@ def build_run(args: argparse.Namespace) -> TrainingRun:
     if world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-    return TrainingRun(args, device, rank, world_size, precision, channels_last, network, model, optimizer,
-                       scheduler, scaler, train_loader, val_loader, steps_per_epoch, lr)
+    run = TrainingRun(args, device, rank, world_size, precision, channels_last, network, model, optimizer,
+                      scheduler, scaler, train_loader, val_loader, steps_per_epoch, lr)
+    run.inference = inference_record(network.config, args.mode, args.frames, args.crop_size, args.test_resize,
+                                     read_shard_facts(args.shards, args.train_split))
+    return run
 
 
 def run_settings(run: TrainingRun) -> dict[str, Any]:
@@ -374,6 +380,7 @@ def save_checkpoints(run: TrainingRun, epoch_count: int, improved: bool) -> None
             "val_frames": run.top_frames,
             "settings": run_settings(run),
         },
+        INFERENCE_KEY: run.inference,
     }
     save_atomic(payload, run.last_path)
     if improved:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import copy
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -175,19 +175,68 @@ def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng:
     worker, and the verdict stored as `header_ok`, so the main process never parses headers.
     """
     meta = parse_meta(raw, shard)
+    return select_frames(
+        str(meta["id"]), int(meta["label"]), int(meta["num_frames"]), int(meta["width"]), int(meta["height"]),
+        lambda indices: slice_frames(raw["frames"], meta, indices), config, rng,
+    )  # fmt: skip
+
+
+def select_frames(
+    video_id: str, label: int, num_frames: int, width: int, height: int,
+    frame_bytes: Callable[[np.ndarray], list[bytes]], config: PipelineConfig, rng: np.random.Generator,
+) -> SelectedSample:
+    """Sample one video's frame indices and crop boxes (in that order) and keep the JPEG bytes of those frames.
+
+    Parameters
+    ----------
+    video_id, label : str, int
+        Carried into the batch.
+    num_frames, width, height : int
+        The stored video: frame count and frame size.
+    frame_bytes : callable
+        Returns the JPEG bytes of the given frame indices.
+    config : PipelineConfig
+        The sampling and crop options; `decode_in_worker` False checks every kept JPEG's header here.
+    rng : numpy.random.Generator
+        Training randomness (evaluation draws nothing).
+    """  # fmt: skip
     plan = plan_frames(
-        int(meta["num_frames"]), config.rates, config.train, rng, config.sampling, config.short_video, config.test_clips
+        num_frames, config.rates, config.train, rng, config.sampling, config.short_video, config.test_clips
     )
     boxes = choose_boxes(
-        int(meta["width"]), int(meta["height"]), config.train, config.crop_size, config.test_resize, rng,
-        config.multi_scale, config.flip, config.test_crops,
+        width, height, config.train, config.crop_size, config.test_resize, rng, config.multi_scale, config.flip,
+        config.test_crops,
     )
-    width, height = int(meta["width"]), int(meta["height"])
-    jpegs = slice_frames(raw["frames"], meta, plan.unique)
+    jpegs = frame_bytes(plan.unique)
     return SelectedSample(
-        video_id=str(meta["id"]), label=int(meta["label"]), width=width, height=height, jpegs=jpegs, plan=plan,
-        boxes=boxes, header_ok=None if config.decode_in_worker else headers_fit(jpegs, width, height),
+        video_id=video_id, label=label, width=width, height=height, jpegs=jpegs, plan=plan, boxes=boxes,
+        header_ok=None if config.decode_in_worker else headers_fit(jpegs, width, height),
     )
+
+
+def decode_one_video(
+    jpegs: Sequence[bytes], width: int, height: int, config: PipelineConfig, decoder: Decoder, video_id: str = "video"
+) -> dict[str, Any]:
+    """The evaluation batch of one video held in memory (all its JPEG frames), exactly as the loader makes it.
+
+    The same frame sampling, crop boxes, decoder and normalisation as a batch of one from the shards, for a video
+    that never was in a shard (predict.py). Frames arrive on `config.device`, float and normalised.
+
+    Raises
+    ------
+    ValueError
+        If the video has no frame, or a frame does not decode (data_pipeline.decode.CorruptFrameError).
+    """
+    if not jpegs:
+        raise ValueError(f"video {video_id!r} has no frame")
+    config = replace(config, decode_in_worker=decoder.in_worker)
+    sample = select_frames(
+        video_id, -1, len(jpegs), int(width), int(height), lambda indices: [jpegs[index] for index in indices],
+        config, np.random.default_rng([config.seed, config.epoch, 0, WORKER_STREAM]),
+    )  # fmt: skip
+    batch, _ = decoder.decode([sample])
+    device = resolve_device(config.device)
+    return batch_on_device(batch, device, normalisation_tensors(device) if holds_pixels(batch) else None)
 
 
 class ShardVideoDataset(IterableDataset):

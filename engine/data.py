@@ -1,4 +1,4 @@
-"""The data side of a run: the class count from a manifest, the loader of a split from the command-line options,
+"""The data side of a run: the class count and the inference facts (class names, frame size) from a manifest, the loader of a split from the command-line options,
 and batches on the training device.
 
 The loader hands over batches whose frames are already on the training device (data_pipeline's VideoLoader moves
@@ -44,6 +44,31 @@ def read_num_classes(shards: Path, split: str) -> int:
     print(f"{path}: records no class count; using SSv2's {SSV2_NUM_CLASSES} (pass --num-classes otherwise)",
           flush=True)
     return SSV2_NUM_CLASSES
+
+
+def read_shard_facts(shards: Path, split: str) -> dict[str, Any]:
+    """Return what a split's manifest records about its frames and classes, for inference (None when absent).
+
+    {"class_names": labels.json's templates in class-index order, "short_side": the frames' short side (0:
+    native size), "jpeg_quality": the IJG quality they were encoded at}. An unreadable manifest gives all None
+    (read_num_classes has already said what is wrong with it).
+    """
+    try:
+        manifest = read_manifest(manifest_path(shards, split))
+    except ManifestError:
+        manifest = {}
+    settings = manifest.get("settings", {})
+    names = manifest.get("class_names")
+    return {
+        "class_names": [str(name) for name in names] if isinstance(names, list) and names else None,
+        "short_side": _int_or_none(settings.get("short_side")),
+        "jpeg_quality": _int_or_none(settings.get("jpeg_quality")),
+    }
+
+
+def _int_or_none(value: Any) -> int | None:
+    """The value if it is an int (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def make_loader(args: argparse.Namespace, split: str, frames: Sequence[int], train: bool, batch_size: int,

@@ -113,6 +113,20 @@ def read_labels(path: Path) -> dict[str, int]:
     return labels
 
 
+def class_names(labels: dict[str, int]) -> list[str]:
+    """Return the class names in class-index order (labels.json keys; an index no key names is its number).
+
+    Parameters
+    ----------
+    labels : dict
+        {template text: class index}, as read_labels returns it.
+    """
+    names = [str(index) for index in range(max(labels.values(), default=-1) + 1)]
+    for name, index in labels.items():
+        names[index] = name
+    return names
+
+
 def _entry_id(path: Path, position: int, entry: Any) -> str:
     """Return a checked video id or raise AnnotationError naming the entry."""
     if not isinstance(entry, dict):

@@ -35,6 +35,7 @@ from preprocess.annotations import (
     LABELS_FILE,
     AnnotationError,
     VideoEntry,
+    class_names,
     entries_digest,
     labels_dir,
     load_annotations,
@@ -102,6 +103,7 @@ class SplitPlan:
     settings: dict[str, Any]
     tasks: list[ShardTask]
     pre_skipped: list[dict[str, str]]
+    class_names: list[str] | None = None
 
 
 def jpeg_encoder_name() -> str:
@@ -156,9 +158,13 @@ def split_settings(
 
 
 def plan_split(
-    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries: Sequence[VideoEntry], num_classes: int
+    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries: Sequence[VideoEntry], num_classes: int,
+    names: Sequence[str] | None = None,
 ) -> SplitPlan:
-    """Order a split's videos, cut them into shards and build each shard's task (num_classes: labels.json size)."""
+    """Order a split's videos, cut them into shards and build each shard's task.
+
+    `num_classes` is the size of labels.json, `names` its templates in class-index order (for the manifest).
+    """
     usable = sorted(
         (entry for entry in entries if entry.skip_reason is None),
         key=lambda entry: shuffle_key(args.seed, split, entry.video_id),
@@ -186,7 +192,8 @@ def plan_split(
                 batch_videos=args.batch_videos,
             )
         )
-    return SplitPlan(split=split, settings=settings, tasks=tasks, pre_skipped=pre_skipped)
+    return SplitPlan(split=split, settings=settings, tasks=tasks, pre_skipped=pre_skipped,
+                     class_names=list(names) if names is not None else None)
 
 
 def _shard_members(
@@ -321,7 +328,7 @@ def finalize(out_dir: Path, plans: Sequence[SplitPlan], max_shard_bytes: int) ->
     for plan in plans:
         try:
             manifests[plan.split] = shard_format.assemble_manifest(
-                out_dir, plan.split, len(plan.tasks), plan.settings, plan.pre_skipped
+                out_dir, plan.split, len(plan.tasks), plan.settings, plan.pre_skipped, plan.class_names
             )
         except ManifestError as error:
             problems.append(str(error))
@@ -450,8 +457,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo) -> list[SplitPlan]:
     """Read and validate every annotation file, then plan every split (nothing is written)."""
     annotations = load_annotations(args.data_root, args.splits)
-    num_classes = len(read_labels(labels_dir(args.data_root) / LABELS_FILE))
-    return [plan_split(args, ffmpeg, split, entries, num_classes) for split, entries in annotations.items()]
+    labels = read_labels(labels_dir(args.data_root) / LABELS_FILE)
+    names = class_names(labels)
+    return [plan_split(args, ffmpeg, split, entries, len(labels), names) for split, entries in annotations.items()]
 
 
 def run_slice(args: argparse.Namespace, plans: Sequence[SplitPlan]) -> tuple[int, int, list[dict[str, str]]]:

@@ -192,6 +192,7 @@ def assemble_manifest(
     num_shards: int,
     settings: dict[str, Any],
     extra_skipped: Sequence[dict[str, str]] = (),
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Build and atomically write ``<split>.manifest.json`` from the sidecars of shards 0..num_shards-1.
 
@@ -199,7 +200,9 @@ def assemble_manifest(
     counts 0 samples.
 
     `extra_skipped` lists entries skipped before any shard was assigned (e.g. a template not in labels.json);
-    they join the sidecars' skipped ids in the manifest's "skipped".
+    they join the sidecars' skipped ids in the manifest's "skipped". `class_names` (labels.json's templates in
+    class-index order) go into the manifest's "class_names", outside the hashed settings: naming the classes
+    changes no shard byte.
 
     Raises
     ------
@@ -234,6 +237,8 @@ def assemble_manifest(
         "shards": shards,
         "skipped": sorted(skipped, key=lambda entry: entry["id"]),
     }
+    if class_names is not None:
+        manifest["class_names"] = [str(name) for name in class_names]
     write_json_atomic(manifest_path(out_dir, split), manifest)
     return manifest
 

@@ -17,6 +17,7 @@ import evaluate
 import train
 from engine.checkpoint import CHECKPOINT_KEYS
 from engine.cost import count_multiply_adds
+from engine.inference import INFERENCE_KEY
 from model import build_model
 from preprocess.shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
@@ -78,12 +79,16 @@ def read_history(run: Path) -> list[dict]:
 def test_every_mode_trains_a_few_steps_with_finite_loss(trained_runs, name):
     run = trained_runs[name]
     checkpoint = torch.load(run / train.LAST_CHECKPOINT, weights_only=True)
-    assert set(checkpoint) == set(CHECKPOINT_KEYS)
+    assert set(checkpoint) == {*CHECKPOINT_KEYS, INFERENCE_KEY}
     assert checkpoint["epoch"] == 2
     history = checkpoint["metrics"]["history"]
     assert [record["epoch"] for record in history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(record["train_loss"])) for record in history)
     assert history[-1]["val_n"] == 12 and history[-1]["val_frames"] == (16 if name == "ffn" else 4)
+    record = checkpoint[INFERENCE_KEY]
+    assert record["trained_frames"] == ([4, 8, 16] if name == "ffn" else [4]) and record["mode"] == name[:3]
+    assert (record["arch"], record["num_classes"], record["crop_size"], record["test_resize"]) == ("tiny", 4, 32, 32)
+    assert record["class_names"] is None and record["short_side"] is None  # this manifest records neither
     rebuilt = build_model(**checkpoint["config"])
     rebuilt.load_state_dict(checkpoint["model"])
     assert (run / train.BEST_CHECKPOINT).is_file()

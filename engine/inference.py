@@ -1,0 +1,203 @@
+"""Inference shared by evaluate.py and predict.py: a checkpoint (ours or an official TSM / TSM-FFN file) loaded
+into a network, what our checkpoints record for inference, the trained frame counts and a timed forward pass.
+
+Our checkpoints (train.py) carry an ``"inference"`` record beside the training state: arch, class count, mode,
+trained frame counts, class names (from the shards' manifest), the evaluation crop and test resize, and the short
+side and JPEG quality the shards were written with, so predict.py decodes a video file to the same frames the
+shards hold. Older checkpoints without it still load; the training settings (``metrics["settings"]``) and the
+model config give most of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from data_pipeline.augment import default_test_resize
+from engine.precision import autocast_context
+from model import build_model, load_checkpoint_file, load_official_state_dict
+
+OFFICIAL_ARCH = "resnet50"
+OFFICIAL_FFN_FRAMES = (4, 8, 16)
+FFN_KEY_MARKERS = ("bn1_4.", "_16.", "adaconv_")
+INFERENCE_KEY = "inference"
+DEFAULT_CROP_SIZE = 224
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_OPCODE = 0x80  # first byte of a pickle of protocol 2 or later (torch's legacy format)
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A network loaded from a checkpoint, in eval mode on the CPU, with what the file records about it.
+
+    Attributes
+    ----------
+    network : nn.Module
+        The model (``network.config`` rebuilds it; ``network.trained_frames`` lists FFN branches, None for TSM).
+    settings : dict
+        The training run's settings (train.py's ``metrics["settings"]``); {} for official files.
+    inference : dict
+        The checkpoint's inference record (see `inference_record`); {} for official files and older checkpoints.
+    official : bool
+        True for an official TSM / TSM-FFN file.
+    """
+
+    network: nn.Module
+    settings: dict[str, Any]
+    inference: dict[str, Any]
+    official: bool
+
+
+def is_ffn_state_dict(state_dict: dict[str, Any]) -> bool:
+    """True for an official TSM-FFN state dict (private BatchNorms / Weight Alteration keys)."""
+    return any(marker in key for key in state_dict for marker in FFN_KEY_MARKERS)
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Say why a file cannot be a checkpoint from its first bytes (empty, a cut zip, not torch's format), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    if not head:
+        return "empty file"
+    if head == ZIP_MAGIC:
+        return None if zipfile.is_zipfile(path) else "truncated or broken (its zip archive has no central directory)"
+    if head[0] != PICKLE_PROTOCOL_OPCODE:
+        return "not a PyTorch checkpoint (neither torch.save's zip nor its legacy pickle format)"
+    return None
+
+
+def read_checkpoint(path: Path, trust_pickle: bool, flag: str, script: str) -> dict[str, Any]:
+    """Read a checkpoint file on the CPU; any problem is a one-line SystemExit naming the file and the fix.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    trust_pickle : bool
+        Allow full unpickling when the safe loader refuses the file.
+    flag, script : str
+        The command-line flag that named the file and the script, for the messages.
+    """
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such checkpoint; check {flag}")
+    reason = unreadable_reason(path)
+    if reason is not None:
+        raise SystemExit(f"{path}: {reason}; give a train.py last.pt / best.pt or an official TSM / TSM-FFN file "
+                         "(copy or download it again if it was cut)")
+    try:
+        return load_checkpoint_file(path, trust_pickle=trust_pickle)
+    except ValueError as error:
+        raise SystemExit(f"{error}; {script}: pass --trust-pickle for a file you trust") from error
+    except Exception as error:  # full unpickling of a damaged file raises many types
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise SystemExit(f"{path}: unreadable ({type(error).__name__}: {first_line}); copy or download the "
+                         "checkpoint again") from error
+
+
+def load_checkpoint_network(path: Path, arch: str, channels_last: bool, trust_pickle: bool = False,
+                            flag: str = "--checkpoints", script: str = "evaluate.py") -> LoadedCheckpoint:
+    """Build and load a model from one of our checkpoints or an official TSM / TSM-FFN file.
+
+    Official files hold no architecture: `arch` names the backbone, the classifier's rows give the class count
+    and the key names tell TSM-FFN (branches 4, 8, 16) from TSM.
+
+    Raises
+    ------
+    SystemExit
+        If the file is missing, unreadable, or neither format (one line naming the file and the fix).
+    """
+    path = Path(path)
+    payload = read_checkpoint(path, trust_pickle, flag, script)
+    if "config" in payload and "model" in payload:
+        config = dict(payload["config"], pretrained=None, channels_last=channels_last)
+        network = build_model(**config)
+        network.load_state_dict(payload["model"])
+        settings = payload.get("metrics", {}).get("settings", {})
+        return LoadedCheckpoint(network.eval(), settings, dict(payload.get(INFERENCE_KEY) or {}), official=False)
+    state_dict = payload.get("state_dict", payload)
+    if not isinstance(state_dict, dict) or not any(key.endswith("new_fc.weight") for key in state_dict):
+        raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
+    num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
+    network = build_model(arch=arch, num_classes=num_classes, pretrained=None, channels_last=channels_last,
+                          ffn_frames=OFFICIAL_FFN_FRAMES if is_ffn_state_dict(state_dict) else None)
+    try:
+        load_official_state_dict(network, state_dict, strict=True)
+    except ValueError as error:
+        raise SystemExit(f"{path}: {error} ({script} --arch sets the backbone)") from error
+    return LoadedCheckpoint(network.eval(), {}, {}, official=True)
+
+
+def load_network(path: Path, arch: str, channels_last: bool,
+                 trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Return (model in eval mode on the CPU, training settings or {}): `load_checkpoint_network` for evaluate.py."""
+    loaded = load_checkpoint_network(path, arch, channels_last, trust_pickle)
+    return loaded.network, loaded.settings
+
+
+def inference_record(config: dict[str, Any], mode: str, frames: list[int], crop_size: int,
+                     test_resize: int | None, shard_facts: dict[str, Any]) -> dict[str, Any]:
+    """Return what a checkpoint records for inference (train.py stores it under ``"inference"``).
+
+    Parameters
+    ----------
+    config : dict
+        The model config (``network.config``).
+    mode : str
+        "tsm" or "ffn".
+    frames : list of int
+        The trained frame counts.
+    crop_size, test_resize : int
+        The evaluation crop and the short side before it (None: the loader's default for the crop).
+    shard_facts : dict
+        engine.data.read_shard_facts of the training split: class names, short side, JPEG quality (each None when
+        the manifest does not record it; names whose count is not the class count are dropped).
+    """
+    names = shard_facts.get("class_names")
+    if names is not None and len(names) != int(config["num_classes"]):
+        names = None
+    return {
+        "arch": config["arch"], "num_classes": int(config["num_classes"]), "mode": mode,
+        "trained_frames": sorted(int(count) for count in frames), "class_names": names,
+        "crop_size": int(crop_size), "test_resize": int(test_resize or default_test_resize(int(crop_size))),
+        "short_side": shard_facts.get("short_side"), "jpeg_quality": shard_facts.get("jpeg_quality"),
+    }
+
+
+def trained_frames(loaded: LoadedCheckpoint) -> list[int]:
+    """The trained frame counts: the FFN branches, else the recorded training frames ([] when unknown)."""
+    branches = getattr(loaded.network, "trained_frames", None)
+    if branches:
+        return [int(count) for count in branches]
+    recorded = loaded.inference.get("trained_frames") or loaded.settings.get("frames") or []
+    return sorted(int(count) for count in recorded)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@torch.no_grad()
+def timed_forward(network: nn.Module, frames: torch.Tensor, device: torch.device,
+                  precision: str) -> tuple[torch.Tensor, float]:
+    """Run the network on frames already on the device; return (float logits, seconds of the forward alone).
+
+    The clock starts after the device has finished all queued work and stops when the forward's work is done
+    (synchronised on CUDA and MPS): decoding, the transform and the copy to the device are not in it.
+    """
+    synchronize(device)
+    start = time.perf_counter()
+    with autocast_context(precision, device):
+        logits = network(frames)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return logits.float(), seconds
