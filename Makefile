@@ -12,6 +12,9 @@ EVAL_FRAMES ?= 2 4 6 8 10 12 14 16
 VIDEOS_PER_CLASS ?= 200
 SEEDS ?= 0
 CKPTS ?=
+CKPT ?=
+VIDEO ?=
+LABELS ?=
 WORKERS ?=
 PYTEST_ARGS ?=
 SYNTH_ARGS ?=
@@ -19,6 +22,7 @@ SHARD_ARGS ?=
 VERIFY_ARGS ?=
 TRAIN_ARGS ?=
 EVAL_ARGS ?=
+PREDICT_ARGS ?=
 BENCH_ARGS ?=
 PRETRAIN_ARGS ?=
 GPU_ARGS ?=
@@ -36,13 +40,16 @@ SETUP := $(VENV)/.installed-$(REQ_HASH)
 endif
 
 WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
+# predict: FRAMES when given on the command line or in the environment, else 4 8 16.
+PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRAMES),4 8 16)
+LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
-.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval bench gpu-check \
+.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
 	clean distclean
 
 help:
 	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
-		"train-ffn | eval | bench | gpu-check | clean"
+		"train-ffn | eval | predict | bench | gpu-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -76,6 +83,12 @@ train-ffn: $(SETUP)
 eval: $(SETUP)
 	@test -n "$(strip $(CKPTS))" || { echo 'make eval: set CKPTS="path/to/a.pt path/to/b.pt"'; exit 2; }
 	$(PYTHON) evaluate.py --checkpoints $(CKPTS) --frames $(EVAL_FRAMES) --shards $(SHARDS) --output $(RUNS)/eval $(EVAL_ARGS)
+
+# Top-5 classes, FFN branch and latency per video: make predict CKPT=runs/ffn/best.pt VIDEO="a.webm b.mp4".
+predict: $(SETUP)
+	@test -n "$(strip $(CKPT))" -a -n "$(strip $(VIDEO))" || \
+		{ echo 'make predict: set CKPT=path/to/best.pt VIDEO="a.webm b.mp4" (FRAMES="4 8 16", LABELS=labels.json)'; exit 2; }
+	$(PYTHON) predict.py --checkpoint $(CKPT) --video $(VIDEO) --frames $(PREDICT_FRAMES) $(LABELS_FLAG) $(PREDICT_ARGS)
 
 demo: $(SETUP)
 	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --started-at $(MAKE_START) $(WORKERS_FLAG)

@@ -1,0 +1,330 @@
+"""Predict the action in video files at any frame count: top-5 classes, the FFN branch used, the latency.
+
+Usage::
+
+    python predict.py --checkpoint runs/ffn/best.pt --video clip.webm other.mp4 --frames 4 8 16 \\
+        [--labels labels.json] [--json predictions.json]
+
+A video (any file ffmpeg reads: webm, mp4, mov, avi, ...) is turned into frames exactly as ``make shards`` does
+(preprocess.video_decode: the same ffmpeg resize to the short side, square pixels from its sample aspect ratio,
+ffmpeg's rotation, JPEG at the same quality), then into the evaluation batch as evaluate.py makes it from the
+shards (data_pipeline: the same frame sampling, resize, centre crop, normalisation and decoder). So a video
+scored here and the same video scored from shards give the same logits. Our checkpoints record the short side,
+JPEG quality, crop and test resize of their training data and their class names; flags override them, and
+official TSM / TSM-FFN files (read through model/'s loader) need ``--labels`` for names (else class indices).
+
+An FFN at T frames uses its nearest trained branch (ties to the larger; ``branch_for``, as evaluate.py); a vanilla
+TSM runs at any count, with a one-line note when the count is not the one it was trained at. The latency is the
+model's forward pass alone on the current device (the median of ``--repeats`` runs after ``--warmup`` untimed
+ones, synchronised on CUDA and MPS); decoding and the transform are not in it.
+
+JSON (``--json PATH``, written atomically)::
+
+    {"checkpoint": PATH, "settings": {...}, "videos": [{"video": PATH, "results": {"4": {"top5": [{"label": NAME,
+     "prob": P}, ...], "branch": 4, "latency_ms": MS}, ...}}]}
+
+"branch" is null for a vanilla TSM. The key "top5" is ``top<k>`` with ``--top-k k``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.atomic import write_json_atomic
+from data_pipeline import PipelineConfig, decode_one_video, make_decoder
+from data_pipeline.decode import BACKENDS, choose_backend
+from data_pipeline.sampling import SHORT_VIDEO_RULES
+from engine.inference import (
+    DEFAULT_CROP_SIZE,
+    OFFICIAL_ARCH,
+    LoadedCheckpoint,
+    load_checkpoint_network,
+    timed_forward,
+    trained_frames,
+)
+from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
+from model import get_device
+from preprocess.annotations import AnnotationError, class_names, read_labels
+from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
+from preprocess.make_shards import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE
+from preprocess.video_decode import DecodedVideo, decode_videos
+
+DEFAULT_FRAMES = (4, 8, 16)
+DEFAULT_TOP_K = 5
+DEFAULT_REPEATS = 3
+DEFAULT_WARMUP = 1
+MS_PER_S = 1000.0
+OFFICIAL_SEGMENTS = re.compile(r"segment(\d+)")  # official TSM release names: ..._segment8_e50.pth
+VIDEO_HINT = "give a video file ffmpeg can read (webm, mp4, mov, avi, ...)"
+
+
+@dataclasses.dataclass
+class Predictor:
+    """Everything the per-video work needs: the model, where it runs, the transform and the class names."""
+
+    checkpoint: Path
+    loaded: LoadedCheckpoint
+    device: torch.device
+    precision: str
+    config: PipelineConfig
+    decoder: Any
+    short_side: int
+    jpeg_quality: int
+    names: list[str] | None
+    trained: list[int]
+
+    @property
+    def is_ffn(self) -> bool:
+        """True for a TSM-FFN (branches per trained frame count)."""
+        return bool(getattr(self.loaded.network, "trained_frames", None))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="train.py's best.pt / last.pt or an "
+                        "official TSM / TSM-FFN file")
+    parser.add_argument("--video", type=Path, nargs="+", required=True, help="one or more video files")
+    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_FRAMES), help="frame counts")
+    parser.add_argument("--labels", type=Path, default=None, help="SSv2 labels.json (default: the names in the "
+                        "checkpoint, else class indices)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the predictions to this JSON file")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    parser.add_argument("--decode", choices=BACKENDS, default="auto", help="JPEG decoder (as evaluate.py)")
+    parser.add_argument("--short-side", type=int, default=None, help="frames' short side before the transform "
+                        f"(default: the training shards', else {DEFAULT_SHORT_SIDE}; 0: native size)")
+    parser.add_argument("--jpeg-quality", type=int, default=None,
+                        help=f"JPEG quality of the frames (default: the training shards', else {DEFAULT_QUALITY})")
+    parser.add_argument("--crop-size", type=int, default=None, help=f"default: the training crop, else "
+                        f"{DEFAULT_CROP_SIZE}")
+    parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: the "
+                        "training run's, else crop * 256 // 224)")
+    parser.add_argument("--short-video", choices=SHORT_VIDEO_RULES, default="official",
+                        help="frame indices of videos with at most T frames (as evaluate.py)")
+    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--trained-frames", type=int, nargs="+", default=None,
+                        help="frame count an official TSM was trained at (default: the file name's segmentN)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
+    parser.add_argument("--device", default=None, help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--channels-last", choices=CHANNELS_LAST_CHOICES, default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed forwards per video and count "
+                        "(the latency is their median)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help="untimed forwards per count before the first video is timed")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.frames) < 1:
+        parser.error("--frames: give positive frame counts, e.g. 4 8 16")
+    if args.top_k < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("--top-k and --repeats must be >= 1, --warmup >= 0")
+    args.frames = sorted(set(args.frames))
+    return args
+
+
+def first_set(*values: Any) -> Any:
+    """The first value that is not None (None when all are)."""
+    return next((value for value in values if value is not None), None)
+
+
+def read_names(args: argparse.Namespace, loaded: LoadedCheckpoint) -> list[str] | None:
+    """Class names: --labels (its class count must match the classifier), else the checkpoint's, else None."""
+    num_classes = int(loaded.network.config["num_classes"])
+    if args.labels is None:
+        names = loaded.inference.get("class_names")
+        return list(names) if names and len(names) == num_classes else None
+    try:
+        names = class_names(read_labels(args.labels))
+    except AnnotationError as error:
+        raise SystemExit(str(error)) from error
+    if len(names) != num_classes:
+        raise SystemExit(f"{args.labels}: {len(names)} classes but {args.checkpoint} has {num_classes} outputs; "
+                         "give the labels.json the model was trained with")
+    return names
+
+
+def official_trained_frames(loaded: LoadedCheckpoint, path: Path) -> list[int]:
+    """An official TSM's training frame count from its release file name (``segmentN``), [] when absent."""
+    match = OFFICIAL_SEGMENTS.search(path.name) if loaded.official else None
+    return [int(match.group(1))] if match else []
+
+
+def prepare(args: argparse.Namespace) -> Predictor:
+    """Load the checkpoint and set up the device, the transform, the decoder and the class names."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else get_device()
+    precision = resolve_precision(args.precision, device)
+    channels_last = resolve_channels_last(args.channels_last, device)
+    loaded = load_checkpoint_network(args.checkpoint, args.arch, channels_last, args.trust_pickle,
+                                     flag="--checkpoint", script="predict.py")
+    loaded.network.to(device)
+    record, settings = loaded.inference, loaded.settings
+    crop_size = first_set(args.crop_size, record.get("crop_size"), settings.get("crop_size"), DEFAULT_CROP_SIZE)
+    test_resize = first_set(args.test_resize, record.get("test_resize"), settings.get("test_resize"))
+    try:
+        backend = choose_backend(args.decode, device)
+        config = PipelineConfig(rates=tuple(args.frames), batch_size=1, train=False, decode=backend, device=device,
+                                num_workers=0, crop_size=crop_size, test_resize=test_resize,
+                                short_video=args.short_video, multi_scale=False)
+    except ValueError as error:
+        raise SystemExit(f"predict.py: {error}") from error
+    decoder = make_decoder(backend, device, max_frames=sum(args.frames))
+    trained = args.trained_frames or trained_frames(loaded) or official_trained_frames(loaded, args.checkpoint)
+    return Predictor(
+        checkpoint=args.checkpoint, loaded=loaded, device=device, precision=precision, config=config,
+        decoder=decoder,
+        short_side=int(first_set(args.short_side, record.get("short_side"), DEFAULT_SHORT_SIDE)),
+        jpeg_quality=int(first_set(args.jpeg_quality, record.get("jpeg_quality"), DEFAULT_QUALITY)),
+        names=read_names(args, loaded), trained=sorted(trained),
+    )
+
+
+def check_files_exist(paths: Sequence[Path]) -> None:
+    """Stop with one line at the first path that is not a file (before any model is loaded)."""
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such video; check --video")
+
+
+def decode_files(paths: Sequence[Path], short_side: int, quality: int) -> list[DecodedVideo]:
+    """Decode every video file to JPEG frames as ``make shards`` does; the first bad file ends the run (one line)."""
+    check_files_exist(paths)
+    try:
+        ffmpeg = resolve_ffmpeg().path
+    except FfmpegNotFoundError as error:
+        raise SystemExit(str(error)) from error
+    videos = decode_videos(ffmpeg, list(paths), short_side, quality, max(1, len(paths)))
+    for video in videos:
+        if video.error is not None:
+            raise SystemExit(f"{video.path}: {video.error}; {VIDEO_HINT}")
+    return videos
+
+
+def video_batch(predictor: Predictor, video: DecodedVideo) -> dict[str, Any]:
+    """The evaluation batch of one decoded video on the predictor's device (the loader's transform)."""
+    try:
+        return decode_one_video(video.frames, video.width, video.height, predictor.config, predictor.decoder,
+                                video_id=video.path.name)
+    except ValueError as error:
+        raise SystemExit(f"{video.path}: {error}; {VIDEO_HINT}") from error
+
+
+def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence[int], repeats: int,
+                   warmup: int) -> dict[int, tuple[torch.Tensor, float]]:
+    """Run the model at every frame count: {T: (logits of the video (C,), median forward seconds)}."""
+    network = predictor.loaded.network
+    results = {}
+    for count in frames:
+        clip = batch["frames"][count]
+        for _ in range(warmup):
+            timed_forward(network, clip, predictor.device, predictor.precision)
+        runs = [timed_forward(network, clip, predictor.device, predictor.precision) for _ in range(repeats)]
+        results[count] = (runs[0][0][0].cpu(), statistics.median(seconds for _, seconds in runs))
+    return results
+
+
+def top_classes(logits: torch.Tensor, names: list[str] | None, top_k: int) -> list[dict[str, Any]]:
+    """The top-k classes of one video's logits, most probable first: [{"label": name or index, "prob": P}]."""
+    probabilities = torch.softmax(logits.double(), dim=0)
+    values, indices = probabilities.topk(min(top_k, probabilities.numel()))
+    return [
+        {"label": names[index] if names else str(index), "prob": round(float(value), 6)}
+        for value, index in zip(values.tolist(), indices.tolist())
+    ]
+
+
+def tsm_note(predictor: Predictor, count: int) -> str | None:
+    """The one-line note for a vanilla TSM at a frame count it was not trained at (None otherwise)."""
+    if predictor.is_ffn:
+        return None
+    if not predictor.trained:
+        return (f"note: {count} frames on a vanilla TSM whose training frame count is unknown "
+                "(pass --trained-frames); no branch to switch to")
+    if count in predictor.trained:
+        return None
+    trained = "/".join(str(value) for value in predictor.trained)
+    return (f"note: this vanilla TSM was trained at {trained} frames; at {count} it runs the same weights "
+            "(no branch for other counts: expect lower accuracy)")
+
+
+def settings_record(predictor: Predictor, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings for the JSON (device, transform, frames, what the latency measures)."""
+    return {
+        "device": str(predictor.device), "precision": predictor.precision, "decode": predictor.config.decode,
+        "frames": list(args.frames), "trained_frames": predictor.trained, "ffn": predictor.is_ffn,
+        "short_side": predictor.short_side, "jpeg_quality": predictor.jpeg_quality,
+        "crop_size": predictor.config.crop_size, "test_resize": predictor.config.test_resize,
+        "latency": f"forward pass alone, median of {args.repeats} after {args.warmup} warm-up, per video",
+    }
+
+
+def print_video(path: Path, results: dict[str, Any], top_key: str, device: torch.device) -> None:
+    """Print one video's predictions per frame count."""
+    print(path, flush=True)
+    for count, result in results.items():
+        branch = "none (vanilla TSM)" if result["branch"] is None else result["branch"]
+        print(f"  {count} frames: branch {branch}, forward {result['latency_ms']:.1f} ms on {device}")
+        for rank, entry in enumerate(result[top_key], start=1):
+            print(f"    {rank}. {100.0 * entry['prob']:6.2f}%  {entry['label']}")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Predict every video at every frame count; print, write the JSON when asked, return the report."""
+    check_files_exist(args.video)
+    predictor = prepare(args)
+    videos = decode_files(args.video, predictor.short_side, predictor.jpeg_quality)
+    top_key = f"top{args.top_k}"
+    print(f"latency: the model's forward pass alone on {predictor.device} ({predictor.precision}), median of "
+          f"{args.repeats} runs after {args.warmup} warm-up; decoding and the transform are not timed", flush=True)
+    for count in args.frames:
+        note = tsm_note(predictor, count)
+        if note:
+            print(note, flush=True)
+    entries, warmup = [], args.warmup
+    for video in videos:
+        outputs = forward_counts(predictor, video_batch(predictor, video), args.frames, args.repeats, warmup)
+        warmup = 0  # the first video warmed every count up
+        results = {
+            str(count): {
+                top_key: top_classes(logits, predictor.names, args.top_k),
+                "branch": predictor.loaded.network.branch_for(count),
+                "latency_ms": round(seconds * MS_PER_S, 3),
+            }
+            for count, (logits, seconds) in outputs.items()
+        }
+        print_video(video.path, results, top_key, predictor.device)
+        entries.append({"video": str(video.path), "results": results})
+    report = {"checkpoint": str(args.checkpoint), "settings": settings_record(predictor, args), "videos": entries}
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}", flush=True)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
