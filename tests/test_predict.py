@@ -22,7 +22,7 @@ from engine.inference import INFERENCE_KEY, inference_record
 from model import build_model
 from model.official_checkpoints import to_torchvision_state_dict
 from preprocess import make_shards
-from preprocess.annotations import video_path
+from preprocess.annotations import class_names, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
 from preprocess.synthetic import generate_dataset
 
@@ -231,3 +231,9 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
     )  # fmt: skip
     assert completed.returncode == 1
     assert completed.stderr.strip().splitlines() == [f"{tmp_path / 'a.webm'}: no such video; check --video"]
+
+
+def test_class_names_follow_the_class_index_and_number_a_gap():
+    assert class_names({"Moving something up": "1", "Pushing something": "0"}) == ["Pushing something",
+                                                                                  "Moving something up"]
+    assert class_names({"Pushing something": "2"}) == ["0", "1", "Pushing something"]

@@ -144,6 +144,7 @@ def test_manifests_count_every_good_video_and_list_the_bad_ones(dataset, built):
         assert manifest["settings"]["jpeg_quality"] == 90 and manifest["settings"]["ffmpeg_path"]
         labels = json.loads((root / "labels" / "labels.json").read_text())
         assert manifest["settings"]["num_classes"] == len(labels)
+        assert manifest["class_names"] == sorted(labels, key=lambda name: int(labels[name]))  # by class index
     skipped = {}
     for split in annotations:
         skipped.update({e["id"]: e["reason"] for e in read_manifest(manifest_path(built, split))["skipped"]})
