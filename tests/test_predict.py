@@ -234,6 +234,6 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_class_names_follow_the_class_index_and_number_a_gap():
-    assert class_names({"Moving something up": "1", "Pushing something": "0"}) == ["Pushing something",
+    assert class_names({"Moving something up": 1, "Pushing something": 0}) == ["Pushing something",
                                                                                   "Moving something up"]
-    assert class_names({"Pushing something": "2"}) == ["0", "1", "Pushing something"]
+    assert class_names({"Pushing something": 2}) == ["0", "1", "Pushing something"]
