@@ -1,5 +1,5 @@
-"""The data side of a run: the class count and the inference facts (class names, frame size) from a manifest, the loader of a split from the command-line options,
-and batches on the training device.
+"""The data side of a run: the class count and the inference facts (class names, frame size) from a manifest,
+the loader of a split from the command-line options, and batches on the training device.
 
 The loader hands over batches whose frames are already on the training device (data_pipeline's VideoLoader moves
 and normalises them), so ``batch_on_device`` moves only the labels; its ``.to`` on the frames is a no-op there.
