@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import statistics
 import sys
@@ -63,6 +64,7 @@ DEFAULT_TOP_K = 5
 DEFAULT_REPEATS = 3
 DEFAULT_WARMUP = 1
 MS_PER_S = 1000.0
+PROB_SCALE = 1e6  # probabilities keep 6 decimals
 OFFICIAL_SEGMENTS = re.compile(r"segment(\d+)")  # official TSM release names: ..._segment8_e50.pth
 VIDEO_HINT = "give a video file ffmpeg can read (webm, mp4, mov, avi, ...)"
 
@@ -149,6 +151,8 @@ def read_names(args: argparse.Namespace, loaded: LoadedCheckpoint) -> list[str] 
     if args.labels is None:
         names = loaded.inference.get("class_names")
         return list(names) if names and len(names) == num_classes else None
+    if not args.labels.is_file():
+        raise SystemExit(f"{args.labels}: no such labels file; check --labels (SSv2's labels/labels.json)")
     try:
         names = class_names(read_labels(args.labels))
     except AnnotationError as error:
@@ -241,11 +245,14 @@ def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence
 
 
 def top_classes(logits: torch.Tensor, names: list[str] | None, top_k: int) -> list[dict[str, Any]]:
-    """The top-k classes of one video's logits, most probable first: [{"label": name or index, "prob": P}]."""
+    """The top-k classes of one video's logits, most probable first: [{"label": name or index, "prob": P}].
+
+    Probabilities are rounded down to 6 decimals, so the listed ones never add up to more than 1.
+    """
     probabilities = torch.softmax(logits.double(), dim=0)
     values, indices = probabilities.topk(min(top_k, probabilities.numel()))
     return [
-        {"label": names[index] if names else str(index), "prob": round(float(value), 6)}
+        {"label": names[index] if names else str(index), "prob": math.floor(value * PROB_SCALE) / PROB_SCALE}
         for value, index in zip(values.tolist(), indices.tolist())
     ]
 

@@ -235,8 +235,7 @@ def decode_one_video(
         config, np.random.default_rng([config.seed, config.epoch, 0, WORKER_STREAM]),
     )  # fmt: skip
     batch, _ = decoder.decode([sample])
-    device = resolve_device(config.device)
-    return batch_on_device(batch, device, normalisation_tensors(device) if holds_pixels(batch) else None)
+    return batch_on_device(batch, resolve_device(config.device))
 
 
 class ShardVideoDataset(IterableDataset):

@@ -207,6 +207,8 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
         "image as video": (["--checkpoint", ffn, "--video", str(image)], "still.webm"),
         "labels of another class count": (["--checkpoint", ffn, "--video", video, "--labels", str(labels)],
                                           "labels.json"),
+        "missing labels": (["--checkpoint", ffn, "--video", video, "--labels", str(folder / "none.json")],
+                           "none.json"),
     }
 
 
