@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import predict
-from data_pipeline import build_loader
+from data_pipeline import build_loader, decode_one_video
+from data_pipeline.decode import CpuDecoder, TorchvisionDecoder
 from engine.checkpoint import save_atomic
 from engine.data import read_shard_facts
 from engine.inference import INFERENCE_KEY, inference_record
@@ -239,3 +240,17 @@ def test_class_names_follow_the_class_index_and_number_a_gap():
     assert class_names({"Moving something up": 1, "Pushing something": 0}) == ["Pushing something",
                                                                                   "Moving something up"]
     assert class_names({"Pushing something": 2}) == ["0", "1", "Pushing something"]
+
+
+def test_one_video_batch_is_the_same_with_a_main_process_decoder(dataset, checkpoints):
+    args = predict.parse_args(["--checkpoint", str(checkpoints["ffn"]), "--video", str(all_videos(dataset)[0]),
+                               "--frames", "4", "16", *FAST])
+    predictor = predict.prepare(args)
+    (video,) = predict.decode_files(args.video, predictor.short_side, predictor.jpeg_quality)
+    on_worker = decode_one_video(video.frames, video.width, video.height, predictor.config, CpuDecoder())
+    in_main = decode_one_video(video.frames, video.width, video.height, predictor.config, TorchvisionDecoder("cpu"))
+    for count in (4, 16):
+        assert on_worker["frames"][count].shape == (1, count, 3, CROP_SIZE, CROP_SIZE)
+        torch.testing.assert_close(in_main["frames"][count], on_worker["frames"][count])
+    with pytest.raises(ValueError, match="no frame"):
+        decode_one_video([], video.width, video.height, predictor.config, CpuDecoder())
