@@ -254,3 +254,25 @@ def test_one_video_batch_is_the_same_with_a_main_process_decoder(dataset, checkp
         torch.testing.assert_close(in_main["frames"][count], on_worker["frames"][count])
     with pytest.raises(ValueError, match="no frame"):
         decode_one_video([], video.width, video.height, predictor.config, CpuDecoder())
+
+
+def test_train_records_what_predict_needs_from_real_shards(dataset, shards, tmp_path, capsys):
+    import train
+
+    status = train.main([
+        "--mode", "ffn", "--frames", "4", "8", "--shards", str(shards), "--output", str(tmp_path / "run"),
+        "--train-split", "validation", "--val-split", "validation", "--epochs", "1", "--batch-size", "7",
+        "--arch", "tiny", "--pretrained", "none", "--crop-size", str(CROP_SIZE), "--no-multi-scale", "--workers", "0",
+        "--threads", "1", "--no-progress", "--decode", "cpu", "--device", "cpu",
+    ])  # fmt: skip
+    assert status == 0
+    record = torch.load(tmp_path / "run" / "last.pt", weights_only=True)[INFERENCE_KEY]
+    labels = json.loads((dataset / "labels" / "labels.json").read_text())
+    assert record["class_names"] == sorted(labels, key=lambda name: int(labels[name]))
+    assert (record["short_side"], record["jpeg_quality"], record["trained_frames"]) == (SHORT_SIDE, 90, [4, 8])
+    assert (record["crop_size"], record["test_resize"]) == (CROP_SIZE, CROP_SIZE * 256 // 224)
+    capsys.readouterr()
+    report = predict.run(predict.parse_args(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--video",
+                                             str(all_videos(dataset)[0]), "--frames", "6", *FAST]))
+    assert report["settings"]["short_side"] == SHORT_SIDE and report["videos"][0]["results"]["6"]["branch"] == 8
+    assert {item["label"] for item in report["videos"][0]["results"]["6"]["top5"]} <= set(labels)
