@@ -44,6 +44,7 @@ from common.atomic import write_json_atomic
 from data_pipeline import PipelineConfig, decode_one_video, make_decoder
 from data_pipeline.decode import BACKENDS, choose_backend
 from data_pipeline.sampling import SHORT_VIDEO_RULES
+from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS
 from engine.inference import (
     DEFAULT_CROP_SIZE,
     OFFICIAL_ARCH,
@@ -61,8 +62,6 @@ from preprocess.video_decode import DecodedVideo, decode_videos
 
 DEFAULT_FRAMES = (4, 8, 16)
 DEFAULT_TOP_K = 5
-DEFAULT_REPEATS = 3
-DEFAULT_WARMUP = 1
 MS_PER_S = 1000.0
 PROB_SCALE = 1e6  # probabilities keep 6 decimals
 OFFICIAL_SEGMENTS = re.compile(r"segment(\d+)")  # official TSM release names: ..._segment8_e50.pth
@@ -121,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--channels-last", choices=CHANNELS_LAST_CHOICES, default="auto")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed forwards per video and count "
-                        "(the latency is their median)")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+    parser.add_argument("--repeats", type=int, default=DEFAULT_LATENCY_RUNS,
+                        help="timed forwards per video and count (the latency is their median)")
+    parser.add_argument("--warmup", type=int, default=LATENCY_WARMUP_RUNS,
                         help="untimed forwards per count before the first video is timed")
     return parser
 

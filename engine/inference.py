@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from data_pipeline.augment import default_test_resize
+from engine.cost import synchronize
 from engine.precision import autocast_context
 from model import build_model, load_checkpoint_file, load_official_state_dict
 
@@ -178,21 +179,14 @@ def trained_frames(loaded: LoadedCheckpoint) -> list[int]:
     return sorted(int(count) for count in recorded)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA, MPS); nothing on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 @torch.no_grad()
 def timed_forward(network: nn.Module, frames: torch.Tensor, device: torch.device,
                   precision: str) -> tuple[torch.Tensor, float]:
     """Run the network on frames already on the device; return (float logits, seconds of the forward alone).
 
     The clock starts after the device has finished all queued work and stops when the forward's work is done
-    (synchronised on CUDA and MPS): decoding, the transform and the copy to the device are not in it.
+    (synchronised on CUDA and MPS, as engine.cost's latency): decoding, the transform and the copy to the device
+    are not in it.
     """
     synchronize(device)
     start = time.perf_counter()
