@@ -197,12 +197,18 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
     image = folder / "still.webm"
     subprocess.run([resolve_ffmpeg().path, "-v", "error", "-f", "lavfi", "-i", "testsrc=s=32x32", "-frames:v", "1",
                     "-c:v", "mjpeg", "-f", "image2", str(image)], check=True)  # fmt: skip
+    empty = folder / "empty.pt"
+    empty.write_bytes(b"")
+    notes = folder / "notes.pt"
+    notes.write_text("weights: none\n")
     labels = folder / "labels.json"
     labels.write_text(json.dumps({"Moving something up": "0", "Moving something down": "1"}))
     ffn = str(checkpoints["ffn"])
     return {
         "missing checkpoint": (["--checkpoint", str(folder / "none.pt"), "--video", video], "none.pt"),
         "truncated checkpoint": (["--checkpoint", str(truncated), "--video", video], "cut.pt"),
+        "empty checkpoint": (["--checkpoint", str(empty), "--video", video], "empty.pt"),
+        "text as checkpoint": (["--checkpoint", str(notes), "--video", video], "notes.pt"),
         "missing video": (["--checkpoint", ffn, "--video", str(folder / "none.webm")], "none.webm"),
         "text as video": (["--checkpoint", ffn, "--video", str(text)], "notes.webm"),
         "image as video": (["--checkpoint", ffn, "--video", str(image)], "still.webm"),
@@ -222,6 +228,8 @@ def test_each_bad_input_gives_one_line_naming_the_file(dataset, checkpoints, tmp
         assert "\n" not in message and culprit in message, (name, message)
         messages[name] = message
     assert "truncated" in messages["truncated checkpoint"]
+    assert "empty file" in messages["empty checkpoint"]
+    assert "not a PyTorch checkpoint" in messages["text as checkpoint"]
     assert "not a video (image container)" in messages["image as video"]
     assert "2 classes" in messages["labels of another class count"] and "6 outputs" in messages[
         "labels of another class count"]
