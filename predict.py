@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from common.atomic import write_json_atomic
-from data_pipeline import PipelineConfig, decode_one_video, make_decoder
+from data_pipeline import Decoder, PipelineConfig, decode_one_video, make_decoder
 from data_pipeline.decode import BACKENDS, choose_backend
 from data_pipeline.sampling import SHORT_VIDEO_RULES
 from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS
@@ -57,7 +57,7 @@ from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels
 from model import get_device
 from preprocess.annotations import AnnotationError, class_names, read_labels
 from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
-from preprocess.make_shards import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE
+from preprocess.make_shards import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE
 from preprocess.video_decode import DecodedVideo, decode_videos
 
 DEFAULT_FRAMES = (4, 8, 16)
@@ -77,7 +77,7 @@ class Predictor:
     device: torch.device
     precision: str
     config: PipelineConfig
-    decoder: Any
+    decoder: Decoder
     short_side: int
     jpeg_quality: int
     names: list[str] | None
@@ -135,6 +135,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--frames: give positive frame counts, e.g. 4 8 16")
     if args.top_k < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--top-k and --repeats must be >= 1, --warmup >= 0")
+    if args.short_side is not None and args.short_side < 0:
+        parser.error("--short-side must be >= 0 (0 keeps the native size)")
+    if args.jpeg_quality is not None and not QUALITY_RANGE[0] <= args.jpeg_quality <= QUALITY_RANGE[1]:
+        parser.error(f"--jpeg-quality: choose {QUALITY_RANGE[0]}-{QUALITY_RANGE[1]} (IJG scale)")
     args.frames = sorted(set(args.frames))
     return args
 
@@ -172,7 +176,10 @@ def prepare(args: argparse.Namespace) -> Predictor:
     """Load the checkpoint and set up the device, the transform, the decoder and the class names."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else get_device()
+    try:
+        device = torch.device(args.device) if args.device else get_device()
+    except RuntimeError as error:
+        raise SystemExit(f"--device {args.device}: {error}") from error
     precision = resolve_precision(args.precision, device)
     channels_last = resolve_channels_last(args.channels_last, device)
     loaded = load_checkpoint_network(args.checkpoint, args.arch, channels_last, args.trust_pickle,
