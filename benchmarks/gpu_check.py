@@ -19,7 +19,9 @@ table beside it, rewritten after every section so that a run cut short still rep
 4. model_speed: plain ResNet-50, naive TSM, our TSM and TSM-FFN side by side (``benchmarks.bench_model``), bf16
    and fp32, channels_last;
 5. memory: peak GPU memory of TSM-FFN training at 8 and 16 videos per GPU;
-6. short_training: a short real training of TSM-FFN on the temporal shards, held-out accuracy against chance.
+6. short_training: a short real training of TSM-FFN on the temporal shards, held-out accuracy against chance;
+7. cost: multiply-adds and latency per video of TSM and TSM-FFN at 4, 8 and 16 frames (``engine.cost``, what
+   evaluate.py and predict.py report), in the training precision and in fp32.
 
 Without CUDA (or with ``--smoke``) every section runs at toy sizes (tiny network, small frames; the GPU backends
 run on the CPU where they can: torchvision's CPU decoder, DALI's CPU mode) and CUDA-only parts are recorded as
@@ -63,6 +65,7 @@ from benchmarks.gpu_report import (  # noqa: E402
 )
 from data_pipeline import build_loader  # noqa: E402
 from data_pipeline.decode import DECODERS  # noqa: E402
+from engine.cost import measure_costs, weight_alteration_share  # noqa: E402
 from engine.evaluation import evaluate_networks  # noqa: E402
 from engine.precision import autocast_context, tf32_disabled  # noqa: E402
 from engine.schedule import cosine_decay  # noqa: E402
@@ -513,6 +516,34 @@ def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# Section 7: what a frame count costs
+
+COST_FRAMES = (4, 8, 16)
+COST_LATENCY_RUNS = {"smoke": 1, "full": 20}
+
+
+def section_cost(context: Context, seconds: float) -> dict[str, Any]:
+    """Section 7: multiply-adds and latency per video (batch 1) of TSM and TSM-FFN, training precision and fp32."""
+    sizes = context.sizes
+    networks = {
+        "tsm": build_model(sizes.arch, NUM_CLASSES, channels_last=context.on_cuda),
+        "ffn": build_model(sizes.arch, NUM_CLASSES, ffn_frames=FFN_FRAMES, channels_last=context.on_cuda),
+    }
+    for network in networks.values():
+        network.to(context.device).eval()
+    runs = COST_LATENCY_RUNS["smoke" if context.smoke else "full"]
+    by_precision = {precision: measure_costs(networks, COST_FRAMES, sizes.crop, 1, context.device, precision, runs)
+                    for precision in dict.fromkeys((context.precision, "fp32"))}
+    first = next(iter(by_precision.values()))
+    return {
+        "arch": sizes.arch, "crop": sizes.crop, "latency_runs": runs,
+        "gflops": {name: costs["gflops"] for name, costs in first.items()},
+        "latency_ms": {precision: {name: costs["latency_ms"] for name, costs in costs_by_name.items()}
+                       for precision, costs_by_name in by_precision.items()},
+        "weight_alteration_share": weight_alteration_share(networks["ffn"], COST_FRAMES[0], sizes.crop),
+    }  # fmt: skip
+
+
 SECTIONS: list[tuple[str, SectionFunction]] = [
     ("shards", section_shards),
     ("parity", section_parity),
@@ -521,6 +552,7 @@ SECTIONS: list[tuple[str, SectionFunction]] = [
     ("model_speed", section_model_speed),
     ("memory", section_memory),
     ("short_training", section_short_training),
+    ("cost", section_cost),
 ]
 
 

@@ -48,6 +48,7 @@ SECTION_WEIGHTS = {
     "model_speed": 0.17,
     "memory": 0.05,
     "short_training": 0.28,
+    "cost": 0.02,
 }
 
 

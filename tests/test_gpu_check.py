@@ -23,7 +23,7 @@ from benchmarks import gpu_check, gpu_report
 from data_pipeline.stream import iterate_tar, read_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ALL_SECTIONS = {"shards", "parity", "decode", "loader_training", "model_speed", "memory", "short_training"}
+ALL_SECTIONS = {"shards", "parity", "decode", "loader_training", "model_speed", "memory", "short_training", "cost"}
 # Same limits as tests/test_data_dali.py: decoders differ by rounding only.
 MEAN_ABS_LIMIT = 1.0
 MAX_ABS_LIMIT = 16.0
@@ -118,6 +118,17 @@ def test_smoke_throughput_figures_are_consistent(smoke_run: tuple) -> None:
     speed = sections["model_speed"]
     assert set(speed["ratio_to_plain"]) == {"plain", "tsm_naive", "tsm", "ffn"}
     assert speed["ratio_to_plain"]["plain"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_smoke_cost_reports_multiply_adds_and_latency(smoke_run: tuple) -> None:
+    cost = smoke_run[0]["sections"]["cost"]
+    gflops = cost["gflops"]
+    assert gflops["ffn"] == gflops["tsm"]  # the folded Weight Alteration adds no counted multiply-add
+    assert gflops["tsm"]["8"] == pytest.approx(2 * gflops["tsm"]["4"]) and gflops["tsm"]["4"] > 0
+    assert set(cost["latency_ms"]) == {"fp32"}  # no CUDA: the training precision is fp32 too
+    assert all(value > 0 for name in ("tsm", "ffn") for value in cost["latency_ms"]["fp32"][name].values())
+    assert 0 < cost["weight_alteration_share"] < 0.01
 
 
 @pytest.mark.slow
