@@ -44,15 +44,8 @@ from common.atomic import write_json_atomic
 from data_pipeline import Decoder, PipelineConfig, decode_one_video, make_decoder
 from data_pipeline.decode import BACKENDS, choose_backend
 from data_pipeline.sampling import SHORT_VIDEO_RULES
-from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS
-from engine.inference import (
-    DEFAULT_CROP_SIZE,
-    OFFICIAL_ARCH,
-    LoadedCheckpoint,
-    load_checkpoint_network,
-    timed_forward,
-    trained_frames,
-)
+from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, timed_forward
+from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from model import get_device
 from preprocess.annotations import AnnotationError, class_names, read_labels
@@ -246,7 +239,7 @@ def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence
         for _ in range(warmup):
             timed_forward(network, clip, predictor.device, predictor.precision)
         runs = [timed_forward(network, clip, predictor.device, predictor.precision) for _ in range(repeats)]
-        results[count] = (runs[0][0][0].cpu(), statistics.median(seconds for _, seconds in runs))
+        results[count] = (runs[0][0][0].float().cpu(), statistics.median(seconds for _, seconds in runs))
     return results
 
 
