@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from data_pipeline.augment import default_test_resize
-from model import build_model, load_checkpoint_file, load_official_state_dict
+from model import CheckpointPayloadError, build_model, load_checkpoint_file, load_official_state_dict
 
 OFFICIAL_ARCH = "resnet50"
 OFFICIAL_FFN_FRAMES = (4, 8, 16)
@@ -90,6 +90,10 @@ def read_checkpoint(path: Path, trust_pickle: bool, flag: str, script: str) -> d
                          "(copy or download it again if it was cut)")
     try:
         return load_checkpoint_file(path, trust_pickle=trust_pickle)
+    except CheckpointPayloadError as error:
+        raise SystemExit(f"{path}: the file holds a {error.payload_type}, not a checkpoint dict; {script} needs a "
+                         "train.py last.pt / best.pt (a dict with \"model\" and \"config\") or an official "
+                         "TSM / TSM-FFN file (a state dict, or a dict with \"state_dict\")") from error
     except ValueError as error:
         raise SystemExit(f"{error}; {script}: pass --trust-pickle for a file you trust") from error
     except Exception as error:  # full unpickling of a damaged file raises many types

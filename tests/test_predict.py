@@ -201,6 +201,10 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
     empty.write_bytes(b"")
     notes = folder / "notes.pt"
     notes.write_text("weights: none\n")
+    listed = folder / "listed.pt"
+    torch.save([1, 2], listed)
+    pickled = folder / "pickled.pt"
+    torch.save({"state_dict": {}, "where": Path("runs")}, pickled)  # a Path: the safe loader refuses it
     labels = folder / "labels.json"
     labels.write_text(json.dumps({"Moving something up": "0", "Moving something down": "1"}))
     ffn = str(checkpoints["ffn"])
@@ -209,6 +213,8 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
         "truncated checkpoint": (["--checkpoint", str(truncated), "--video", video], "cut.pt"),
         "empty checkpoint": (["--checkpoint", str(empty), "--video", video], "empty.pt"),
         "text as checkpoint": (["--checkpoint", str(notes), "--video", video], "notes.pt"),
+        "list as checkpoint": (["--checkpoint", str(listed), "--video", video], "listed.pt"),
+        "pickled object in checkpoint": (["--checkpoint", str(pickled), "--video", video], "pickled.pt"),
         "missing video": (["--checkpoint", ffn, "--video", str(folder / "none.webm")], "none.webm"),
         "text as video": (["--checkpoint", ffn, "--video", str(text)], "notes.webm"),
         "image as video": (["--checkpoint", ffn, "--video", str(image)], "still.webm"),
@@ -230,6 +236,9 @@ def test_each_bad_input_gives_one_line_naming_the_file(dataset, checkpoints, tmp
     assert "truncated" in messages["truncated checkpoint"]
     assert "empty file" in messages["empty checkpoint"]
     assert "not a PyTorch checkpoint" in messages["text as checkpoint"]
+    assert "holds a list, not a checkpoint dict" in messages["list as checkpoint"]
+    assert "--trust-pickle" not in messages["list as checkpoint"]
+    assert "--trust-pickle" in messages["pickled object in checkpoint"]
     assert "not a video (image container)" in messages["image as video"]
     assert "2 classes" in messages["labels of another class count"] and "6 outputs" in messages[
         "labels of another class count"]
