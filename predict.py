@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = {"checkpoint": str(args.checkpoint), "settings": settings_record(predictor, args), "videos": entries}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, report)
+        write_json_atomic(args.json, report, sort_keys=False)  # frame counts stay in numeric order
         print(f"wrote {args.json}", flush=True)
     return report
 
