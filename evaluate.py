@@ -45,12 +45,11 @@ from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
 from engine.data import make_loader
 from engine.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
-from engine.inference import OFFICIAL_ARCH, load_network
+from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, load_network
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.reporting import format_table, plot_top1
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
-DEFAULT_CROP_SIZE = 224
 DEFAULT_TAG = "eval"
 
 

@@ -44,15 +44,8 @@ from common.atomic import write_json_atomic
 from data_pipeline import Decoder, PipelineConfig, decode_one_video, make_decoder
 from data_pipeline.decode import BACKENDS, choose_backend
 from data_pipeline.sampling import SHORT_VIDEO_RULES
-from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS
-from engine.inference import (
-    DEFAULT_CROP_SIZE,
-    OFFICIAL_ARCH,
-    LoadedCheckpoint,
-    load_checkpoint_network,
-    timed_forward,
-    trained_frames,
-)
+from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, timed_forward
+from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from model import get_device
 from preprocess.annotations import AnnotationError, class_names, read_labels
@@ -139,6 +132,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--short-side must be >= 0 (0 keeps the native size)")
     if args.jpeg_quality is not None and not QUALITY_RANGE[0] <= args.jpeg_quality <= QUALITY_RANGE[1]:
         parser.error(f"--jpeg-quality: choose {QUALITY_RANGE[0]}-{QUALITY_RANGE[1]} (IJG scale)")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1 (omit it for torch's default)")
+    if args.trained_frames is not None and min(args.trained_frames) < 1:
+        parser.error("--trained-frames: give positive frame counts, e.g. 8")
+    if args.json is not None and args.json.is_dir():
+        parser.error(f"--json {args.json}: is a directory; give a file name, e.g. {args.json / 'predictions.json'}")
     args.frames = sorted(set(args.frames))
     return args
 
@@ -172,14 +171,53 @@ def official_trained_frames(loaded: LoadedCheckpoint, path: Path) -> list[int]:
     return [int(match.group(1))] if match else []
 
 
+def unavailable_reason(device: torch.device) -> str | None:
+    """Why this torch build cannot run on `device` (CUDA and MPS are checked), or None when it can."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        return f"only {torch.cuda.device_count()} CUDA device(s)"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "torch.backends.mps.is_available() is False"
+    return None
+
+
+def chosen_device(name: str | None) -> torch.device:
+    """The device named by --device (checked to exist), else model.get_device(); a bad name is one line."""
+    if name is None:
+        return get_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise SystemExit(f"predict.py: --device {name}: {error}") from error
+    reason = unavailable_reason(device)
+    if reason is not None:
+        raise SystemExit(f"predict.py: --device {name}: not available ({reason}); omit --device (CUDA, then MPS, "
+                         "then CPU)")
+    return device
+
+
+def chosen_trained_frames(args: argparse.Namespace, loaded: LoadedCheckpoint) -> list[int]:
+    """The trained frame counts ([] when unknown).
+
+    An FFN's are its branches (--trained-frames is ignored, with a one-line note); a vanilla TSM's are
+    --trained-frames, else the checkpoint's record, else an official file name's segmentN.
+    """
+    branches = getattr(loaded.network, "trained_frames", None)
+    if branches:
+        if args.trained_frames:
+            listed = "/".join(str(count) for count in sorted(branches))
+            print(f"note: --trained-frames is ignored for an FFN: its branches ({listed}) are its trained frame "
+                  "counts", flush=True)
+        return sorted(int(count) for count in branches)
+    return sorted(args.trained_frames or trained_frames(loaded) or official_trained_frames(loaded, args.checkpoint))
+
+
 def prepare(args: argparse.Namespace) -> Predictor:
     """Load the checkpoint and set up the device, the transform, the decoder and the class names."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device) if args.device else get_device()
-    except RuntimeError as error:
-        raise SystemExit(f"--device {args.device}: {error}") from error
+    device = chosen_device(args.device)
     precision = resolve_precision(args.precision, device)
     channels_last = resolve_channels_last(args.channels_last, device)
     loaded = load_checkpoint_network(args.checkpoint, args.arch, channels_last, args.trust_pickle,
@@ -196,13 +234,12 @@ def prepare(args: argparse.Namespace) -> Predictor:
     except ValueError as error:
         raise SystemExit(f"predict.py: {error}") from error
     decoder = make_decoder(backend, device, max_frames=sum(args.frames))
-    trained = args.trained_frames or trained_frames(loaded) or official_trained_frames(loaded, args.checkpoint)
     return Predictor(
         checkpoint=args.checkpoint, loaded=loaded, device=device, precision=precision, config=config,
         decoder=decoder,
         short_side=int(first_set(args.short_side, record.get("short_side"), DEFAULT_SHORT_SIDE)),
         jpeg_quality=int(first_set(args.jpeg_quality, record.get("jpeg_quality"), DEFAULT_QUALITY)),
-        names=read_names(args, loaded), trained=sorted(trained),
+        names=read_names(args, loaded), trained=chosen_trained_frames(args, loaded),
     )
 
 
@@ -246,7 +283,7 @@ def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence
         for _ in range(warmup):
             timed_forward(network, clip, predictor.device, predictor.precision)
         runs = [timed_forward(network, clip, predictor.device, predictor.precision) for _ in range(repeats)]
-        results[count] = (runs[0][0][0].cpu(), statistics.median(seconds for _, seconds in runs))
+        results[count] = (runs[0][0][0].float().cpu(), statistics.median(seconds for _, seconds in runs))
     return results
 
 
@@ -328,7 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = {"checkpoint": str(args.checkpoint), "settings": settings_record(predictor, args), "videos": entries}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, report)
+        write_json_atomic(args.json, report, sort_keys=False)  # frame counts stay in numeric order
         print(f"wrote {args.json}", flush=True)
     return report
 

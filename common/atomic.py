@@ -53,8 +53,18 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             temporary.unlink()
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write `payload` as indented, key-sorted JSON through `atomic_file`."""
+def write_json_atomic(path: Path, payload: Any, sort_keys: bool = True) -> None:
+    """Write `payload` as indented JSON through `atomic_file`.
+
+    Parameters
+    ----------
+    path : Path
+        The final file name.
+    payload : Any
+        A JSON-serialisable object.
+    sort_keys : bool
+        Sort every object's keys (the default, so files diff stably); False keeps the payload's insertion order.
+    """
     with atomic_file(path, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
+        json.dump(payload, handle, indent=1, sort_keys=sort_keys)
         handle.write("\n")

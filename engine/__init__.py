@@ -12,8 +12,8 @@ Modules (import the one you need; nothing heavy is imported here):
 - ``data``: the loader of a split from the command-line options, the class count and inference facts (class
   names, frame size) from a manifest, batches on the device;
 - ``evaluation``: top-k counts and the one-pass evaluation of several networks at several frame counts;
-- ``inference``: our or official checkpoints into a network, the checkpoints' inference record, a timed forward;
+- ``inference``: our or official checkpoints into a network, the checkpoints' inference record;
 - ``reporting``: the plain-text accuracy table and the plot of top-1 against frames and against GFLOPs;
-- ``cost``: multiply-adds per video (torch's FLOP counter) and the latency per video of a frame count;
+- ``cost``: multiply-adds per video (torch's FLOP counter), the timed forward pass and the latency per video;
 - ``backbone_cache``: where pretrain.py keeps a pretrained backbone (one folder per setting).
 """

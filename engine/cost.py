@@ -39,6 +39,7 @@ LATENCY_DECIMALS = 3
 LATENCY_WARMUP_RUNS = 2
 DEFAULT_LATENCY_RUNS = 5
 LATENCY_SEED = 0
+MS_PER_S = 1000.0
 META = torch.device("meta")
 GFLOPS_PROTOCOL = ("multiply-adds per video in G (torch.utils.flop_counter.FlopCounterMode FLOPs / 2, counted once "
                    "on one view of one video at the evaluation crop, the network's own branch for T), times the "
@@ -123,12 +124,28 @@ def synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
+def timed_forward(network: nn.Module, inputs: torch.Tensor, device: torch.device,
+                  precision: str) -> tuple[Any, float]:
+    """Run the network once on inputs already on the device; return (its output, seconds of the forward alone).
+
+    The clock starts after the device has finished all queued work and stops when the forward's work is done
+    (synchronised on CUDA and MPS): decoding, the transform and the copy to the device are not in it.
+    """
+    synchronize(device)
+    start = time.perf_counter()
+    with autocast_context(precision, device):
+        output = network(inputs)
+    synchronize(device)
+    return output, time.perf_counter() - start
+
+
 def measure_latency_ms(network: nn.Module, frames: int, crop_size: int, views: int, device: torch.device,
                        precision: str, runs: int = DEFAULT_LATENCY_RUNS,
                        warmup: int = LATENCY_WARMUP_RUNS) -> float:
     """Return the median forward time in ms of one video ((views, T, 3, crop, crop)) after `warmup` passes.
 
-    The input is drawn from a private generator, so the global random state is left as it was.
+    Each pass is one `timed_forward`. The input is drawn from a private generator, so the global random state is
+    left as it was.
     """
     if runs < 1:
         raise ValueError(f"latency needs at least one timed run, got {runs}")
@@ -137,13 +154,9 @@ def measure_latency_ms(network: nn.Module, frames: int, crop_size: int, views: i
     network.eval()
     times = []
     for index in range(warmup + runs):
-        synchronize(device)
-        start = time.perf_counter()
-        with autocast_context(precision, device):
-            network(video)
-        synchronize(device)
+        _, seconds = timed_forward(network, video, device, precision)
         if index >= warmup:
-            times.append(1000.0 * (time.perf_counter() - start))
+            times.append(MS_PER_S * seconds)
     return statistics.median(times)
 
 

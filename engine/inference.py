@@ -1,5 +1,6 @@
 """Inference shared by evaluate.py and predict.py: a checkpoint (ours or an official TSM / TSM-FFN file) loaded
-into a network, what our checkpoints record for inference, the trained frame counts and a timed forward pass.
+into a network, what our checkpoints record for inference and the trained frame counts (the timed forward pass
+is engine.cost.timed_forward).
 
 Our checkpoints (train.py) carry an ``"inference"`` record beside the training state: arch, class count, mode,
 trained frame counts, class names (from the shards' manifest), the evaluation crop and test resize, and the short
@@ -11,18 +12,14 @@ model config give most of it.
 from __future__ import annotations
 
 import dataclasses
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from data_pipeline.augment import default_test_resize
-from engine.cost import synchronize
-from engine.precision import autocast_context
-from model import build_model, load_checkpoint_file, load_official_state_dict
+from model import CheckpointPayloadError, build_model, load_checkpoint_file, load_official_state_dict
 
 OFFICIAL_ARCH = "resnet50"
 OFFICIAL_FFN_FRAMES = (4, 8, 16)
@@ -93,6 +90,10 @@ def read_checkpoint(path: Path, trust_pickle: bool, flag: str, script: str) -> d
                          "(copy or download it again if it was cut)")
     try:
         return load_checkpoint_file(path, trust_pickle=trust_pickle)
+    except CheckpointPayloadError as error:
+        raise SystemExit(f"{path}: the file holds a {error.payload_type}, not a checkpoint dict; {script} needs a "
+                         "train.py last.pt / best.pt (a dict with \"model\" and \"config\") or an official "
+                         "TSM / TSM-FFN file (a state dict, or a dict with \"state_dict\")") from error
     except ValueError as error:
         raise SystemExit(f"{error}; {script}: pass --trust-pickle for a file you trust") from error
     except Exception as error:  # full unpickling of a damaged file raises many types
@@ -177,21 +178,3 @@ def trained_frames(loaded: LoadedCheckpoint) -> list[int]:
         return [int(count) for count in branches]
     recorded = loaded.inference.get("trained_frames") or loaded.settings.get("frames") or []
     return sorted(int(count) for count in recorded)
-
-
-@torch.no_grad()
-def timed_forward(network: nn.Module, frames: torch.Tensor, device: torch.device,
-                  precision: str) -> tuple[torch.Tensor, float]:
-    """Run the network on frames already on the device; return (float logits, seconds of the forward alone).
-
-    The clock starts after the device has finished all queued work and stops when the forward's work is done
-    (synchronised on CUDA and MPS, as engine.cost's latency): decoding, the transform and the copy to the device
-    are not in it.
-    """
-    synchronize(device)
-    start = time.perf_counter()
-    with autocast_context(precision, device):
-        logits = network(frames)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    return logits.float(), seconds

@@ -27,6 +27,20 @@ IGNORED_BUFFER_SUFFIX = "num_batches_tracked"
 HEAD_PREFIXES = ("fc.", "new_fc.")
 MAX_KEYS_IN_MESSAGE = 6
 
+
+class CheckpointPayloadError(ValueError):
+    """A checkpoint file read fine but holds something other than a dict (a list, a tensor, a number, ...).
+
+    Attributes
+    ----------
+    payload_type : str
+        The type name of what the file holds ("list", "Tensor", ...).
+    """
+
+    def __init__(self, message: str, payload_type: str) -> None:
+        super().__init__(message)
+        self.payload_type = payload_type
+
 # (pattern, replacement) applied to a key without "module." / "base_model."; the first match wins.
 _KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
@@ -224,6 +238,13 @@ def load_checkpoint_file(path: str | os.PathLike, trust_pickle: bool = False) ->
     -------
     dict
         The loaded object.
+
+    Raises
+    ------
+    ValueError
+        When the safe loader refuses the file and `trust_pickle` is False.
+    CheckpointPayloadError
+        When the file holds something other than a dict (a subclass of ValueError).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist: pass the path of a .pth/.pt/.pth.tar file")
@@ -238,7 +259,8 @@ def load_checkpoint_file(path: str | os.PathLike, trust_pickle: bool = False) ->
             ) from error
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(loaded, dict):
-        raise ValueError(
-            f"checkpoint {path} holds a {type(loaded).__name__}, expected a dict (a state dict or a checkpoint)"
+        raise CheckpointPayloadError(
+            f"checkpoint {path} holds a {type(loaded).__name__}, expected a dict (a state dict or a checkpoint)",
+            type(loaded).__name__,
         )
     return loaded

@@ -426,8 +426,14 @@ def settings_record(args: argparse.Namespace, summary: dict[str, Any], losses: d
     }
 
 
-def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Plot tfd.json's top-1 against frames (mean with a min-max band over seeds)."""
+def write_plot(report: dict[str, Any], path: Path) -> Any:
+    """Plot tfd.json's top-1 against frames (mean with a min-max band over seeds).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        engine.reporting.plot_top1's (closed) figure: two axes when every model has GFLOPs, else one.
+    """
     seeds = report["settings"]["seeds"]
     spread = " (mean, band: min-max)" if len(seeds) > 1 else ""
     title = (f"Synthetic TFD: top-1 on {report['settings']['n_validation']} validation videos, "
@@ -435,7 +441,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     labels = {VARIANT_NAME: f"{VARIANT_NAME} (CE on every rate: NOT official)", "ffn": "ffn (official loss)"}
     order = [name for name in [*MODELS, VARIANT_NAME] if name in report["models"]]
     models = {name: report["models"][name] for name in order}
-    plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
+    return plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
 
 
 def validation_curves(checkpoints: dict[str, Path], names: Sequence[str],

@@ -136,6 +136,21 @@ def test_demo_aggregate_carries_gflops_and_mean_latency_over_seeds():
     assert demo.aggregate(per_seed, ["tsm4"], [0])["tsm4"]["top1"] == {"4": 50.0}
 
 
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])
+def test_demo_plot_has_the_cost_panel_when_the_report_has_gflops(tmp_path, seeds):
+    """scripts/demo.py's tfd.png: top-1 and top-1 against GFLOPs (two axes) from a small tfd.json-like report."""
+    demo = load_demo()
+    gflops = {"4": 0.5, "8": 1.0}
+    models = {"tsm8": entry({"4": 20.0, "8": 50.0}, gflops), "ffn": entry({"4": 45.0, "8": 52.0}, gflops)}
+    report = {"settings": {"seeds": seeds, "n_validation": 6, "eval_frames": [4, 8]}, "models": models}
+    path = tmp_path / "tfd.png"
+    figure = demo.write_plot(report, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(figure.axes) == 2
+    for model in models.values():
+        del model["gflops"]
+    assert len(demo.write_plot(report, path).axes) == 1
+
+
 def test_command_line_prints_tsm_and_ffn_per_frame_count(capsys):
     from engine.cost import main
 

@@ -37,7 +37,9 @@ TSM_FRAMES = 8
 SAR_ID = "900001"
 # Coded 36x24 with 4:3 pixels: 48x24 at the display aspect (make shards resizes it to square pixels).
 SAR_SOURCE = "testsrc=s=36x24:r=10:d=1,setsar=4/3"
-FAST = ["--device", "cpu", "--decode", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"]
+ON_CPU = ["--device", "cpu"]
+FAST = [*ON_CPU, "--decode", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"]
+DEVICE_PRESENT = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,7 @@ def test_json_top5_sorted_named_and_nearest_branch(dataset, checkpoints, tmp_pat
     assert [entry["video"] for entry in report["videos"]] == [str(path) for path in videos]
     names = set(json.loads((dataset / "labels" / "labels.json").read_text()))
     for entry in report["videos"]:
-        assert set(entry["results"]) == {str(count) for count in frames}
+        assert list(entry["results"]) == [str(count) for count in frames]  # numeric order, not "12" < "2"
         for count, result in entry["results"].items():
             assert set(result) == {"top5", "branch", "latency_ms"} and result["latency_ms"] > 0
             probs = [item["prob"] for item in result["top5"]]
@@ -201,6 +203,10 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
     empty.write_bytes(b"")
     notes = folder / "notes.pt"
     notes.write_text("weights: none\n")
+    listed = folder / "listed.pt"
+    torch.save([1, 2], listed)
+    pickled = folder / "pickled.pt"
+    torch.save({"state_dict": {}, "where": Path("runs")}, pickled)  # a Path: the safe loader refuses it
     labels = folder / "labels.json"
     labels.write_text(json.dumps({"Moving something up": "0", "Moving something down": "1"}))
     ffn = str(checkpoints["ffn"])
@@ -209,6 +215,8 @@ def bad_inputs(dataset: Path, checkpoints: dict[str, Path], folder: Path) -> dic
         "truncated checkpoint": (["--checkpoint", str(truncated), "--video", video], "cut.pt"),
         "empty checkpoint": (["--checkpoint", str(empty), "--video", video], "empty.pt"),
         "text as checkpoint": (["--checkpoint", str(notes), "--video", video], "notes.pt"),
+        "list as checkpoint": (["--checkpoint", str(listed), "--video", video], "listed.pt"),
+        "pickled object in checkpoint": (["--checkpoint", str(pickled), "--video", video], "pickled.pt"),
         "missing video": (["--checkpoint", ffn, "--video", str(folder / "none.webm")], "none.webm"),
         "text as video": (["--checkpoint", ffn, "--video", str(text)], "notes.webm"),
         "image as video": (["--checkpoint", ffn, "--video", str(image)], "still.webm"),
@@ -230,9 +238,50 @@ def test_each_bad_input_gives_one_line_naming_the_file(dataset, checkpoints, tmp
     assert "truncated" in messages["truncated checkpoint"]
     assert "empty file" in messages["empty checkpoint"]
     assert "not a PyTorch checkpoint" in messages["text as checkpoint"]
+    assert "holds a list, not a checkpoint dict" in messages["list as checkpoint"]
+    assert "--trust-pickle" not in messages["list as checkpoint"]
+    assert "--trust-pickle" in messages["pickled object in checkpoint"]
     assert "not a video (image container)" in messages["image as video"]
     assert "2 classes" in messages["labels of another class count"] and "6 outputs" in messages[
         "labels of another class count"]
+
+
+@pytest.mark.parametrize("device", sorted(DEVICE_PRESENT))
+def test_unavailable_device_is_one_line(dataset, checkpoints, device):
+    if DEVICE_PRESENT[device]:
+        pytest.skip(f"{device} is available here")
+    with pytest.raises(SystemExit) as raised:
+        predict.main(["--checkpoint", str(checkpoints["ffn"]), "--video", str(all_videos(dataset)[0]),
+                      "--device", device, "--frames", "4", "--threads", "1"])
+    message = str(raised.value.code)
+    assert "\n" not in message and f"--device {device}: not available" in message and "omit --device" in message
+
+
+@pytest.mark.parametrize("arguments, flag", [
+    (["--threads", "0"], "--threads"), (["--threads", "-2"], "--threads"),
+    (["--trained-frames", "8", "0"], "--trained-frames"), (["--json", "{folder}"], "--json {folder}"),
+])  # fmt: skip
+def test_bad_flag_is_one_line_before_any_work(tmp_path, capsys, arguments, flag):
+    arguments = [argument.format(folder=tmp_path) for argument in arguments]
+    with pytest.raises(SystemExit) as raised:
+        predict.parse_args(["--checkpoint", str(tmp_path / "none.pt"), "--video", "a.webm", *arguments])
+    assert raised.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag.format(folder=tmp_path) in message
+
+
+def test_trained_frames_flag_is_ignored_with_a_note_for_an_ffn(dataset, checkpoints, capsys):
+    video = str(all_videos(dataset)[0])
+    report = predict.run(predict.parse_args(["--checkpoint", str(checkpoints["ffn"]), "--video", video,
+                                             "--frames", "4", "--trained-frames", "16", *FAST]))
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --trained-frames is ignored for an FFN: its branches (4/8/16) are its trained frame "
+                     "counts"]
+    assert report["settings"]["trained_frames"] == list(FFN_FRAMES)
+    tsm = predict.run(predict.parse_args(["--checkpoint", str(checkpoints["tsm_old"]), "--video", video,
+                                          "--frames", "4", "--trained-frames", "4", "--short-side", str(SHORT_SIDE),
+                                          *FAST]))
+    assert tsm["settings"]["trained_frames"] == [4] and "note:" not in capsys.readouterr().out
 
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path):
