@@ -171,30 +171,12 @@ def official_trained_frames(loaded: LoadedCheckpoint, path: Path) -> list[int]:
     return [int(match.group(1))] if match else []
 
 
-def unavailable_reason(device: torch.device) -> str | None:
-    """Why this torch build cannot run on `device` (CUDA and MPS are checked), or None when it can."""
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "torch.cuda.is_available() is False"
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        return f"only {torch.cuda.device_count()} CUDA device(s)"
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        return "torch.backends.mps.is_available() is False"
-    return None
-
-
 def chosen_device(name: str | None) -> torch.device:
     """The device named by --device (checked to exist), else model.get_device(); a bad name is one line."""
-    if name is None:
-        return get_device()
     try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise SystemExit(f"predict.py: --device {name}: {error}") from error
-    reason = unavailable_reason(device)
-    if reason is not None:
-        raise SystemExit(f"predict.py: --device {name}: not available ({reason}); omit --device (CUDA, then MPS, "
-                         "then CPU)")
-    return device
+        return get_device(name)
+    except ValueError as error:
+        raise SystemExit(f"predict.py: {error}") from error
 
 
 def chosen_trained_frames(args: argparse.Namespace, loaded: LoadedCheckpoint) -> list[int]:

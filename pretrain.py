@@ -149,7 +149,10 @@ def pretrain(args: argparse.Namespace) -> Path:
             return path
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = get_device(args.device)
+    try:
+        device = get_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"pretrain.py: {error}") from error
     begin = time.perf_counter()
     network, history = train_backbone(args, device)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,10 @@ def init_distributed(device_preference: str | None) -> tuple[torch.device, int, 
     (device, rank, world_size)
         Each CUDA process uses the GPU of its LOCAL_RANK. Without torchrun: (device, 0, 1), no process group.
     """
-    device = get_device(device_preference)
+    try:
+        device = get_device(device_preference)
+    except ValueError as error:
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'python'}: {error}") from error
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return device, 0, 1

@@ -97,6 +97,22 @@ def test_get_device_order(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")
 
 
+def test_get_device_refuses_a_device_it_cannot_use(monkeypatch):
+    """An explicit --device that this torch build cannot run on is one line naming it and the fix."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1", "mps"):
+        with pytest.raises(ValueError, match=f"--device {name}: not available .*omit --device"):
+            get_device(name)
+    with pytest.raises(ValueError, match="--device gpu0"):
+        get_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert get_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="only 1 CUDA device"):
+        get_device("cuda:1")
+
+
 def test_model_and_pipeline_import_without_ffmpeg_or_dali():
     code = (
         "import sys\n"
