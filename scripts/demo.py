@@ -460,6 +460,13 @@ def validation_curves(checkpoints: dict[str, Path], names: Sequence[str],
     return curves
 
 
+def run_seconds(runs: Path, names: Sequence[str], seeds: Sequence[int]) -> dict[str, float]:
+    """Return {"name@seedS": seconds}: each training's epoch times (training and its validation) summed from its
+    checkpoint history, so a rerun that reuses the runs still reports what they took."""
+    return {f"{name}@seed{seed}": round(sum(row.get("epoch_s", 0.0) for row in load_checkpoint(
+        runs / f"seed{seed}" / name / "last.pt")["metrics"]["history"]), 1) for name in names for seed in seeds}
+
+
 def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
     """Plot validation top-1 against epoch: each FFN branch against the single-rate models."""
     import matplotlib
@@ -577,6 +584,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "margins": margin_sets,
         "curves": curves,
     }
+    report["settings"]["run_seconds"] = run_seconds(runs, list(models), args.seeds)
     total_s = time.time() - begin + (setup_s or 0.0)
     report["settings"]["timings_s"] = {"setup": None if setup_s is None else round(setup_s, 1),
                                        **{k: round(v, 1) for k, v in timer.seconds.items()},

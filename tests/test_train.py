@@ -256,6 +256,8 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert settings["seeds"] == [0] and settings["loss"]["ffn"].startswith("official")
     assert settings["start"] == "pretrained" and settings["preset"]["arch"] == "tiny"
     assert settings["preset"]["epochs"] == 1 and settings["study_epochs"] == 20  # --epochs overrides every schedule
+    assert set(settings["run_seconds"]) == {f"{name}@seed0" for name in ("tsm16", "ffn", "tsm4", "tsm8")}
+    assert all(seconds > 0 for seconds in settings["run_seconds"].values())
     pretraining = settings["pretraining"]
     digest = hashlib.sha256(Path(pretraining["checkpoint"]).read_bytes()).hexdigest()
     assert pretraining["sha256"] == digest and pretraining["settings"]["epochs"] == 1
