@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from common.atomic import write_json_atomic
-from data_pipeline.augment import normalisation_tensors, normalise_views
+from data_pipeline.augment import normalisation_tensors
 from engine.backbone_cache import (
     BACKBONE_FILE,
     PRETRAIN_DEFAULTS,
@@ -75,8 +75,13 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def to_batch(images: np.ndarray, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) images -> normalised float (N, 1, 3, H, W) one-frame videos on the device."""
-    return normalise_views(torch.from_numpy(images).to(device).permute(0, 3, 1, 2), mean, std).unsqueeze(1)
+    """uint8 (N, H, W, 3) images -> normalised float (N, 1, 3, H, W) one-frame videos on the device.
+
+    The arithmetic the committed demo backbone was trained with; `augment.normalise_views` rounds differently in
+    the last bit on some pixels, and over 15 epochs that moves the weights (and the demo's numbers) visibly.
+    """
+    frames = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
+    return ((frames - mean) / std).unsqueeze(1)
 
 
 @torch.no_grad()
@@ -157,7 +162,8 @@ def pretrain(args: argparse.Namespace) -> Path:
     network, history = train_backbone(args, device)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": to_torchvision_state_dict(network.cpu()), "arch": args.arch,
-               "classes": settings["classes"], "settings": settings, "history": history}
+               "classes": settings["classes"], "settings": settings,
+               "history": [{key: value for key, value in row.items() if key != "epoch_s"} for row in history]}
     save_atomic(payload, path)
     record = {"settings": settings, "sha256": file_sha256(path), "history": history,
               "val_top1": history[-1]["val_top1"] if history else None,

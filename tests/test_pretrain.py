@@ -61,6 +61,23 @@ def test_pretraining_writes_a_cached_torchvision_style_checkpoint(backbone, caps
     assert pretrain.cache_folder(root, {**pretrain.settings_of(args), "lr": 1.0}) != path.parent
 
 
+def test_a_second_run_writes_the_same_bytes(backbone, tmp_path):
+    """Same settings, same file: the SHA-256 in pretrain.json (and tfd.json) fingerprints the weights, not the run."""
+    path, _ = backbone
+    args = pretrain.build_parser().parse_args(["--output-root", str(tmp_path), *SMOKE_ARGS])
+    again = pretrain.pretrain(args)
+    assert again != path and pretrain.file_sha256(again) == pretrain.file_sha256(path)
+
+
+def test_images_are_normalised_as_the_demo_backbone_was_trained():
+    """The pretraining's input arithmetic, (x - 255 mean) / (255 std) on float pixels, bit for bit."""
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    mean, std = pretrain.normalisation_tensors("cpu")
+    batch = pretrain.to_batch(images, torch.device("cpu"), mean, std)
+    reference = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std
+    assert batch.shape == (4, 1, 3, 32, 32) and torch.equal(batch[:, 0], reference)
+
+
 @pytest.mark.parametrize("ffn_frames", [None, (4, 8, 16)], ids=["tsm", "ffn"])
 def test_pretrained_backbone_loads_every_backbone_key(backbone, ffn_frames):
     path, _ = backbone
