@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import math
 import re
-import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from common.atomic import write_json_atomic
 from data_pipeline import Decoder, PipelineConfig, decode_one_video, make_decoder
 from data_pipeline.decode import BACKENDS, choose_backend
 from data_pipeline.sampling import SHORT_VIDEO_RULES
-from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, timed_forward
+from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forward
 from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from model import get_device
@@ -258,14 +257,11 @@ def video_batch(predictor: Predictor, video: DecodedVideo) -> dict[str, Any]:
 def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence[int], repeats: int,
                    warmup: int) -> dict[int, tuple[torch.Tensor, float]]:
     """Run the model at every frame count: {T: (logits of the video (C,), median forward seconds)}."""
-    network = predictor.loaded.network
     results = {}
     for count in frames:
-        clip = batch["frames"][count]
-        for _ in range(warmup):
-            timed_forward(network, clip, predictor.device, predictor.precision)
-        runs = [timed_forward(network, clip, predictor.device, predictor.precision) for _ in range(repeats)]
-        results[count] = (runs[0][0][0].float().cpu(), statistics.median(seconds for _, seconds in runs))
+        logits, seconds = median_forward(predictor.loaded.network, batch["frames"][count], predictor.device,
+                                         predictor.precision, repeats, warmup)
+        results[count] = (logits[0].float().cpu(), seconds)
     return results
 
 

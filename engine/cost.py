@@ -139,25 +139,29 @@ def timed_forward(network: nn.Module, inputs: torch.Tensor, device: torch.device
     return output, time.perf_counter() - start
 
 
+def median_forward(network: nn.Module, inputs: torch.Tensor, device: torch.device, precision: str,
+                   runs: int = DEFAULT_LATENCY_RUNS, warmup: int = LATENCY_WARMUP_RUNS) -> tuple[Any, float]:
+    """Run `warmup` untimed then `runs` timed forwards (`timed_forward`); return (first timed output, median s)."""
+    if runs < 1:
+        raise ValueError(f"latency needs at least one timed run, got {runs}")
+    for _ in range(warmup):
+        timed_forward(network, inputs, device, precision)
+    timed = [timed_forward(network, inputs, device, precision) for _ in range(runs)]
+    return timed[0][0], statistics.median(seconds for _, seconds in timed)
+
+
 def measure_latency_ms(network: nn.Module, frames: int, crop_size: int, views: int, device: torch.device,
                        precision: str, runs: int = DEFAULT_LATENCY_RUNS,
                        warmup: int = LATENCY_WARMUP_RUNS) -> float:
     """Return the median forward time in ms of one video ((views, T, 3, crop, crop)) after `warmup` passes.
 
-    Each pass is one `timed_forward`. The input is drawn from a private generator, so the global random state is
+    The passes are `median_forward`'s. The input is drawn from a private generator, so the global random state is
     left as it was.
     """
-    if runs < 1:
-        raise ValueError(f"latency needs at least one timed run, got {runs}")
     generator = torch.Generator().manual_seed(LATENCY_SEED)
     video = torch.randn(views, frames, 3, crop_size, crop_size, generator=generator).to(device)
     network.eval()
-    times = []
-    for index in range(warmup + runs):
-        _, seconds = timed_forward(network, video, device, precision)
-        if index >= warmup:
-            times.append(MS_PER_S * seconds)
-    return statistics.median(times)
+    return MS_PER_S * median_forward(network, video, device, precision, runs, warmup)[1]
 
 
 def measure_costs(networks: dict[str, nn.Module], frames: Sequence[int], crop_size: int, views: int,

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cost import count_multiply_adds, cost_settings, measure_costs, measure_latency_ms, weight_alteration_share
+from engine.cost import (
+    count_multiply_adds,
+    cost_settings,
+    measure_costs,
+    measure_latency_ms,
+    median_forward,
+    weight_alteration_share,
+)
 from engine.reporting import plot_top1
 from model import build_model
 
@@ -85,6 +92,23 @@ def entry(top1: dict[str, float], gflops: dict[str, float] | None) -> dict:
     if gflops is not None:
         result["gflops"] = gflops
     return result
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_median_forward_returns_the_first_timed_output_and_counts_every_pass(runs):
+    """Warm-up passes are untimed, then `runs` timed ones: the output is the network's, every pass runs once."""
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, inputs):
+            calls.append(len(calls))
+            return inputs * 2
+
+    inputs = torch.ones(2, 3)
+    output, seconds = median_forward(Counting(), inputs, torch.device("cpu"), "fp32", runs=runs, warmup=2)
+    assert torch.equal(output, inputs * 2) and seconds >= 0 and len(calls) == 2 + runs
+    with pytest.raises(ValueError, match="at least one timed run"):
+        median_forward(Counting(), inputs, torch.device("cpu"), "fp32", runs=0, warmup=0)
 
 
 @pytest.mark.parametrize("with_costs", [True, False])
