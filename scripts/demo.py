@@ -444,14 +444,19 @@ def write_plot(report: dict[str, Any], path: Path) -> Any:
     return plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
 
 
-def validation_curves(checkpoints: dict[str, Path], names: Sequence[str],
+def run_histories(checkpoints: dict[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """Return {"name@seedS": the per-epoch history in the run's checkpoint}, each checkpoint read once."""
+    return {key: load_checkpoint(path)["metrics"]["history"] for key, path in checkpoints.items()}
+
+
+def validation_curves(histories: dict[str, list[dict[str, Any]]], names: Sequence[str],
                       seeds: Sequence[int]) -> dict[str, dict[str, list[float]]]:
     """Return {name: {frames: per-epoch validation top-1, mean over seeds}} from each run's history."""
     curves: dict[str, dict[str, list[float]]] = {}
     for name in names:
         per_seed = []
         for seed in seeds:
-            history = load_checkpoint(checkpoints[f"{name}@seed{seed}"])["metrics"]["history"]
+            history = histories[f"{name}@seed{seed}"]
             per_seed.append([row.get("val_top1_at", {str(row.get("val_frames")): row.get("val_top1")})
                              for row in history if "val_top1" in row])
         frames = sorted(per_seed[0][0], key=int) if per_seed[0] else []
@@ -460,11 +465,10 @@ def validation_curves(checkpoints: dict[str, Path], names: Sequence[str],
     return curves
 
 
-def run_seconds(runs: Path, names: Sequence[str], seeds: Sequence[int]) -> dict[str, float]:
+def run_seconds(histories: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     """Return {"name@seedS": seconds}: each training's epoch times (training and its validation) summed from its
-    checkpoint history, so a rerun that reuses the runs still reports what they took."""
-    return {f"{name}@seed{seed}": round(sum(row.get("epoch_s", 0.0) for row in load_checkpoint(
-        runs / f"seed{seed}" / name / "last.pt")["metrics"]["history"]), 1) for name in names for seed in seeds}
+    history, so a rerun that reuses the runs still reports what they took."""
+    return {key: round(sum(row.get("epoch_s", 0.0) for row in history), 1) for key, history in histories.items()}
 
 
 def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
@@ -520,8 +524,8 @@ def main_models(runs: Path, shards: Path, num_classes: int, args: argparse.Names
 
 
 def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argparse.Namespace, timer: Timer,
-              backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, Any]]:
-    """Train and evaluate the models of one study; return (models, commands, losses, validation curves)."""
+              backbone: Path | None) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, Path]]:
+    """Train and evaluate the models of one study; return (models, commands, losses, checkpoints)."""
     unknown = sorted(set(args.models or []) - set(STUDIES[study]))
     if unknown:
         raise SystemExit(f"demo: {unknown} are not models of the {study} study; choose from {list(STUDIES[study])}")
@@ -530,8 +534,7 @@ def run_study(study: str, runs: Path, shards: Path, num_classes: int, args: argp
     checkpoints, commands = train_set(runs, shards, num_classes, args, timer, entries)
     per_seed = evaluate_all(checkpoints, shards, runs, f"{study}_per_seed", args, timer)
     losses = {name: model.loss for name, model in STUDIES[study].items() if name in entries}
-    curves = validation_curves(checkpoints, list(entries), args.seeds)
-    return aggregate(per_seed, list(entries), args.seeds), commands, losses, curves
+    return aggregate(per_seed, list(entries), args.seeds), commands, losses, checkpoints
 
 
 def print_report(models: dict[str, Any], seeds: Sequence[int], margin_sets: dict[str, Any]) -> None:
@@ -562,21 +565,22 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, Any] = {}
     commands: dict[str, str] = {}
     margin_sets: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
+    checkpoints: dict[str, Path] = {}
     if not (args.study and args.study_only):
         models, checkpoints, commands = main_models(runs, shards, num_classes, args, timer, main_backbone)
         margin_sets["official_loss"] = margins(models)
-        curves = validation_curves(checkpoints, list(models), args.seeds)
     losses = {name: MODEL_LOSSES[name] for name in models}
     report_name = "tfd"
     if args.study:
         report_name = args.study
-        study_models, study_commands, study_losses, study_curves = run_study(args.study, runs, shards, num_classes,
-                                                                             args, timer, backbone)
+        study_models, study_commands, study_losses, study_checkpoints = run_study(
+            args.study, runs, shards, num_classes, args, timer, backbone)
         models = {**models, **study_models}
         commands.update(study_commands)
         losses.update(study_losses)
-        curves.update(study_curves)
+        checkpoints.update(study_checkpoints)
+    histories = run_histories(checkpoints)
+    curves = validation_curves(histories, list(models), args.seeds)
     report = {
         "settings": settings_record(args, summary, losses, commands, next(iter(models.values()))["n"], backbone,
                                     pretraining),
@@ -584,7 +588,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "margins": margin_sets,
         "curves": curves,
     }
-    report["settings"]["run_seconds"] = run_seconds(runs, list(models), args.seeds)
+    report["settings"]["run_seconds"] = run_seconds(histories)
     total_s = time.time() - begin + (setup_s or 0.0)
     report["settings"]["timings_s"] = {"setup": None if setup_s is None else round(setup_s, 1),
                                        **{k: round(v, 1) for k, v in timer.seconds.items()},
