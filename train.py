@@ -40,7 +40,7 @@ from common.distributed import close_distributed, init_distributed
 from data_pipeline import add_loader_arguments, loader_options
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
 from engine.config import BASE_DEFAULTS, PRESETS
-from engine.data import make_loader, read_num_classes, read_shard_facts
+from engine.data import make_loader, normalisation_of, read_num_classes, read_shard_facts
 from engine.evaluation import evaluate_networks
 from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
@@ -244,10 +244,12 @@ def validation_frames(args: argparse.Namespace) -> list[int]:
     return sorted(set(args.val_frames or []) | {max(args.frames)})
 
 
-def build_loaders(args: argparse.Namespace, process: Process) -> tuple[Any, Any]:
-    """The training and validation loaders of this rank (batches arrive on the process's device)."""
+def build_loaders(args: argparse.Namespace, process: Process, network: nn.Module) -> tuple[Any, Any]:
+    """The training and validation loaders of this rank (batches arrive on the process's device, normalised as the
+    network's input spec says)."""
     options = loader_options(args, LOADER_FLAGS)
-    common = {"device": process.device, "rank": process.rank, "world_size": process.world_size, "seed": args.seed}
+    common = {"device": process.device, "rank": process.rank, "world_size": process.world_size, "seed": args.seed,
+              "normalisation": normalisation_of(network)}
     train_loader = make_loader(args.shards, args.train_split, frames=tuple(args.frames), batch_size=args.batch_size,
                                train=True, **common, **options)
     val_options = dict(options, multi_scale=False, flip=False)
@@ -484,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
         network = build_network(args, num_classes, process.channels_last).to(process.device)
-        train_loader, val_loader = build_loaders(args, process)
+        train_loader, val_loader = build_loaders(args, process, network)
         steps_per_epoch = epoch_steps(args, train_loader)
         optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process)
         model = wrap_for_processes(network, process)
