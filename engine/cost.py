@@ -207,7 +207,8 @@ def cost_settings(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``python -m engine.cost``."""
-    parser = argparse.ArgumentParser(description="Multiply-adds per video of a model and its FFN (torch's FLOP counter)")
+    parser = argparse.ArgumentParser(
+        description="Multiply-adds per video of a model and its FFN (torch's FLOP counter)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)

@@ -55,7 +55,8 @@ DROP_PATH_MODE = "row"  # one keep / drop draw per video
 # Keys of a pretrained (Kinetics) state dict that are never loaded: its classifier.
 PRETRAINED_HEAD_PREFIXES = ("head.",)
 # Model keys a vanilla pretrained file cannot provide: the new classifier and FFN's Weight Alteration convs.
-NOT_IN_PRETRAINED = ("head.", ".wa.convs.")
+NEW_HEAD_PREFIX = "head."
+WEIGHT_ALTERATION_PART = ".wa.convs."
 # Keys under which PySlowFast-style and timm-style checkpoint files keep their state dict.
 STATE_DICT_KEYS = ("model_state", "model", "state_dict")
 
@@ -330,7 +331,8 @@ class UniFormer(VideoModel):
 
     def stages(self) -> list[tuple[PatchEmbed, nn.ModuleList]]:
         """(patch embedding, blocks) of each stage, in order."""
-        return [(getattr(self, f"patch_embed{stage}"), getattr(self, f"blocks{stage}")) for stage in range(1, STAGES + 1)]
+        return [(getattr(self, f"patch_embed{stage}"), getattr(self, f"blocks{stage}"))
+                for stage in range(1, STAGES + 1)]
 
     def forward_branch(self, videos: torch.Tensor, clip_frames: int) -> torch.Tensor:
         """Logits (N, classes) of videos (N, T, 3, H, W) with the branch in scope."""
@@ -358,8 +360,7 @@ class UniFormer(VideoModel):
         state_dict = unwrap_state_dict(load_checkpoint_file(source))
         translated, missing, unexpected = map_state_dict(self, state_dict, expand_shared_norms=True,
                                                          skip_prefixes=PRETRAINED_HEAD_PREFIXES)
-        not_initialised = [key for key in missing if not key.startswith(NOT_IN_PRETRAINED[0])
-                           and NOT_IN_PRETRAINED[1] not in key]
+        not_initialised = [key for key in missing if not _left_at_init_by_design(key)]
         if not_initialised or unexpected:
             raise ValueError(
                 f"pretrained file {source} does not fit this UniFormer: {len(not_initialised)} model keys missing "
@@ -371,6 +372,11 @@ class UniFormer(VideoModel):
         dropped = [key for key in state_dict
                    if strip_prefix(key, DATA_PARALLEL_PREFIX).startswith(PRETRAINED_HEAD_PREFIXES)]
         return BackboneLoad(source=str(source), loaded=sorted(translated), dropped=dropped, left_at_init=missing)
+
+
+def _left_at_init_by_design(key: str) -> bool:
+    """True for the model keys a vanilla pretrained file cannot provide (the new classifier, Weight Alteration)."""
+    return key.startswith(NEW_HEAD_PREFIX) or WEIGHT_ALTERATION_PART in key
 
 
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -407,7 +413,8 @@ def is_official_uniformer_state_dict(state_dict: Mapping[str, Any]) -> tuple[int
 
 def official_uniformer_arch(state_dict: Mapping[str, Any]) -> str | None:
     """The registered name whose layout (stage channels and depths) an official UniFormer state dict has, or None."""
-    state_dict = {strip_prefix(key, DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(state_dict).items()}
+    state_dict = {strip_prefix(key, DATA_PARALLEL_PREFIX): value
+                  for key, value in unwrap_state_dict(state_dict).items()}
     for name, spec in UNIFORMER_SPECS.items():
         widths_match = all(
             tuple(getattr(state_dict.get(f"patch_embed{stage + 1}.proj.weight"), "shape", ()))[:1] == (channels,)

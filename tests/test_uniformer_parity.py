@@ -49,7 +49,8 @@ def ffn_state_dict(golden: dict) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def vanilla_state_dict(golden: dict) -> dict[str, torch.Tensor]:
-    return rebuild_state_dict(golden["uniformer_state_dict_spec"], golden["seed"], GOLDEN_DIR / "uniformer_bn_stats.npz")
+    stats_file = GOLDEN_DIR / "uniformer_bn_stats.npz"
+    return rebuild_state_dict(golden["uniformer_state_dict_spec"], golden["seed"], stats_file)
 
 
 @pytest.fixture(scope="module")
