@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from engine.cost import count_multiply_adds
+from engine.cost import count_multiply_adds, main as cost_main
 from model import BranchNorm, WeightAlteration, branch_scope, build_model, model_family
 from model.tsm_resnet import count_parameters
 from model.official_checkpoints import translate_official_key
@@ -105,6 +105,13 @@ def test_uniformer_s_multiply_adds_match_the_paper(uniformer_s_ffn: nn.Module, u
     assert abs(counted - PAPER_UNIFORMER_S_16F_MULTIPLY_ADDS) <= PAPER_TOLERANCE * PAPER_UNIFORMER_S_16F_MULTIPLY_ADDS
     with_alteration = count_multiply_adds(uniformer_s_ffn, 16, 224)
     assert counted < with_alteration < 1.001 * counted  # the 18 depthwise 1x1x1 convs of Weight Alteration
+
+
+def test_cost_command_runs_for_the_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cost_main(["--arch", TINY, "--frames", "2", "16", "--crop-size", "32", "--num-classes", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{TINY}, 32 px, 1 view(s) per video: multiply-adds (G) per video"
+    assert "16F  vanilla" in lines[2] and "(branch 16)  Weight Alteration counted" in lines[2]
 
 
 def test_any_frame_count_and_size_runs_and_bad_input_fails_in_one_line(tiny_ffn: nn.Module) -> None:
