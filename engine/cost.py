@@ -207,7 +207,8 @@ def cost_settings(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``python -m engine.cost``."""
-    parser = argparse.ArgumentParser(description="Multiply-adds per video of TSM and TSM-FFN (torch's FLOP counter)")
+    parser = argparse.ArgumentParser(
+        description="Multiply-adds per video of a model and its FFN (torch's FLOP counter)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)
@@ -219,18 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print one line per frame count: TSM and FFN multiply-adds per video and the Weight Alteration's share."""
-    from model import build_model
+    from model import build_model, model_family
 
     args = build_parser().parse_args(argv)
-    tsm = build_model(arch=args.arch, num_classes=args.num_classes).eval()
+    vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
+    vanilla_name = "TSM" if model_family(args.arch) == "tsm" else "vanilla"
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
     for count in args.frames:
-        tsm_gflops = count_multiply_adds(tsm, count, args.crop_size, args.views) / GIGA
+        vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
         ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
-        share = weight_alteration_share(ffn, count, args.crop_size) or 0.0
-        print(f"  {count:3d}F  TSM {tsm_gflops:9.4g}  FFN {ffn_gflops:9.4g} (branch {ffn.branch_for(count)})  "
-              f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
+        share = weight_alteration_share(ffn, count, args.crop_size)
+        # A family that runs Weight Alteration as a convolution has it in the count already (share None).
+        alteration = ("Weight Alteration counted" if share is None
+                      else f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
+        print(f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
+              f"(branch {ffn.branch_for(count)})  {alteration}")
     return 0
 
 
