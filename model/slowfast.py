@@ -489,6 +489,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
         ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in a protocol-2 pickle
     }
 
     def find_class(self, module: str, name: str) -> Any:
