@@ -161,7 +161,8 @@ def _official_rules() -> list[tuple[str, str]]:
             rules.append((block + rf"branch1_bn{official}\.(\w+)$", ours + rf"shortcut_bn{our_norm}.\3"))
             rules.append((block + rf"branch2\.([abc])_bn{official}\.(\w+)$", ours + rf"bn_\3{our_norm}.\4"))
         for slow in OFFICIAL_SLOW_SUFFIXES:
-            rules.append((block + rf"branch2\.adaconv_{slow}\.weight$", ours + f"wa.convs.{slow * OFFICIAL_ALPHA}.weight"))
+            our_copy = f"wa.convs.{slow * OFFICIAL_ALPHA}.weight"
+            rules.append((block + rf"branch2\.adaconv_{slow}\.weight$", ours + our_copy))
     rules.append((r"^s1_fuse\.conv_f2s\.weight$", "fuse_stem.conv.weight"))
     rules.append((r"^s([2-4])_fuse\.conv_f2s\.weight$", r"fuse_res\1.conv.weight"))
     for official, our_norm in _norm_variants():
@@ -367,22 +368,18 @@ class SlowFast(VideoModel):
 
     def _build_stages(self, spec: SlowFastSpec) -> None:
         """res2..res5 of both pathways and the four lateral connections (after the stem, res2, res3 and res4)."""
-        fast_channels = spec.fast_stem_channels
-        slow_in = spec.slow_stem_channels + spec.fusion_ratio * fast_channels
-        fast_in = fast_channels
-        setattr(self, FUSION_NAMES[0], LateralFusion(fast_channels, spec.fusion_ratio, spec.fusion_kernel, spec.alpha))
+        slow_in, fast_in = spec.slow_stem_channels, spec.fast_stem_channels
         slow_widths, fast_widths = spec.stage_widths("slow"), spec.stage_widths("fast")
         for stage, name in enumerate(STAGE_NAMES):
-            stride = spec.stage_strides[stage]
-            setattr(self, f"slow_{name}", self._stage(slow_in, *slow_widths[stage], spec.slow_temporal_kernels[stage + 1],
-                                                      spec.blocks[stage], stride))
-            setattr(self, f"fast_{name}", self._stage(fast_in, *fast_widths[stage], spec.fast_temporal_kernels[stage + 1],
-                                                      spec.blocks[stage], stride))
+            # The lateral connection before this stage appends 2 x Fast channels to the Slow features.
+            fusion = LateralFusion(fast_in, spec.fusion_ratio, spec.fusion_kernel, spec.alpha)
+            setattr(self, FUSION_NAMES[stage], fusion)
+            slow_in += spec.fusion_ratio * fast_in
+            kernels = (spec.slow_temporal_kernels[stage + 1], spec.fast_temporal_kernels[stage + 1])
+            blocks, stride = spec.blocks[stage], spec.stage_strides[stage]
+            setattr(self, f"slow_{name}", self._stage(slow_in, *slow_widths[stage], kernels[0], blocks, stride))
+            setattr(self, f"fast_{name}", self._stage(fast_in, *fast_widths[stage], kernels[1], blocks, stride))
             slow_in, fast_in = slow_widths[stage][1], fast_widths[stage][1]
-            if stage + 1 < len(FUSION_NAMES):
-                setattr(self, FUSION_NAMES[stage + 1],
-                        LateralFusion(fast_in, spec.fusion_ratio, spec.fusion_kernel, spec.alpha))
-                slow_in += spec.fusion_ratio * fast_in
 
     @staticmethod
     def _stage(in_channels: int, inner: int, out_channels: int, temporal_kernel: int, blocks: int,

@@ -33,7 +33,7 @@ WEIGHT_ALTERATION_PARAMETERS_PER_BRANCH = 15_224
 
 
 def golden_videos(seed: int, num_videos: int, frames: int, size: int) -> torch.Tensor:
-    """The golden input: default_rng(seed).standard_normal((n, 3, T, hw, hw)) (official layout), as (n, T, 3, hw, hw)."""
+    """The golden input default_rng(seed).standard_normal((n, 3, T, hw, hw)) (official layout) as (n, T, 3, hw, hw)."""
     values = np.random.default_rng(seed).standard_normal((num_videos, 3, frames, size, size)).astype(np.float32)
     return torch.from_numpy(values).permute(0, 2, 1, 3, 4).contiguous()
 
@@ -145,7 +145,7 @@ def test_official_checkpoint_files_load_with_or_without_module_prefix(
     for (name, ours), reference in zip(model.state_dict().items(), ffn_model.state_dict().values()):
         assert torch.equal(ours, reference), name
     with pytest.raises(ValueError, match="official checkpoint does not match this model"):
-        load_official_state_dict(slowfast_model, checkpoint)  # an FFN file into a vanilla model: refused, nothing loaded
+        load_official_state_dict(slowfast_model, checkpoint)  # an FFN file into a vanilla model: refused, unchanged
 
 
 def test_official_files_are_recognised_by_their_keys(golden: dict, ffn_state_dict: dict,
