@@ -50,10 +50,12 @@ from model.registry import register_model
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
 BOTTLENECK_EXPANSION = 4
-# PySlowFast's input convention for SlowFast: mean 0.45 and std 0.225 on the 0-1 scale in every channel.
+# PySlowFast's input convention for SlowFast: RGB, mean 0.45 and std 0.225 on the 0-1 scale in every channel.
+# (Its Something-Something loaders decode JPEG frames with OpenCV, which gives BGR, and REVERSE_INPUT_CHANNEL turns
+# them into RGB, the order of its Kinetics loader and weights.)
 SLOWFAST_MEAN = (0.45, 0.45, 0.45)
 SLOWFAST_STD = (0.225, 0.225, 0.225)
-CHANNEL_ORDERS = ("RGB", "BGR")
+SLOWFAST_CHANNEL_ORDER = "RGB"
 SLOW_MODES = ("per-clip", "official")
 WA_INITS = ("as-run", "paper")
 PAPER_WA_STD = 1e-3
@@ -331,22 +333,19 @@ class SlowFast(VideoModel):
         "per-clip": the Slow pathway of every call is `slow_frame_index` of its own Fast frames. "official": in a
         multi-frame-count call (`forward_by_frames`) each count's Slow frames are those of the official FFN training
         (`official_training_slow_index`); single calls are per-clip, as the official evaluation.
-    channel_order : str
-        The channel order the model reads ("RGB" or "BGR"), declared in ``input_spec``.
     """
 
     OFFICIAL_KEY_RULES = OFFICIAL_SLOWFAST_KEY_RULES
 
     def __init__(self, arch: str, num_classes: int, trained_frames: tuple[int, ...] | None, dropout: float,
-                 private_norms: bool, weight_alteration: bool, wa_init: str, slow_mode: str,
-                 channel_order: str) -> None:
+                 private_norms: bool, weight_alteration: bool, wa_init: str, slow_mode: str) -> None:
         super().__init__()
         spec = ARCH_SPECS[arch]
         self.arch = arch
         self.spec = spec
         self.trained_frames = tuple(sorted(trained_frames)) if trained_frames else None
         self.slow_mode = slow_mode
-        self.input_spec = InputSpec(mean=SLOWFAST_MEAN, std=SLOWFAST_STD, channel_order=channel_order,
+        self.input_spec = InputSpec(mean=SLOWFAST_MEAN, std=SLOWFAST_STD, channel_order=SLOWFAST_CHANNEL_ORDER,
                                     frames_multiple=spec.alpha, min_frames=spec.alpha)
         self.slow_stem = Stem(spec.slow_stem_channels, spec.slow_temporal_kernels[0])
         self.fast_stem = Stem(spec.fast_stem_channels, spec.fast_temporal_kernels[0])
@@ -699,7 +698,6 @@ def build_slowfast(
     weight_alteration: bool = True,
     wa_init: str = "as-run",
     slow_mode: str = "per-clip",
-    channel_order: str = "RGB",
 ) -> SlowFast:
     """Build SlowFast (``trained_frames=None``) or SlowFast-FFN (``trained_frames=(16, 32, 64)``).
 
@@ -725,16 +723,12 @@ def build_slowfast(
     slow_mode : str
         "per-clip" (default) or "official" (multi-frame-count calls take the Slow frames of the official FFN
         training loader; see `official_training_slow_index`).
-    channel_order : str
-        "RGB" (default: what the official Something-Something runs fed, frames decoded by OpenCV as BGR and then
-        reversed by REVERSE_INPUT_CHANNEL) or "BGR" (the order of PySlowFast's caffe2 Kinetics weights).
     """
     check_choice("wa_init", wa_init, WA_INITS)
     check_choice("slow_mode", slow_mode, SLOW_MODES)
-    check_choice("channel_order", channel_order, CHANNEL_ORDERS)
     return SlowFast(arch=arch, num_classes=num_classes, trained_frames=trained_frames, dropout=float(dropout),
                     private_norms=bool(private_norms), weight_alteration=bool(weight_alteration), wa_init=wa_init,
-                    slow_mode=slow_mode, channel_order=channel_order)
+                    slow_mode=slow_mode)
 
 
 for _arch in ARCH_SPECS:

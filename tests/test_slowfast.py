@@ -76,15 +76,14 @@ def test_registered_names_config_and_input_spec() -> None:
     model = build_model("slowfast_tiny", NUM_CLASSES, trained_frames=(16, 8), wa_init="paper")
     assert model.config == {"arch": "slowfast_tiny", "num_classes": NUM_CLASSES, "trained_frames": [8, 16],
                             "pretrained": None, "dropout": 0.5, "private_norms": True, "weight_alteration": True,
-                            "wa_init": "paper", "slow_mode": "per-clip", "channel_order": "RGB"}
+                            "wa_init": "paper", "slow_mode": "per-clip"}
     rebuilt = build_model(**model.config)
     assert [name for name, _ in rebuilt.named_parameters()] == [name for name, _ in model.named_parameters()]
     spec = model.input_spec
     assert (spec.mean, spec.std, spec.channel_order) == ((0.45,) * 3, (0.225,) * 3, "RGB")
     assert (spec.frames_multiple, spec.min_frames) == (4, 4)
-    assert build_model("slowfast_tiny", NUM_CLASSES, channel_order="BGR").input_spec.channel_order == "BGR"
     assert model.classifier is model.fc and model.fc.in_features == 256 + 64
-    for option, value in (("slow_mode", "every4th"), ("wa_init", "zero"), ("channel_order", "RBG")):
+    for option, value in (("slow_mode", "every4th"), ("wa_init", "zero")):
         with pytest.raises(ValueError, match=f"{option}='{value}' is not one of"):
             build_model("slowfast_tiny", NUM_CLASSES, **{option: value})
     with pytest.raises(ValueError, match="does not run at 6 frames"):
