@@ -502,37 +502,48 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 CAFFE2_NORM_LEAVES = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+_CAFFE2_NORM = r"_bn_(s|b|rm|riv)$"
+
+
+def _pathway(match: re.Match[str]) -> int:
+    """0 (Slow) or 1 (Fast, the "t_" prefix) from a caffe2 blob match whose first group is the prefix."""
+    return int(bool(match[1]))
+
+
+# caffe2 blob -> PySlowFast name (PySlowFast's slowfast/utils/c2_model_loading.py gives the same correspondence).
+CAFFE2_NAME_RULES = tuple(
+    (re.compile(pattern), name)
+    for pattern, name in (
+        (r"^t_pool1_subsample_w$", lambda m: "s1_fuse.conv_f2s.weight"),
+        (r"^t_pool1_subsample" + _CAFFE2_NORM, lambda m: f"s1_fuse.bn.{CAFFE2_NORM_LEAVES[m[1]]}"),
+        (r"^t_res(\d)_\d+_branch2c_bn_subsample_w$", lambda m: f"s{m[1]}_fuse.conv_f2s.weight"),
+        (r"^t_res(\d)_\d+_branch2c_bn_subsample" + _CAFFE2_NORM,
+         lambda m: f"s{m[1]}_fuse.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
+        (r"^(t_)?conv1_w$", lambda m: f"s1.pathway{_pathway(m)}_stem.conv.weight"),
+        (r"^(t_)?res_conv1" + _CAFFE2_NORM, lambda m: f"s1.pathway{_pathway(m)}_stem.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
+        (r"^(t_)?res(\d)_(\d+)_branch1_w$", lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1.weight"),
+        (r"^(t_)?res(\d)_(\d+)_branch1" + _CAFFE2_NORM,
+         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1_bn.{CAFFE2_NORM_LEAVES[m[4]]}"),
+        (r"^(t_)?res(\d)_(\d+)_branch2([abc])_w$",
+         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}.weight"),
+        (r"^(t_)?res(\d)_(\d+)_branch2([abc])" + _CAFFE2_NORM,
+         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}_bn.{CAFFE2_NORM_LEAVES[m[5]]}"),
+        (r"^pred_([wb])$", lambda m: f"head.projection.{'weight' if m[1] == 'w' else 'bias'}"),
+    )
+)
 
 
 def caffe2_to_pyslowfast_name(blob: str) -> str | None:
     """The PySlowFast name of a caffe2 SlowFast blob, or None for blobs with no weight (momentum, iteration, ...).
 
-    caffe2 names (PySlowFast's slowfast/utils/c2_model_loading.py gives the same correspondence): a "t_" prefix
-    marks the Fast pathway; "conv1_w" / "res_conv1_bn_*" the stem; "res<S>_<i>_branch2<a|b|c>_w" and
-    "..._branch2<a|b|c>_bn_*" the block convolutions and their BatchNorms; "res<S>_<i>_branch1_w" / "_bn_*" the
-    shortcut; "t_pool1_subsample_*" and "t_res<S>_<i>_branch2c_bn_subsample_*" the lateral connections after the stem
-    and after stage S; "pred_w" / "pred_b" the classifier. BatchNorm leaves: s (scale), b, rm, riv.
+    caffe2 names: a "t_" prefix marks the Fast pathway; "conv1_w" / "res_conv1_bn_*" the stem;
+    "res<S>_<i>_branch2<a|b|c>_w" and "..._branch2<a|b|c>_bn_*" the block convolutions and their BatchNorms;
+    "res<S>_<i>_branch1_w" / "_bn_*" the shortcut; "t_pool1_subsample_*" and "t_res<S>_<i>_branch2c_bn_subsample_*"
+    the lateral connections after the stem and after stage S; "pred_w" / "pred_b" the classifier. BatchNorm leaves:
+    s (scale), b, rm, riv.
     """
-    norm = r"_bn_(s|b|rm|riv)$"
-    patterns = (
-        (r"^t_pool1_subsample_w$", lambda m: "s1_fuse.conv_f2s.weight"),
-        (r"^t_pool1_subsample" + norm, lambda m: f"s1_fuse.bn.{CAFFE2_NORM_LEAVES[m[1]]}"),
-        (r"^t_res(\d)_\d+_branch2c_bn_subsample_w$", lambda m: f"s{m[1]}_fuse.conv_f2s.weight"),
-        (r"^t_res(\d)_\d+_branch2c_bn_subsample" + norm, lambda m: f"s{m[1]}_fuse.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
-        (r"^(t_)?conv1_w$", lambda m: f"s1.pathway{int(bool(m[1]))}_stem.conv.weight"),
-        (r"^(t_)?res_conv1" + norm, lambda m: f"s1.pathway{int(bool(m[1]))}_stem.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
-        (r"^(t_)?res(\d)_(\d+)_branch1_w$",
-         lambda m: f"s{m[2]}.pathway{int(bool(m[1]))}_res{m[3]}.branch1.weight"),
-        (r"^(t_)?res(\d)_(\d+)_branch1" + norm,
-         lambda m: f"s{m[2]}.pathway{int(bool(m[1]))}_res{m[3]}.branch1_bn.{CAFFE2_NORM_LEAVES[m[4]]}"),
-        (r"^(t_)?res(\d)_(\d+)_branch2([abc])_w$",
-         lambda m: f"s{m[2]}.pathway{int(bool(m[1]))}_res{m[3]}.branch2.{m[4]}.weight"),
-        (r"^(t_)?res(\d)_(\d+)_branch2([abc])" + norm,
-         lambda m: f"s{m[2]}.pathway{int(bool(m[1]))}_res{m[3]}.branch2.{m[4]}_bn.{CAFFE2_NORM_LEAVES[m[5]]}"),
-        (r"^pred_([wb])$", lambda m: f"head.projection.{'weight' if m[1] == 'w' else 'bias'}"),
-    )
-    for pattern, name in patterns:
-        match = re.match(pattern, blob)
+    for pattern, name in CAFFE2_NAME_RULES:
+        match = pattern.match(blob)
         if match:
             return name(match)
     return None
