@@ -42,6 +42,7 @@ DEFAULT_LATENCY_RUNS = 5
 LATENCY_SEED = 0
 MS_PER_S = 1000.0
 META = torch.device("meta")
+CONVOLUTION_BY_DIMS = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}
 GFLOPS_PROTOCOL = ("multiply-adds per video in G (torch.utils.flop_counter.FlopCounterMode FLOPs / 2, counted once "
                    "on one view of one video at the evaluation crop, the network's own branch for T), times the "
                    "views (test crops x test clips)")
@@ -86,9 +87,11 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
     """Return the multiply-adds the paper's form of the Weight Alteration adds, as a share of the whole network.
 
     The paper applies a depthwise 1x1 conv to each block's shifted input (s + wa(s): C x H x W multiply-adds per
-    frame and block). TSM's blocks (``FOLDS_WEIGHT_ALTERATION``) fold it into conv1's weights instead (conv1 of the
+    frame and block; SlowFast: C x T x H x W per block of each pathway). TSM's and SlowFast's blocks
+    (``FOLDS_WEIGHT_ALTERATION``) fold it into their first convolution's weights instead (that convolution of the
     input scaled per channel by 1 + w: a product of the small weight tensor, which the counter does not count), so
-    the FLOP counter gives FFN the same figure as TSM; this share bounds the difference. It is counted by the same counter, running each
+    the FLOP counter gives FFN the same figure as the vanilla model; this share bounds the difference. It is
+    counted by the same counter, running each
     block's Weight Alteration conv on the block's input during one counted forward.
 
     Returns
@@ -104,7 +107,8 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
 
     def run_weight_alteration(block: nn.Module, inputs: tuple[Any, ...]) -> None:
         conv = block.wa.active_conv()
-        nn.functional.conv2d(inputs[0], torch.empty_like(conv.weight, device=META), groups=conv.groups)
+        convolution = CONVOLUTION_BY_DIMS[block.wa.dims]
+        convolution(inputs[0], torch.empty_like(conv.weight, device=META), groups=conv.groups)
 
     base = count_multiply_adds(network, frames, crop_size)
     handles = [block.register_forward_pre_hook(run_weight_alteration) for block in blocks]

@@ -19,6 +19,8 @@ from torch import nn
 DATA_PARALLEL_PREFIX = "module."
 IGNORED_BUFFER_SUFFIX = "num_batches_tracked"
 MAX_KEYS_IN_MESSAGE = 6
+# Where a whole checkpoint dict keeps its state dict: FFN-pytorch / TSM files, PySlowFast files.
+CHECKPOINT_STATE_KEYS = ("state_dict", "model_state")
 
 
 class CheckpointPayloadError(ValueError):
@@ -122,7 +124,7 @@ def _summarise(keys: list[str]) -> str:
 def load_official_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True
 ) -> tuple[list[str], list[str]]:
-    """Load an official FFN, FFN-repo TSM or mit-han-lab TSM state dict into ``model``.
+    """Load an official state dict into ``model`` (FFN-pytorch, its baselines, mit-han-lab TSM, PySlowFast).
 
     Parameters
     ----------
@@ -131,8 +133,8 @@ def load_official_state_dict(
         ``trained_frames`` equal to the checkpoint's frame counts and private norms; vanilla checkpoints need
         ``trained_frames=None``).
     state_dict : mapping
-        The checkpoint's "state_dict" (a whole checkpoint dict holding "state_dict" is accepted too), with or
-        without the "module." prefix.
+        The checkpoint's state dict (a whole checkpoint dict holding it under "state_dict", or under
+        "model_state" as PySlowFast saves it, is accepted too), with or without the "module." prefix.
     strict : bool
         Raise ValueError when any model key is missing or any checkpoint key is unexpected (default). With False,
         load what matches and return the lists.
@@ -142,8 +144,10 @@ def load_official_state_dict(
     tuple of list of str
         (missing model keys, unexpected checkpoint keys).
     """
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
+    for holder in CHECKPOINT_STATE_KEYS:
+        if isinstance(state_dict.get(holder), Mapping):
+            state_dict = state_dict[holder]
+            break
     translated, missing, unexpected = map_state_dict(model, state_dict)
     if strict and (missing or unexpected):
         raise ValueError(
