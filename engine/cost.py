@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
-    vanilla_name = "TSM" if model_family(args.arch) == "tsm" else "vanilla"
+    vanilla_name = model_family(args.arch).upper()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
     for count in args.frames:
         vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA

@@ -111,7 +111,7 @@ def test_cost_command_runs_for_the_family(capsys: pytest.CaptureFixture[str]) ->
     assert cost_main(["--arch", TINY, "--frames", "2", "16", "--crop-size", "32", "--num-classes", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{TINY}, 32 px, 1 view(s) per video: multiply-adds (G) per video"
-    assert "16F  vanilla" in lines[2] and "(branch 16)  Weight Alteration counted" in lines[2]
+    assert "16F  UNIFORMER" in lines[2] and "(branch 16)  Weight Alteration counted" in lines[2]
 
 
 def test_any_frame_count_and_size_runs_and_bad_input_fails_in_one_line(tiny_ffn: nn.Module) -> None:
