@@ -1,9 +1,11 @@
-"""Train a TSM (vanilla, or one model per frame count: "separated training") or a TSM-FFN on packed JPEG shards.
+"""Train a vanilla model (one frame count; one model per count is "separated training") or an FFN on packed JPEG
+shards, for any registered model family (``--arch``: TSM by default).
 
 Usage (one process, any device)::
 
-    python train.py --mode tsm --frames 16 --shards database/shards --output runs/tsm16
+    python train.py --mode vanilla --frames 16 --shards database/shards --output runs/tsm16
     python train.py --mode ffn --frames 4 8 16 --shards database/shards --output runs/ffn
+    python train.py --mode ffn --frames 4 8 16 --arch tea_tiny --preset demo --shards ... --output ...
 
 Several processes (DDP; NCCL on CUDA, gloo on CPU)::
 
@@ -47,6 +49,7 @@ from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels
 from engine.rng import gather_rng_states, restore_rng_state, seed_everything
 from engine.schedule import REFERENCE_TOTAL_BATCH, LearningRateShape, scaled_learning_rate
 from engine.training import (
+    TRAINING_MODES,
     Criterion,
     NonFiniteLossError,
     StepLogger,
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (preset-controlled flags default to None and are filled by resolve_args)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--mode", choices=("tsm", "ffn"), required=True, help="tsm: one frame count; ffn: several")
+    parser.add_argument("--mode", choices=TRAINING_MODES, required=True,
+                        help="vanilla: one frame count (a plain model); ffn: several (one branch each)")
     parser.add_argument("--frames", type=int, nargs="+", required=True, help="frame count(s), e.g. 16 or 4 8 16")
     parser.add_argument("--shards", type=Path, required=True, help="folder with <split>.manifest.json and tars")
     parser.add_argument("--output", type=Path, required=True, help="run folder (checkpoints, log.csv)")
@@ -157,8 +161,8 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.val_batch_size is None:
         args.val_batch_size = args.batch_size
     args.frames = sorted(set(args.frames))
-    if args.mode == "tsm" and len(args.frames) != 1:
-        parser.error("--mode tsm takes one frame count (train one model per count for separated training)")
+    if args.mode == "vanilla" and len(args.frames) != 1:
+        parser.error("--mode vanilla takes one frame count (train one model per count for separated training)")
     if args.mode == "ffn" and len(args.frames) < 2:
         parser.error("--mode ffn needs at least two frame counts, e.g. --frames 4 8 16")
     if min(args.frames) < 1 or args.batch_size < 1 or args.epochs < 1:
@@ -183,7 +187,7 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_network(args: argparse.Namespace, num_classes: int, channels_last: bool) -> nn.Module:
-    """Build the vanilla model (mode tsm) or the FFN (mode ffn) of the arguments, through the model registry.
+    """Build the vanilla model (mode vanilla) or the FFN (mode ffn) of the arguments, through the model registry.
 
     Model flags that are set (on the command line or by the preset) go to the model when its family takes them;
     channels_last goes to families that have it.

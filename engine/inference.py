@@ -155,7 +155,7 @@ def inference_record(config: dict[str, Any], mode: str, frames: list[int], crop_
     config : dict
         The model config (``network.config``).
     mode : str
-        "tsm" or "ffn".
+        "vanilla" or "ffn".
     frames : list of int
         The trained frame counts.
     crop_size, test_resize : int
