@@ -36,6 +36,7 @@ from data_pipeline.augment import (
     normalisation_tensors,
     normalise_views,
 )
+from data_pipeline.clip_augment import AUGMENT_SEED_BOUND, ClipRandAugment, augment_batch_views
 from data_pipeline.decode import Decoder, choose_backend, make_decoder
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
@@ -106,6 +107,9 @@ def select_frames(
 ) -> SelectedSample:
     """Sample one video's frame indices and crop boxes (in that order) and keep the JPEG bytes of those frames.
 
+    Draw order (the training random stream): frame indices, crop boxes (one per view), then, with RandAugment
+    on, one augmentation seed per view.
+
     Parameters
     ----------
     video_id, label : str, int
@@ -126,12 +130,16 @@ def select_frames(
     )
     boxes = choose_boxes(
         width, height, config.train, config.crop_size, config.test_resize, rng, config.multi_scale, config.flip,
-        config.test_crops,
+        config.test_crops, train_crop=config.train_crop, jitter_range=config.jitter_range,
+        train_views=config.train_views, test_crop_size=config.test_crop_size, test_crop_layout=config.test_crop_layout,
     )
+    augment_seeds = None
+    if config.train and config.rand_augment:
+        augment_seeds = tuple(int(seed) for seed in rng.integers(0, AUGMENT_SEED_BOUND, size=len(boxes)))
     jpegs = frame_bytes(plan.unique)
     return SelectedSample(
         video_id=video_id, label=label, width=width, height=height, jpegs=jpegs, plan=plan, boxes=boxes,
-        header_ok=headers_fit(jpegs, width, height) if check_headers else None,
+        header_ok=headers_fit(jpegs, width, height) if check_headers else None, augment_seeds=augment_seeds,
     )
 
 
@@ -240,6 +248,7 @@ class ShardVideoDataset(IterableDataset):
             torch.set_num_threads(WORKER_TORCH_THREADS)
         rng = np.random.default_rng([self.config.seed, self.plan.epoch, slot.index, WORKER_STREAM])
         decoder = copy.copy(self.decoder)  # each pass starts without a previous pass's fallback video
+        augment = clip_rand_augment(self.config)
         for group in self._groups(slot, rng):
             stats = {
                 "samples": len(group), "batches": 1, "corrupt_videos_replaced": 0,
@@ -250,7 +259,16 @@ class ShardVideoDataset(IterableDataset):
                 yield group, stats
                 continue
             batch, stats["corrupt_videos_replaced"] = decoder.decode(group)
+            if augment is not None:
+                augment_batch_views(batch, augment, self.config.normalisation)
             yield batch, stats
+
+
+def clip_rand_augment(config: PipelineConfig) -> ClipRandAugment | None:
+    """The RandAugment of the training views (None when off or in evaluation)."""
+    if not (config.train and config.rand_augment):
+        return None
+    return ClipRandAugment(config.rand_augment, config.crop_size)
 
 
 def batch_on_device(
@@ -306,6 +324,7 @@ class VideoLoader:
     plan: EpochPlan = EpochPlan()
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
     normalisation_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+    rand_augment: ClipRandAugment | None = None
 
     @property
     def backend(self) -> str:
@@ -370,6 +389,8 @@ class VideoLoader:
         if not self.decoder.in_worker:
             item, replaced = self.decoder.decode(item)
             stats = dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
+            if self.rand_augment is not None:
+                augment_batch_views(item, self.rand_augment, self.config.normalisation)
         if self.normalisation_tensors is None and holds_pixels(item):
             self.normalisation_tensors = normalisation_tensors(self.device, self.config.normalisation)
         return batch_on_device(item, self.device, self.config.normalisation, self.normalisation_tensors), stats
@@ -462,9 +483,10 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
             shards, len(entries), split, config.world_size, config.worker_slots,
             config.world_size * config.worker_slots,
         )  # fmt: skip
-    views = config.test_crops * config.test_clips
-    decoder = make_decoder(backend, device, config.batch_size * views * sum(config.frames), config.normalisation)
-    return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches))
+    decoder = make_decoder(backend, device, config.batch_size * config.views * sum(config.frames),
+                           config.normalisation)
+    augment = None if decoder.in_worker else clip_rand_augment(config)  # in-worker decoders augment there
+    return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches), rand_augment=augment)
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

@@ -5,6 +5,11 @@ listed once in `FAMILY_MODULES` (imported on the first lookup). An entry functio
 ``trained_frames`` plus its own keyword options (with defaults) and returns a `model.interface.VideoModel`.
 `build_model` records the name, the class count, the trained frame counts and every option (defaults included)
 in ``model.config``, so ``build_model(**model.config)`` rebuilds the same network.
+
+A family also registers its training recipes by name (`register_recipe`, e.g. "official": the run of the family's
+official code): the settings a training run takes, keyed by train.py's option names (``lr``, ``schedule``,
+``param_groups``, ``shift_mode``, ...). `model_recipe(arch, name)` finds the recipe of an arch's family, so a
+training script asks for "the official recipe of this arch" without naming a family.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from model.interface import VideoModel
@@ -21,6 +27,7 @@ from model.interface import VideoModel
 FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
+_RECIPES: dict[tuple[str, str], Mapping[str, Any]] = {}
 _FAMILIES_LOADED = False
 BUILD_KEYS = ("arch", "num_classes", "trained_frames", "pretrained")
 
@@ -79,6 +86,56 @@ def model_options(arch: str) -> dict[str, Any]:
     signature = inspect.signature(model_entry(arch).builder)
     return {name: (None if parameter.default is inspect.Parameter.empty else parameter.default)
             for name, parameter in signature.parameters.items() if name not in BUILD_KEYS}
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of a recipe value: lists and tuples become tuples (recursively), dicts read-only views."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    return value
+
+
+def register_recipe(family: str, name: str, settings: Mapping[str, Any]) -> None:
+    """Register a family's named training recipe (frozen: the registry keeps a read-only copy).
+
+    Parameters
+    ----------
+    family : str
+        The family, as its models are registered (`register_model`'s ``family``).
+    name : str
+        The recipe's name, e.g. "official" (``train.py --preset official``).
+    settings : mapping
+        Training settings keyed by train.py's option names; lists are stored as tuples.
+
+    Raises
+    ------
+    ValueError
+        When the family already registered another recipe under that name.
+    """
+    frozen = _frozen(settings)
+    key = (family, name)
+    if key in _RECIPES and dict(_RECIPES[key]) != dict(frozen):
+        raise ValueError(f"recipe {name!r} of family {family!r} is registered twice with different settings")
+    _RECIPES[key] = frozen
+
+
+def recipe_names() -> list[str]:
+    """The names of every family's registered recipes, sorted (each once)."""
+    _load_families()
+    return sorted({name for _, name in _RECIPES})
+
+
+def model_recipe(arch: str, name: str) -> Mapping[str, Any] | None:
+    """The recipe `name` of the family of `arch` (a read-only mapping), or None when that family has none."""
+    return _RECIPES.get((model_family(arch), name))
+
+
+def families_with_recipe(name: str) -> list[str]:
+    """The families that registered a recipe called `name`, sorted."""
+    _load_families()
+    return sorted(family for family, recipe in _RECIPES if recipe == name)
 
 
 def normalise_trained_frames(trained_frames: Any) -> tuple[int, ...] | None:

@@ -45,7 +45,7 @@ from model.official_checkpoints import (
     strip_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import register_model
+from model.registry import register_model, register_recipe
 
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
@@ -744,3 +744,23 @@ def build_slowfast(
 
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_slowfast, _arch))
+
+# The official SlowFast-FFN run on Something-Something V1 (FFN-pytorch, 3D_Network:
+# configs/sth/SLOWFAST_16x8_R50_FFN.yaml, exp/slowfast_sthv1_FFN/run.sh, PySlowFast's defaults): trained at 16 / 32 /
+# 64 Fast frames; 4 GPUs x 4 videos (BatchNorm sees 4), SGD with Nesterov momentum 0.9, lr 0.03 at the total batch
+# of 16, steps x0.1 at epoch 14 and x0.01 at 18 of 22, a linear warm-up over 0.19 epoch from 1e-4 (per iteration),
+# weight decay 1e-6 on everything but BatchNorm, dropout 0.5, fp32, no clipping; the rounded frame sampling and the
+# training Slow frames of its loader; short-side jitter 256-320 and a random 224 crop; test at short side 256, the
+# left (or top) 256 crop.
+OFFICIAL_WARMUP_START_LR = 1e-4
+OFFICIAL_LR = 0.03
+OFFICIAL_RECIPE = {
+    "batch_size": 4, "total_batch": 16, "lr": OFFICIAL_LR, "lr_batch": 16, "optimizer": "sgd", "momentum": 0.9,
+    "nesterov": True, "weight_decay": 1e-6, "param_groups": "no-decay-norms", "schedule": "step",
+    "lr_steps": [14, 18], "lr_step_factors": [0.1, 0.01], "epochs": 22, "warmup_epochs": 0.19,
+    "warmup_start": OFFICIAL_WARMUP_START_LR / OFFICIAL_LR, "dropout": 0.5, "clip_grad": None, "precision": "fp32",
+    "val_precision": "fp32", "slow_mode": "official", "sampling": "rounded", "train_crop": "jitter",
+    "jitter_range": [256, 320], "crop_size": 224, "test_resize": 256, "test_crop_size": 256,
+    "test_crop_layout": "uniform", "test_crops": 1,
+}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE)

@@ -19,7 +19,7 @@ from torch import nn
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import VideoModel
 from model.pretrained import BackboneLoad, load_imagenet_weights
-from model.registry import register_model
+from model.registry import register_model, register_recipe
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
 FAMILY = "tsm"
@@ -361,6 +361,18 @@ def build_tsm(
 
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_tsm, _arch))
+
+# The official TSM-FFN run on Something-Something V2 (FFN-pytorch, 2D_Network: the exp/ run scripts, main_FFN.py,
+# opts.py): 2 GPUs x 16 videos, lr 0.01 at the total batch of 32, x0.1 at epochs 20 and 40 of 50, weight decay 5e-4
+# without norms and biases, classifier lr x5 / x10, dropout 0.5, fp16 AMP (gradient clipping never applied under
+# it), validation in fp32, the training shift grouping 16 frames per branch batch, multi-scale crop 224.
+OFFICIAL_RECIPE = {
+    "batch_size": 16, "total_batch": 32, "lr": 0.01, "lr_batch": 32, "optimizer": "sgd", "momentum": 0.9,
+    "weight_decay": 5e-4, "param_groups": "official-tsm", "schedule": "step", "lr_steps": [20, 40],
+    "warmup_epochs": 0.0, "epochs": 50, "dropout": 0.5, "clip_grad": None, "shift_mode": "official",
+    "precision": "fp16", "val_precision": "fp32", "crop_size": 224, "multi_scale": True, "sampling": "independent",
+}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
