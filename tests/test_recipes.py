@@ -121,9 +121,9 @@ def test_flags_win_over_the_preset_and_the_defaults_stay_without_one() -> None:
     assert "lr" not in args.preset_keys and "total_batch" in args.preset_keys
     plain = resolved()
     assert plain.preset_keys == []
+    resolved_names = {"param_groups": "all", "pretrained": "imagenet"}  # the policy and "auto" are resolved
     for key, value in BASE_DEFAULTS.items():
-        expected = "all" if key == "param_groups" else value  # the policy is resolved to its name
-        assert getattr(plain, key) == expected, key
+        assert getattr(plain, key) == resolved_names.get(key, value), key
 
 
 def test_official_groups_flag_is_the_official_tsm_policy() -> None:
