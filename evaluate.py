@@ -46,7 +46,7 @@ from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
 from engine.data import make_loader, normalisation_of
 from common.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
-from engine.inference import OFFICIAL_ARCH, load_network
+from engine.inference import load_network
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.reporting import format_table, plot_top1
 
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_loader_arguments(parser, LOADER_FLAGS, defaults={"crop_size": None})
     parser.add_argument("--full-res", action="store_true",
                         help="crops as large as the test resize (256 x 256 for 224), as TSM's --full_res")
-    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--arch", default=None, help="official checkpoints: the model, when not the one the file's "
+                        "layout gives (e.g. another backbone depth of the same family)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
     parser.add_argument("--device", default=None)

@@ -46,7 +46,7 @@ from data_pipeline.augment import DEFAULT_CROP_SIZE
 from data_pipeline.decode import choose_backend
 from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forward
 from engine.data import normalisation_of
-from engine.inference import OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
+from engine.inference import LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from preprocess.annotations import AnnotationError, class_names, read_labels
 from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the training shards', else {DEFAULT_SHORT_SIDE}; 0: native size)")
     parser.add_argument("--jpeg-quality", type=int, default=None,
                         help=f"JPEG quality of the frames (default: the training shards', else {DEFAULT_QUALITY})")
-    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--arch", default=None, help="official checkpoints: the model, when not the one the file's "
+                        "layout gives")
     parser.add_argument("--trained-frames", type=int, nargs="+", default=None,
                         help="frame count an official TSM was trained at (default: the file name's segmentN)")
     parser.add_argument("--trust-pickle", action="store_true",

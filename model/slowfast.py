@@ -37,15 +37,15 @@ from torch import nn
 from model.ffn_parts import BranchNorm, WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import InputSpec, VideoModel
 from model.official_checkpoints import (
-    CHECKPOINT_STATE_KEYS,
     DATA_PARALLEL_PREFIX,
     bare_official_key,
     load_checkpoint_file,
     map_state_dict,
     strip_prefix,
+    unwrap_state_dict,
 )
 from model.pretrained import BackboneLoad
-from model.registry import register_model
+from model.registry import OfficialFile, register_model, register_official_reader
 
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
@@ -571,11 +571,7 @@ def read_pretrained_state_dict(source: str) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(f"pretrained file {source} does not exist; pass the path of SLOWFAST_8x8_R50.pkl "
                                     "or a .pyth checkpoint")
         return caffe2_state_dict(read_caffe2_blobs(source))[0]
-    checkpoint = load_checkpoint_file(source)
-    for key in CHECKPOINT_STATE_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            return dict(checkpoint[key])
-    return checkpoint
+    return dict(unwrap_state_dict(load_checkpoint_file(source)))
 
 
 def load_pretrained_slowfast(model: SlowFast, source: str) -> BackboneLoad:
@@ -620,10 +616,7 @@ def is_official_slowfast_state_dict(checkpoint: Mapping[str, Any]) -> tuple[int,
         (Slow frames, alpha 4); None for a vanilla SlowFast file; False when it is not an official SlowFast file.
         The class count is the number of rows of "head.projection.weight"; the arch is "slowfast_r50".
     """
-    for key in CHECKPOINT_STATE_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            checkpoint = checkpoint[key]
-            break
+    checkpoint = unwrap_state_dict(checkpoint)
     keys = {strip_prefix(str(key), DATA_PARALLEL_PREFIX) for key in checkpoint}
     if not all(marker in keys for marker in OFFICIAL_MARKER_KEYS):
         return False
@@ -744,3 +737,13 @@ def build_slowfast(
 
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_slowfast, _arch))
+
+
+@register_official_reader(FAMILY)
+def read_official_slowfast(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """The arch, trained frame counts and class count of an official SlowFast file (None: not one)."""
+    trained = is_official_slowfast_state_dict(checkpoint)
+    if trained is False:
+        return None
+    state = {strip_prefix(str(key), DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
+    return OfficialFile("slowfast_r50", trained, int(state["head.projection.weight"].shape[0]))
