@@ -12,8 +12,8 @@ views ((views, T, 3, crop, crop)), on the evaluation device and precision, after
 timed passes; CUDA and MPS are synchronised before and after each pass. Decoding, data loading and the host to
 device copy are not included.
 
-``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of TSM and TSM-FFN
-of a backbone (no checkpoint needed) and the Weight Alteration's share.
+``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of a registered model
+and of its FFN (no checkpoint needed) and, where the family folds a Weight Alteration, its share.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def cost_settings(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``python -m engine.cost``."""
-    parser = argparse.ArgumentParser(description="Multiply-adds per video of TSM and TSM-FFN (torch's FLOP counter)")
+    parser = argparse.ArgumentParser(description="Multiply-adds per video of a model and its FFN (FLOP counter)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)
@@ -218,19 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print one line per frame count: TSM and FFN multiply-adds per video and the Weight Alteration's share."""
-    from model import build_model
+    """Print one line per frame count: the vanilla model's and the FFN's multiply-adds per video (and the share of
+    a folded Weight Alteration, where the family has one)."""
+    from model import build_model, model_family
 
     args = build_parser().parse_args(argv)
-    tsm = build_model(arch=args.arch, num_classes=args.num_classes).eval()
+    family = model_family(args.arch).upper()
+    vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
     for count in args.frames:
-        tsm_gflops = count_multiply_adds(tsm, count, args.crop_size, args.views) / GIGA
+        vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
         ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
-        share = weight_alteration_share(ffn, count, args.crop_size) or 0.0
-        print(f"  {count:3d}F  TSM {tsm_gflops:9.4g}  FFN {ffn_gflops:9.4g} (branch {ffn.branch_for(count)})  "
-              f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
+        line = f"  {count:3d}F  {family} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} (branch {ffn.branch_for(count)})"
+        share = weight_alteration_share(ffn, count, args.crop_size)
+        if share is not None:
+            line += f"  Weight Alteration in the paper's form: +{100 * share:.3f}%"
+        print(line)
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from model.interface import VideoModel
 
 # One entry per family: the module that registers its names.
-FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet",)
+FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
 _FAMILIES_LOADED = False
