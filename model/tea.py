@@ -91,8 +91,9 @@ class TEASpec:
 ARCH_SPECS: dict[str, TEASpec] = {
     # Res2Net-50 26w x 4s, the backbone of the TEA paper and of the official TEA-FFN.
     "tea_res2net50": TEASpec((3, 4, 6, 3), (64, 128, 256, 512), 26, 4, "imagenet", 64, (1, 2, 2, 2), 16),
-    # CPU demo network: one block per stage, groups of 4 / 8 / 16 / 32 channels, all stages stride 2.
-    "tea_tiny": TEASpec((1, 1, 1, 1), (8, 16, 32, 64), 32, 4, "tiny", 16, (2, 2, 2, 2), 4),
+    # CPU demo network: 1, 1, 2, 1 blocks (the second block of stage 3 chains its groups and keeps the identity
+    # shortcut), groups of 4 / 8 / 16 / 32 channels, every stage stride 2, ME squeezing by 4.
+    "tea_tiny": TEASpec((1, 1, 2, 1), (8, 16, 32, 64), 32, 4, "tiny", 16, (2, 2, 2, 2), 4),
 }
 
 

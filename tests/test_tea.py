@@ -84,9 +84,10 @@ def test_tiny_variant_layout_size_and_norm_ablation() -> None:
     assert 100_000 < count_parameters(vanilla) < 300_000
     assert count_parameters(shared) == count_parameters(vanilla) < count_parameters(ffn)
     assert not any(".norms." in name for name in shared.state_dict())
-    assert [len(getattr(ffn, name)) for name in ffn.layer_names] == [1, 1, 1, 1]
+    assert [len(getattr(ffn, name)) for name in ffn.layer_names] == [1, 1, 2, 1]
+    assert ffn.layer3[1].downsample_conv is None and not ffn.layer3[1].first
     norms = [module for module in ffn.modules() if isinstance(module, BranchNorm)]
-    assert len(norms) == 1 + 4 * 8  # the stem's; per block bn1, three group BNs, bn3, ME's two and the downsample's
+    assert len(norms) == 1 + 5 * 7 + 4  # the stem's; per block bn1, three group BNs, bn3, ME's two; 4 downsamples
     assert not any(".wa." in name for name in ffn.state_dict())  # TEA-FFN has no Weight Alteration
     with torch.no_grad():
         assert ffn.eval()(torch.randn(2, 3, 3, SIZE, SIZE)).shape == (2, CLASSES)
@@ -113,6 +114,8 @@ def test_temporal_shift_conv_is_a_depthwise_conv_over_time_per_clip() -> None:
                                      shift.weight.detach().clone().requires_grad_()))
     with pytest.raises(ValueError, match="cannot group 15 frames in clips of 4"):
         shift(frames, 4)
+    half = torch.randn(10, 6, 4, 3).bfloat16()  # under autocast the activations keep their dtype
+    assert shift.float()(half, 5).dtype == torch.bfloat16
 
 
 def _with_weight(shift: TemporalShiftConv, weight: torch.Tensor) -> TemporalShiftConv:
