@@ -98,6 +98,7 @@ ARCH_SPECS: dict[str, TEASpec] = {
 
 
 def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(pattern, replacement) string pairs compiled into the form of ``VideoModel.OFFICIAL_KEY_RULES``."""
     return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
 
 
