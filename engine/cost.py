@@ -12,8 +12,8 @@ views ((views, T, 3, crop, crop)), on the evaluation device and precision, after
 timed passes; CUDA and MPS are synchronised before and after each pass. Decoding, data loading and the host to
 device copy are not included.
 
-``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of TSM and TSM-FFN
-of a backbone (no checkpoint needed) and the Weight Alteration's share.
+``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of a registered model
+and of its FFN (no checkpoint needed) and, where the family folds a Weight Alteration, its share.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.precision import autocast_context
-from model.ffn_parts import WeightAlteration
+from model.ffn_parts import WeightAlteration, weight_alteration_modules
 
 FLOPS_PER_MULTIPLY_ADD = 2
 GIGA = 1e9
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print one line per frame count: TSM and FFN multiply-adds per video and the Weight Alteration's share."""
+    """Print one line per frame count: the vanilla model's and the FFN's multiply-adds per video (and the share of
+    a folded Weight Alteration, where the family has one)."""
     from model import build_model, model_family
 
     args = build_parser().parse_args(argv)
@@ -234,12 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for count in args.frames:
         vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
         ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
+        line = (f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
+                f"(branch {ffn.branch_for(count)})")
         share = weight_alteration_share(ffn, count, args.crop_size)
-        # A family that runs Weight Alteration as a convolution has it in the count already (share None).
-        alteration = ("Weight Alteration counted" if share is None
-                      else f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
-        print(f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
-              f"(branch {ffn.branch_for(count)})  {alteration}")
+        if share is not None:
+            line += f"  Weight Alteration in the paper's form: +{100 * share:.3f}%"
+        elif weight_alteration_modules(ffn):  # run as a convolution: already in the count
+            line += "  Weight Alteration counted"
+        print(line)
     return 0
 
 

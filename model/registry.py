@@ -18,7 +18,7 @@ from typing import Any
 from model.interface import VideoModel
 
 # One entry per family: the module that registers its names.
-FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.slowfast", "model.uniformer")
+FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
 _OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
