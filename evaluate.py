@@ -43,7 +43,7 @@ from common.atomic import write_json_atomic
 from data_pipeline import add_loader_arguments, loader_options
 from data_pipeline.augment import DEFAULT_CROP_SIZE, default_test_resize
 from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
-from engine.data import make_loader, normalisation_of
+from engine.data import check_model_input, make_loader, normalisation_of
 from common.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
 from engine.inference import load_network
@@ -156,6 +156,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.full_res:
         args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
     frames = sorted(set(args.frames))
+    for name, network in networks.items():
+        try:
+            check_model_input(network, frames, args.crop_size)
+        except ValueError as error:
+            raise SystemExit(f"{paths[name]}: {error}") from error
     start = time.perf_counter()
     results: dict[str, Any] = {}
     for normalisation, names in group_by_normalisation(networks).items():

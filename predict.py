@@ -45,7 +45,7 @@ from data_pipeline import Decoder, PipelineConfig, add_loader_arguments, decode_
 from data_pipeline.augment import DEFAULT_CROP_SIZE
 from data_pipeline.decode import choose_backend
 from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forward
-from engine.data import normalisation_of
+from engine.data import check_model_input, normalisation_of
 from engine.inference import LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from preprocess.annotations import AnnotationError, class_names, read_labels
@@ -205,12 +205,16 @@ def prepare(args: argparse.Namespace) -> Predictor:
     record, settings = loaded.inference, loaded.settings
     crop_size = first_set(args.crop_size, record.get("crop_size"), settings.get("crop_size"), DEFAULT_CROP_SIZE)
     test_resize = first_set(args.test_resize, record.get("test_resize"), settings.get("test_resize"))
+    try:
+        check_model_input(loaded.network, args.frames, crop_size)
+    except ValueError as error:
+        raise SystemExit(f"{args.checkpoint}: {error}") from error
     normalisation = normalisation_of(loaded.network)
     try:
         backend = choose_backend(args.decode, device)
-        config = PipelineConfig(frames=tuple(args.frames), batch_size=1, normalisation=normalisation, train=False, decode=backend, device=device,
+        config = PipelineConfig(frames=tuple(args.frames), batch_size=1, train=False, decode=backend, device=device,
                                 num_workers=0, crop_size=crop_size, test_resize=test_resize,
-                                short_video=args.short_video, multi_scale=False)
+                                short_video=args.short_video, multi_scale=False, normalisation=normalisation)
     except ValueError as error:
         raise SystemExit(f"predict.py: {error}") from error
     decoder = make_decoder(backend, device, sum(args.frames), normalisation)

@@ -42,7 +42,7 @@ from common.distributed import close_distributed, init_distributed
 from data_pipeline import add_loader_arguments, loader_options
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
 from engine.config import BASE_DEFAULTS, PRESETS
-from engine.data import make_loader, normalisation_of, read_num_classes, read_shard_facts
+from engine.data import check_model_input, make_loader, normalisation_of, read_num_classes, read_shard_facts
 from engine.evaluation import evaluate_networks
 from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
@@ -57,6 +57,7 @@ from engine.training import (
     train_one_epoch,
 )
 from model import build_model, build_optimizer, model_names, model_options
+from model.registry import default_pretrained
 
 LOG_CSV = "log.csv"
 SETTINGS_JSON = "settings.json"
@@ -93,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--arch", default=None, choices=model_names(), metavar="ARCH",
                        help=f"a registered model: {', '.join(model_names())} (default resnet50)")
     group.add_argument("--pretrained", default=None,
-                       help="auto (imagenet for resnet*), imagenet, none, or the path of a pretrained backbone file "
-                            "(e.g. pretrain.py's backbone.pt)")
+                       help="auto (the model's named source, e.g. imagenet for the ImageNet ResNets; else none), "
+                            "imagenet, none, or the path of a pretrained backbone file (e.g. pretrain.py's backbone.pt)")
     group.add_argument("--shift-mode", default=None,
                        help="TSM: per-video (default) or official (the official training's grouping of 16 frames)")
     group.add_argument("--dropout", type=float, default=None, help="dropout before the classifier")
@@ -179,7 +180,7 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} does not apply to --arch {args.arch} (it takes "
                          f"{', '.join(sorted(accepted)) or 'no option'})")
     if args.pretrained == "auto":
-        args.pretrained = "imagenet" if str(args.arch).startswith("resnet") else "none"
+        args.pretrained = default_pretrained(args.arch) or "none"
     return args
 
 
@@ -489,7 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     process = init_process(args)
     try:
         num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
-        network = build_network(args, num_classes, process.channels_last).to(process.device)
+        try:
+            network = build_network(args, num_classes, process.channels_last).to(process.device)
+            check_model_input(network, [*args.frames, *validation_frames(args)], args.crop_size)
+        except ValueError as error:
+            raise SystemExit(f"train.py --arch {args.arch}: {error}") from error
         train_loader, val_loader = build_loaders(args, process, network)
         steps_per_epoch = epoch_steps(args, train_loader)
         optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process)

@@ -70,6 +70,16 @@ def normalisation_of(network: Any) -> Normalisation:
     return Normalisation(tuple(spec.mean), tuple(spec.std), spec.channel_order)
 
 
+def check_model_input(network: Any, frame_counts: Any, crop_size: int) -> None:
+    """Raise ValueError (one line) when the model cannot run at one of the frame counts or at the crop size.
+
+    The model's input spec decides (e.g. SlowFast takes multiples of its alpha; attention models need 32 px).
+    """
+    for frames in sorted(set(int(count) for count in frame_counts)):
+        network.input_spec.check_frames(frames)
+    network.input_spec.check_size(crop_size, crop_size)
+
+
 def make_loader(shards: Path, split: str, **options: Any) -> Any:
     """Build the data_pipeline loader of a split; a split that cannot be read is a one-line SystemExit.
 

@@ -39,8 +39,8 @@ from model.official_checkpoints import (
     bare_official_key,
     load_checkpoint_file,
     map_state_dict,
-    strip_prefix,
     unwrap_state_dict,
+    without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
 from model.registry import OfficialFile, register_model, register_official_reader
@@ -538,5 +538,5 @@ def read_official_tea(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
     trained = is_official_tea_state_dict(checkpoint)
     if trained is False:
         return None
-    state = {strip_prefix(str(key), DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
+    state = without_data_parallel_prefix(checkpoint)
     return OfficialFile("tea_res2net50", trained, int(state["new_fc.weight"].shape[0]))
