@@ -165,15 +165,17 @@ def run_reference(ffmpeg: str, clips: list[Path], work: Path, qscale: int) -> in
     return frames
 
 
-def run_make_shards(ffmpeg: str, data_root: Path, work: Path, workers: int, batch_videos: int) -> int:
-    """`make shards` in-process on the train split; return the frames written."""
+def run_make_shards(ffmpeg: str, data_root: Path, work: Path, workers: int | None, batch_videos: int) -> int:
+    """`make shards` in-process on the train split (workers None: its default); return the frames written."""
     out = work / "shards"
     shutil.rmtree(out, ignore_errors=True)
     argv = [
-        "--data-root", str(data_root), "--out", str(out), "--splits", "train", "--workers", str(workers),
+        "--data-root", str(data_root), "--out", str(out), "--splits", "train",
         "--short-side", str(SHORT_SIDE), "--quality", str(QUALITY), "--train-shards", "8",
         "--batch-videos", str(batch_videos), "--no-progress",
     ]  # fmt: skip
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     with using_ffmpeg(ffmpeg):
         if make_shards.main(argv) != 0:
             raise RuntimeError("make_shards failed in the benchmark")
@@ -335,12 +337,14 @@ def per_binary(binary: dict[str, str], clips: list[Path], data_root: Path, work:
 
 
 def scaling(binary: dict[str, str], data_root: Path, work: Path, args, rounds: int) -> dict[str, Any]:
-    """make_shards frames/s at 1..N workers (not pinned) and, pinned, at each videos-per-ffmpeg batch size."""
+    """make_shards frames/s at 1, 2, cores / 2 and cores workers and at its default (not pinned) and, pinned, at
+    each videos-per-ffmpeg batch size."""
     cores = len(os.sched_getaffinity(0))
-    worker_counts = sorted({1, 2, cores} if cores > 1 else {1})
-    workers = timed_rounds(
-        {f"workers_{n}": (lambda n=n: run_make_shards(binary["path"], data_root, work, n, args.batch_videos))
-         for n in worker_counts}, rounds)  # fmt: skip
+    worker_counts = sorted({1, 2, max(1, cores // 2), cores} if cores > 1 else {1})
+    runs = {f"workers_{n}": (lambda n=n: run_make_shards(binary["path"], data_root, work, n, args.batch_videos))
+            for n in worker_counts}
+    runs["workers_default"] = lambda: run_make_shards(binary["path"], data_root, work, None, args.batch_videos)
+    workers = timed_rounds(runs, rounds)
     batches = {}
     if not args.quick:
         with pinned(args.cpu):

@@ -418,7 +418,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
                         help="finalize warns above this size and prints the shard count that fits")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the shuffled video order")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (default: half the usable cores; each keeps about two busy)")
     parser.add_argument("--batch-videos", type=int, default=DEFAULT_BATCH_VIDEOS, help="videos per ffmpeg process")
     parser.add_argument("--slice-index", type=int, default=None, help="this job's slice (default: SLURM array)")
     parser.add_argument("--slice-count", type=int, default=None, help="number of slices (default: SLURM array)")
@@ -431,6 +432,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     return args
+
+
+def default_shard_workers() -> int:
+    """Worker processes by default: half the usable cores (at least one).
+
+    Each worker keeps about two cores busy: its own process encodes JPEG frames while its ffmpeg child decodes the
+    next videos. On 2 cores, 2 workers ran at 0.83-0.89x the frames/s of 1 (docs/data.md, "Workers").
+    """
+    return max(1, default_workers() // 2)
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -448,7 +458,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if not 0 <= args.slice_index < args.slice_count:
         parser.error(f"--slice-index {args.slice_index} must be in [0, --slice-count {args.slice_count})")
     if args.workers is None:
-        args.workers = default_workers()
+        args.workers = default_shard_workers()
 
 
 def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo) -> list[SplitPlan]:
