@@ -169,7 +169,7 @@ def measure_latency_ms(network: nn.Module, frames: int, crop_size: int, views: i
     return MS_PER_S * median_forward(network, video, device, precision, runs, warmup)[1]
 
 
-def measure_costs(networks: dict[str, nn.Module], frames: Sequence[int], crop_size: int, views: int,
+def measure_costs(networks: dict[str, nn.Module], eval_frames: Sequence[int], crop_size: int, views: int,
                   device: torch.device, precision: str,
                   latency_runs: int = DEFAULT_LATENCY_RUNS) -> dict[str, dict[str, dict[str, float | None]]]:
     """Return {name: {"gflops": {"T": G}, "latency_ms": {"T": ms or None}}} for every network and frame count.
@@ -181,12 +181,13 @@ def measure_costs(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
     for name, network in networks.items():
         gflops: dict[str, float | None] = {}
         latency: dict[str, float | None] = {}
-        for count in frames:
-            gflops[str(count)] = round(count_multiply_adds(network, count, crop_size, views) / GIGA, GFLOPS_DECIMALS)
-            latency[str(count)] = None
+        for frames in eval_frames:
+            gflops[str(frames)] = round(count_multiply_adds(network, frames, crop_size, views) / GIGA,
+                                        GFLOPS_DECIMALS)
+            latency[str(frames)] = None
             if latency_runs > 0:
-                milliseconds = measure_latency_ms(network, count, crop_size, views, device, precision, latency_runs)
-                latency[str(count)] = round(milliseconds, LATENCY_DECIMALS)
+                milliseconds = measure_latency_ms(network, frames, crop_size, views, device, precision, latency_runs)
+                latency[str(frames)] = round(milliseconds, LATENCY_DECIMALS)
         costs[name] = {"gflops": gflops, "latency_ms": latency}
     return costs
 
@@ -232,12 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
     vanilla_name = model_family(args.arch).upper()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
-    for count in args.frames:
-        vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
-        ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
-        line = (f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
-                f"(branch {ffn.branch_for(count)})")
-        share = weight_alteration_share(ffn, count, args.crop_size)
+    for frames in args.frames:
+        vanilla_gflops = count_multiply_adds(vanilla, frames, args.crop_size, args.views) / GIGA
+        ffn_gflops = count_multiply_adds(ffn, frames, args.crop_size, args.views) / GIGA
+        line = (f"  {frames:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
+                f"(branch {ffn.branch_for(frames)})")
+        share = weight_alteration_share(ffn, frames, args.crop_size)
         if share is not None:
             line += f"  Weight Alteration in the paper's form: +{100 * share:.3f}%"
         elif weight_alteration_modules(ffn):  # run as a convolution: already in the count
