@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocess.annotations import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
+from preprocess.datasets.ssv2 import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
 from common.atomic import write_json_atomic
 from shard_format import SPLITS
 
