@@ -83,10 +83,17 @@ def _build_input(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory) -> dict[str, Path]:
-    """The shards of the recording's input at native size ("0") and at short side 48, written by today's code."""
+def ssv2_input(tmp_path_factory) -> Path:
+    """The synthetic SSv2 input of the recording."""
     root = tmp_path_factory.mktemp("ssv2_input")
     _build_input(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def written(ssv2_input, tmp_path_factory) -> dict[str, Path]:
+    """The shards of the recording's input at native size ("0") and at short side 48, written by today's code."""
+    root = ssv2_input
     outputs = {}
     for short_side in EXPECTED_TARS:
         out = tmp_path_factory.mktemp(f"ssv2_shards_{short_side}")
@@ -135,3 +142,28 @@ def test_ssv2_settings_counts_and_skips_are_those_of_the_ssv2_only_code(written)
                                 jpeg_encoder=RECORDED_JPEG)
                 assert settings_hash(recorded) == RECORDED_HASH_TRAIN_48
                 assert digest == settings_hash(dict(RECORDED_TRAIN_48, **_environment(out)))
+
+
+def test_ssv2_manifests_name_the_dataset_and_training_never_flips_by_default(written, tmp_path):
+    import train
+
+    out = written["0"]
+    for split in EXPECTED_COUNTS:
+        manifest = read_manifest(manifest_path(out, split))
+        assert (manifest["dataset"], manifest["flip"]) == ("ssv2", False)
+    common = ["--mode", "tsm", "--frames", "4", "--shards", str(out), "--output", str(tmp_path)]
+    assert train.resolve_args(common).flip is False and train.resolve_args(common).dataset == "ssv2"
+    assert train.resolve_args([*common, "--flip"]).flip is True
+    assert train.resolve_args([*common, "--preset", "official"]).weight_decay == 5e-4
+
+
+def test_a_rerun_on_ssv2_shards_rewrites_no_shard(ssv2_input, written):
+    out = written["48"]
+    stamps = {path.name: path.stat().st_mtime_ns for path in sorted(out.glob("*.tar*"))}
+    status = make_shards.main([
+        "--dataset", "ssv2", "--data-root", str(ssv2_input), "--out", str(out), "--short-side", "48",
+        "--train-shards", "2", "--eval-shards", "1", "--workers", "1", "--batch-videos", "2", "--no-progress",
+        "--max-skip-fraction", "1", "--slice-index", "0", "--slice-count", "1",
+    ])  # fmt: skip
+    assert status == make_shards.EXIT_OK
+    assert {path.name: path.stat().st_mtime_ns for path in sorted(out.glob("*.tar*"))} == stamps
