@@ -78,10 +78,10 @@ def class_name(template_index: int) -> str:
     return template_key(ALL_TEMPLATES[template_index])
 
 
-def render(plan: ClipPlan, seed: int, width: int, height: int) -> np.ndarray:
+def render(plan: ClipPlan, settings: dict[str, Any], width: int, height: int) -> np.ndarray:
     """The clip's frames (T, H, W, 3), rendered exactly as preprocess.synthetic renders it."""
-    return render_clip(plan.template_index, clip_rng(seed, plan.template_index, plan.index), plan.num_frames,
-                       width, height)
+    return render_clip(plan.template_index, clip_rng(settings["seed"], plan.template_index, plan.index),
+                       plan.num_frames, width, height, settings["textured"])
 
 
 def even(value: int) -> int:
@@ -146,7 +146,7 @@ def record(plan: ClipPlan, split: str, name: str, status: str = STATUS_OK, **ext
 def write_ssv1(root: Path, plans: list[ClipPlan], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """SSv1: JPEG frame folders and the 20BN CSVs; returns the per-video records."""
     frames_root = root / "20bn-something-something-v1"
-    jobs = [lambda plan=plan: write_jpeg_frames(render(plan, settings["seed"], settings["width"], settings["height"]),
+    jobs = [lambda plan=plan: write_jpeg_frames(render(plan, settings, settings["width"], settings["height"]),
                                                 frames_root / plan.video_id, SSV1_PATTERN) for plan in plans]
     run_parallel(jobs, settings["workers"])
     names = list(dict.fromkeys(class_name(plan.template_index) for plan in sorted(plans, key=lambda p: p.label)))
@@ -210,7 +210,7 @@ def write_k400_clip(root: Path, plan: ClipPlan, path: Path, size: tuple[int, int
                     settings: dict[str, Any]) -> None:
     """Encode one clip as H.264 mp4; a corrupt one is cut, a replaced one is cut and its good copy put in replacement/."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = render(plan, settings["seed"], *size)
+    frames = render(plan, settings, *size)
     encode_video(frames, path, fps, settings["ffmpeg_path"], H264_ARGS, "mp4")
     if status == STATUS_REPLACED:
         replacement = root / "replacement" / "replacement_for_corrupted_k400" / path.name
@@ -252,7 +252,7 @@ def write_hmdb51(root: Path, plans: list[ClipPlan], settings: dict[str, Any]) ->
     missing = plans[0].video_id if plans else None
     fps = settings["fps"] or HMDB_FPS
     size = (even(settings["width"]), even(settings["height"]))
-    jobs = [lambda plan=plan: encode_video(render(plan, settings["seed"], *size),
+    jobs = [lambda plan=plan: encode_video(render(plan, settings, *size),
                                            root / hmdb_class(plan) / hmdb_video_name(plan), fps,
                                            settings["ffmpeg_path"], MPEG4_ARGS, "avi")
             for plan in plans if plan.video_id != missing]
@@ -267,7 +267,7 @@ def write_hmdb51(root: Path, plans: list[ClipPlan], settings: dict[str, Any]) ->
     split_of = {"1": "train", "2": "validation", "0": None}
     return {
         make_video_id(Path(hmdb_video_name(plan)).stem): record(
-            plan, "", hmdb_class(plan), STATUS_MISSING if plan.video_id == missing else STATUS_OK,
+            plan, "", hmdb_class(plan), STATUS_MISSING if plan.video_id == missing else STATUS_OK, fps=fps,
             split_by_id={str(split_id): split_of[flags[split_id][plan.video_id]] for split_id in HMDB_SPLIT_IDS},
         )
         for plan in plans
@@ -285,8 +285,8 @@ def tsm_folder(plan: ClipPlan) -> str:
 def write_tsm_list(root: Path, plans: list[ClipPlan], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """TSM-style frame folders, list files and categories.txt; one listed folder lacks its last frame."""
     damaged = next((plan.video_id for plan in plans if plan.split == "validation"), None)
-    run_parallel([lambda plan=plan: write_jpeg_frames(render(plan, settings["seed"], settings["width"],
-                                                             settings["height"]), root / tsm_folder(plan), TSM_PATTERN)
+    run_parallel([lambda plan=plan: write_jpeg_frames(render(plan, settings, settings["width"], settings["height"]),
+                                                      root / tsm_folder(plan), TSM_PATTERN)
                   for plan in plans], settings["workers"])
     if damaged is not None:
         plan = next(plan for plan in plans if plan.video_id == damaged)
@@ -346,8 +346,12 @@ def generate_layout(
     classes: int | Sequence[int] | None = None,
     force: bool = False,
     workers: int | None = None,
+    textured: bool = False,
 ) -> dict[str, Any]:
     """Write a synthetic dataset in the layout of `dataset` under `root`; return the generator.json record.
+
+    The arguments are those of preprocess.synthetic.generate_dataset (`textured`: realistic JPEG sizes, for the
+    benchmarks); `fps` None gives each layout its own rates.
 
     Raises
     ------
@@ -372,11 +376,11 @@ def generate_layout(
     root.mkdir(parents=True, exist_ok=True)
     ffmpeg = resolve_ffmpeg() if dataset in ("k400", "hmdb51") else None
     settings = {"seed": seed, "width": width, "height": height, "fps": fps, "workers": workers or default_workers(),
-                "ffmpeg_path": ffmpeg.path if ffmpeg else None}
+                "ffmpeg_path": ffmpeg.path if ffmpeg else None, "textured": textured}
     videos = WRITERS[dataset](root, plans, settings)
     summary = {
         "dataset": dataset, "root": str(root), "videos_per_class": videos_per_class, "seed": seed,
-        "width": width, "height": height, "fps": fps, "num_classes": len({plan.label for plan in plans}),
+        "width": width, "height": height, "fps": fps, "textured": textured, "num_classes": len({plan.label for plan in plans}),
         "num_videos": len(plans), "ffmpeg": ffmpeg.as_dict() if ffmpeg else None,
         "seconds": round(time.perf_counter() - started, 3), "videos": videos,
     }
