@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=DATASET_NAMES, default=list(DATASET_NAMES),
                         help="datasets of the per-dataset table")
     parser.add_argument("--datasets-only", action="store_true", help="only the per-dataset table")
+    parser.add_argument("--dataset-videos-per-class", type=int, default=None,
+                        help=f"clips per class of each layout ({DATASET_CLASSES} classes; default "
+                             f"{FULL_DATASET_VIDEOS_PER_CLASS}, quick {QUICK_DATASET_VIDEOS_PER_CLASS})")
     return parser.parse_args(argv)
 
 
@@ -443,7 +446,8 @@ def video_ceiling_frames(ffmpeg: str, videos: list[Path], work: Path, renumber: 
 def dataset_rates(binary: dict[str, str], work: Path, args, rounds: int, ssv2: tuple[Path, list[Path]]) -> dict:
     """make_shards against its one-process ceiling, per dataset, pinned to one core (frames per CPU second)."""
     ffmpeg = binary["path"]
-    per_class = QUICK_DATASET_VIDEOS_PER_CLASS if args.quick else FULL_DATASET_VIDEOS_PER_CLASS
+    per_class = args.dataset_videos_per_class or (
+        QUICK_DATASET_VIDEOS_PER_CLASS if args.quick else FULL_DATASET_VIDEOS_PER_CLASS)
     results = {}
     for name in args.datasets:
         root = ssv2[0] if name == "ssv2" else make_layout(name, work, per_class)
@@ -517,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work_dir or Path(scratch)
         classes = QUICK_CLASSES if args.quick else NUM_CLASSES
         data_root = work / f"clips_{classes}x{per_class}"
-        clips = make_clips(data_root, per_class, classes)
+        needs_ssv2 = not args.datasets_only or "ssv2" in args.datasets
+        clips = make_clips(data_root, per_class, classes) if needs_ssv2 else []
         found = binaries()
         result = {
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -279,3 +280,18 @@ def test_predict_reads_names_from_a_manifest_or_a_category_file(tmp_path, capsys
     with pytest.raises(SystemExit, match="2 classes but"):
         predict.run(predict.parse_args(["--checkpoint", str(tmp_path / "tsm.pt"), "--video", str(video), "--labels",
                                         str(_write(tmp_path / "two.txt", "a\nb\n")), "--device", "cpu"]))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_passes_the_dataset_to_synthetic_and_shards():
+    repo = Path(__file__).resolve().parents[1]
+
+    def planned(*variables: str) -> str:
+        completed = subprocess.run(["make", "--no-print-directory", "-n", *variables, "VENV=", "PYTHON=python"],
+                                   cwd=repo, capture_output=True, text=True, check=True)
+        return " ".join(completed.stdout.split())
+
+    assert "-m preprocess.make_shards --dataset ssv2 --data-root d --out s" in planned("shards", "DATA_ROOT=d",
+                                                                                       "SHARDS=s")
+    assert "--dataset k400 --data-root d" in planned("shards", "DATASET=k400", "DATA_ROOT=d")
+    assert "-m preprocess.synthetic --dataset hmdb51 --root d" in planned("synthetic", "DATASET=hmdb51", "DATA_ROOT=d")
