@@ -887,6 +887,11 @@ def _main_layout(args: argparse.Namespace, width: int, height: int) -> int:
         return 1
     print(f"wrote {summary['num_videos']} {args.dataset} videos of {summary['num_classes']} classes to {args.root} "
           f"in {summary['seconds']:.1f} s")
+    if args.dataset == "tsm-list":
+        root = args.root
+        print(f"shard them with: make shards DATASET=tsm-list DATA_ROOT={root} SHARD_ARGS=\"--train-list "
+              f"{root / 'train_list.txt'} --val-list {root / 'val_list.txt'} --test-list {root / 'test_list.txt'} "
+              f"--categories {root / 'categories.txt'} --no-flip\"")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The dataset interface of `make shards`: what a dataset module gives, and the helpers they share.
+"""The dataset interface of `make shards`: what a dataset module gives, and the functions they share.
 
 A dataset module (one per layout: ssv2, ssv1, k400, hmdb51, tsm-list) reads a dataset as it is distributed and
 returns a :class:`DatasetIndex`: the class names (decided once, the same list for every split), and per split
