@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--views", type=int, default=1, help="test crops x test clips")
-    parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (or give --shards)")
+    parser.add_argument("--shards", type=Path, default=None, help="take the class count from this train manifest")
     parser.add_argument("--trained-frames", type=int, nargs="+", default=[4, 8, 16], help="the FFN's branches")
     return parser
 
@@ -228,7 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     a folded Weight Alteration, where the family has one)."""
     from model import build_model, model_family
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_classes is None and args.shards is None:
+        parser.error("give the head's class count: --num-classes N, or --shards S (its train manifest's count)")
+    if args.num_classes is None:
+        from engine.data import read_num_classes
+
+        args.num_classes = read_num_classes(args.shards, "train")
     vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
     vanilla_name = model_family(args.arch).upper()
