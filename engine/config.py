@@ -13,7 +13,7 @@ from typing import Any
 
 from model import model_family, model_recipe, recipe_names
 
-# Values every run gets unless a preset or a flag says otherwise (SSv2 with an ImageNet-pretrained ResNet-50).
+# Values every run gets unless a preset or a flag says otherwise (an ImageNet-pretrained ResNet-50).
 BASE_DEFAULTS: dict[str, Any] = {
     "arch": "resnet50",
     "pretrained": "auto",
@@ -92,10 +92,12 @@ def preset_arch(preset: str | None, arch: str | None) -> str:
     return str(PRESETS.get(preset or "", {}).get("arch", BASE_DEFAULTS["arch"]))
 
 
-def preset_values(preset: str | None, arch: str) -> dict[str, Any]:
-    """A copy of the values of a preset for an arch ({} without a preset).
+def preset_values(preset: str | None, arch: str, dataset: str | None = None) -> dict[str, Any]:
+    """A copy of the values of a preset for an arch and a dataset ({} without a preset).
 
-    A name of `PRESETS` gives that recipe; any other name gives the recipe the family of `arch` registered under it.
+    A name of `PRESETS` gives that recipe; any other name gives the recipe the family of `arch` registered under it,
+    with the family's overrides for `dataset` (the training manifest's "dataset"; e.g. the official TSM runs use
+    weight decay 1e-4 on Kinetics-400, FFN-pytorch's 2D_Network/exp/tsm_k400*/run.sh).
 
     Raises
     ------
@@ -107,7 +109,7 @@ def preset_values(preset: str | None, arch: str) -> dict[str, Any]:
         return {}
     if preset in PRESETS:
         return copy.deepcopy(PRESETS[preset])
-    recipe = model_recipe(arch, preset)
+    recipe = model_recipe(arch, preset, dataset)
     if recipe is None:
         raise ValueError(f"--preset {preset}: the {model_family(arch)} family of --arch {arch} registers no "
                          f"such recipe; choose another --arch or one of {preset_names()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ DATA_PARALLEL_PREFIX = "module."
 IGNORED_BUFFER_SUFFIX = "num_batches_tracked"
 MAX_KEYS_IN_MESSAGE = 6
 # Where a whole checkpoint dict keeps its state dict: FFN-pytorch / TSM files, PySlowFast files.
-CHECKPOINT_STATE_KEYS = ("state_dict", "model_state")
+# Where checkpoint dicts keep their state dict: official TSM / FFN files ("state_dict"), PySlowFast ("model_state"),
+# UniFormer releases ("model").
+CHECKPOINT_STATE_KEYS = ("state_dict", "model_state", "model")
 
 
 class CheckpointPayloadError(ValueError):
@@ -39,6 +42,19 @@ class CheckpointPayloadError(ValueError):
 def strip_prefix(key: str, prefix: str) -> str:
     """``key`` without a leading ``prefix`` (unchanged when it does not start with it)."""
     return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict a checkpoint dict holds under one of CHECKPOINT_STATE_KEYS, else the dict itself."""
+    for holder in CHECKPOINT_STATE_KEYS:
+        if isinstance(checkpoint.get(holder), Mapping):
+            return checkpoint[holder]
+    return checkpoint
+
+
+def without_data_parallel_prefix(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict of a checkpoint (see `unwrap_state_dict`) with the DataParallel "module." prefix removed."""
+    return {strip_prefix(str(key), DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
 
 
 def bare_official_key(model: nn.Module, key: str) -> str:
@@ -144,10 +160,7 @@ def load_official_state_dict(
     tuple of list of str
         (missing model keys, unexpected checkpoint keys).
     """
-    for holder in CHECKPOINT_STATE_KEYS:
-        if isinstance(state_dict.get(holder), Mapping):
-            state_dict = state_dict[holder]
-            break
+    state_dict = unwrap_state_dict(state_dict)
     translated, missing, unexpected = map_state_dict(model, state_dict)
     if strict and (missing or unexpected):
         raise ValueError(

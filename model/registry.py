@@ -24,10 +24,11 @@ from typing import Any
 from model.interface import VideoModel
 
 # One entry per family: the module that registers its names.
-FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.slowfast", "model.uniformer")
+FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
-_RECIPES: dict[tuple[str, str], Mapping[str, Any]] = {}
+_RECIPES: dict[tuple[str, str], "Recipe"] = {}
+_OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
 _FAMILIES_LOADED = False
 BUILD_KEYS = ("arch", "num_classes", "trained_frames", "pretrained")
 
@@ -39,18 +40,75 @@ class ModelEntry:
     name: str
     family: str
     builder: Callable[..., VideoModel]
+    default_pretrained: str | None = None
 
 
-def register_model(name: str, family: str) -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
-    """Decorator registering an entry function under `name` (unique across families)."""
+def register_model(name: str, family: str, default_pretrained: str | None = None
+                   ) -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
+    """Decorator registering an entry function under `name` (unique across families).
+
+    `default_pretrained` is the named source ``--pretrained auto`` means for this model (e.g. "imagenet" for the
+    ImageNet ResNets; None: no pretrained weights unless a file is given).
+    """
 
     def decorate(builder: Callable[..., VideoModel]) -> Callable[..., VideoModel]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"model name {name!r} is registered twice ({_REGISTRY[name].family} and {family})")
-        _REGISTRY[name] = ModelEntry(name, family, builder)
+        _REGISTRY[name] = ModelEntry(name, family, builder, default_pretrained)
         return builder
 
     return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialFile:
+    """What a family reads off an official checkpoint's state dict: enough to build the model it fits.
+
+    Attributes
+    ----------
+    arch : str
+        The registered name with the file's layout.
+    trained_frames : tuple of int or None
+        An FFN file's branches; None for a vanilla file.
+    num_classes : int
+        The classifier's outputs.
+    """
+
+    arch: str
+    trained_frames: tuple[int, ...] | None
+    num_classes: int
+
+
+OfficialReader = Callable[[Mapping[str, Any]], OfficialFile | None]
+
+
+def register_official_reader(family: str) -> Callable[[OfficialReader], OfficialReader]:
+    """Decorator registering a family's reader of official state dicts (None: not this family's file)."""
+
+    def decorate(reader: OfficialReader) -> OfficialReader:
+        _OFFICIAL_READERS[family] = reader
+        return reader
+
+    return decorate
+
+
+def read_official_state_dict(state_dict: Mapping[str, Any]) -> tuple[str, OfficialFile] | None:
+    """(family, what its reader found) for an official state dict of a registered family, or None.
+
+    The state dict's keys may carry the "module." prefix; every family's reader recognises its own layout only.
+    """
+    _load_families()
+    for family, reader in _OFFICIAL_READERS.items():
+        found = reader(state_dict)
+        if found is not None:
+            return family, found
+    return None
+
+
+def official_families() -> list[str]:
+    """The families whose official checkpoints can be read."""
+    _load_families()
+    return sorted(_OFFICIAL_READERS)
 
 
 def _load_families() -> None:
@@ -81,6 +139,11 @@ def model_family(arch: str) -> str:
     return model_entry(arch).family
 
 
+def default_pretrained(arch: str) -> str | None:
+    """What ``--pretrained auto`` means for a registered model (None: start from its own initialisation)."""
+    return model_entry(arch).default_pretrained
+
+
 def model_options(arch: str) -> dict[str, Any]:
     """The keyword options a registered model takes, with their defaults (None where it has none)."""
     signature = inspect.signature(model_entry(arch).builder)
@@ -97,7 +160,16 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def register_recipe(family: str, name: str, settings: Mapping[str, Any]) -> None:
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A registered training recipe: its settings and, per dataset, the settings that differ there."""
+
+    settings: Mapping[str, Any]
+    dataset_overrides: Mapping[str, Mapping[str, Any]]
+
+
+def register_recipe(family: str, name: str, settings: Mapping[str, Any],
+                    dataset_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Register a family's named training recipe (frozen: the registry keeps a read-only copy).
 
     Parameters
@@ -108,17 +180,19 @@ def register_recipe(family: str, name: str, settings: Mapping[str, Any]) -> None
         The recipe's name, e.g. "official" (``train.py --preset official``).
     settings : mapping
         Training settings keyed by train.py's option names; lists are stored as tuples.
+    dataset_overrides : mapping, optional
+        {dataset: settings} where the recipe differs for a dataset (a manifest's "dataset", e.g. "k400").
 
     Raises
     ------
     ValueError
         When the family already registered another recipe under that name.
     """
-    frozen = _frozen(settings)
+    recipe = Recipe(_frozen(settings), _frozen(dataset_overrides or {}))
     key = (family, name)
-    if key in _RECIPES and dict(_RECIPES[key]) != dict(frozen):
+    if key in _RECIPES and _RECIPES[key] != recipe:
         raise ValueError(f"recipe {name!r} of family {family!r} is registered twice with different settings")
-    _RECIPES[key] = frozen
+    _RECIPES[key] = recipe
 
 
 def recipe_names() -> list[str]:
@@ -127,9 +201,13 @@ def recipe_names() -> list[str]:
     return sorted({name for _, name in _RECIPES})
 
 
-def model_recipe(arch: str, name: str) -> Mapping[str, Any] | None:
-    """The recipe `name` of the family of `arch` (a read-only mapping), or None when that family has none."""
-    return _RECIPES.get((model_family(arch), name))
+def model_recipe(arch: str, name: str, dataset: str | None = None) -> Mapping[str, Any] | None:
+    """The recipe `name` of the family of `arch`, with the overrides of `dataset` applied (a read-only mapping), or
+    None when that family has none."""
+    recipe = _RECIPES.get((model_family(arch), name))
+    if recipe is None:
+        return None
+    return types.MappingProxyType({**recipe.settings, **recipe.dataset_overrides.get(dataset or "", {})})
 
 
 def families_with_recipe(name: str) -> list[str]:

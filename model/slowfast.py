@@ -37,15 +37,16 @@ from torch import nn
 from model.ffn_parts import BranchNorm, WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import InputSpec, VideoModel
 from model.official_checkpoints import (
-    CHECKPOINT_STATE_KEYS,
     DATA_PARALLEL_PREFIX,
     bare_official_key,
     load_checkpoint_file,
     map_state_dict,
     strip_prefix,
+    unwrap_state_dict,
+    without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import register_model, register_recipe
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
 
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
@@ -571,11 +572,7 @@ def read_pretrained_state_dict(source: str) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(f"pretrained file {source} does not exist; pass the path of SLOWFAST_8x8_R50.pkl "
                                     "or a .pyth checkpoint")
         return caffe2_state_dict(read_caffe2_blobs(source))[0]
-    checkpoint = load_checkpoint_file(source)
-    for key in CHECKPOINT_STATE_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            return dict(checkpoint[key])
-    return checkpoint
+    return dict(unwrap_state_dict(load_checkpoint_file(source)))
 
 
 def load_pretrained_slowfast(model: SlowFast, source: str) -> BackboneLoad:
@@ -620,10 +617,7 @@ def is_official_slowfast_state_dict(checkpoint: Mapping[str, Any]) -> tuple[int,
         (Slow frames, alpha 4); None for a vanilla SlowFast file; False when it is not an official SlowFast file.
         The class count is the number of rows of "head.projection.weight"; the arch is "slowfast_r50".
     """
-    for key in CHECKPOINT_STATE_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            checkpoint = checkpoint[key]
-            break
+    checkpoint = unwrap_state_dict(checkpoint)
     keys = {strip_prefix(str(key), DATA_PARALLEL_PREFIX) for key in checkpoint}
     if not all(marker in keys for marker in OFFICIAL_MARKER_KEYS):
         return False
@@ -764,3 +758,12 @@ OFFICIAL_RECIPE = {
     "test_crop_layout": "uniform", "test_crops": 1,
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+
+@register_official_reader(FAMILY)
+def read_official_slowfast(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """The arch, trained frame counts and class count of an official SlowFast file (None: not one)."""
+    trained = is_official_slowfast_state_dict(checkpoint)
+    if trained is False:
+        return None
+    state = without_data_parallel_prefix(checkpoint)
+    return OfficialFile("slowfast_r50", trained, int(state["head.projection.weight"].shape[0]))

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import VideoModel
-from model.pretrained import BackboneLoad, load_imagenet_weights
-from model.registry import register_model, register_recipe
+from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
+from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
 FAMILY = "tsm"
+OFFICIAL_TSM_PREFIX = "base_model."
 DEFAULT_DROPOUT = 0.5
 SHIFT_MODES = ("per-video", "official")
 WA_INITS = ("as-run", "paper")
@@ -189,7 +193,7 @@ class TSMResNet(VideoModel):
         "autograd", "naive" (benchmark baseline only) or "none" (a 2D ResNet, for single-image pretraining).
     """
 
-    OFFICIAL_KEY_PREFIX = "base_model."
+    OFFICIAL_KEY_PREFIX = OFFICIAL_TSM_PREFIX
     OFFICIAL_KEY_RULES = OFFICIAL_TSM_KEY_RULES
 
     def __init__(
@@ -360,7 +364,8 @@ def build_tsm(
 
 
 for _arch in ARCH_SPECS:
-    register_model(_arch, family=FAMILY)(functools.partial(build_tsm, _arch))
+    register_model(_arch, family=FAMILY, default_pretrained=IMAGENET if _arch in TORCHVISION_V1_WEIGHTS else None)(
+        functools.partial(build_tsm, _arch))
 
 # The official TSM-FFN run on Something-Something V2 (FFN-pytorch, 2D_Network: the exp/ run scripts, main_FFN.py,
 # opts.py): 2 GPUs x 16 videos, lr 0.01 at the total batch of 32, x0.1 at epochs 20 and 40 of 50, weight decay 5e-4
@@ -372,7 +377,10 @@ OFFICIAL_RECIPE = {
     "warmup_epochs": 0.0, "epochs": 50, "dropout": 0.5, "clip_grad": None, "shift_mode": "official",
     "precision": "fp16", "val_precision": "fp32", "crop_size": 224, "multi_scale": True, "sampling": "independent",
 }
-register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+# The official run scripts are the same for Something-Something V1, V2 and Kinetics-400 but for Kinetics' weight
+# decay (2D_Network/exp/tsm_k400*/run.sh: --wd 1e-4).
+OFFICIAL_DATASET_OVERRIDES = {"k400": {"weight_decay": 1e-4}}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE, OFFICIAL_DATASET_OVERRIDES)
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
@@ -407,6 +415,30 @@ def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
                 break
         exported[name] = value.detach().clone()
     return exported
+
+
+OFFICIAL_FFN_MARKER = re.compile(r"(^|\.)(bn1|downsample_bn)_(\d+)\.weight$")
+
+
+@register_official_reader(FAMILY)
+def read_official_tsm(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """An official TSM / TSM-FFN file (FFN-pytorch or mit-han-lab): arch from its layout, branches from its names.
+
+    The backbone's depth is read off the blocks (a Bottleneck has conv3; the block count of layer3 tells 50 from
+    101); an FFN file's branches from its private BatchNorm suffixes (bn1_4, ...). None when the keys are not a TSM's.
+    """
+    state = {strip_prefix(key, OFFICIAL_TSM_PREFIX): value
+             for key, value in without_data_parallel_prefix(checkpoint).items()}
+    if "new_fc.weight" not in state or "conv1.weight" not in state or any(".convs." in key for key in state):
+        return None
+    blocks = {int(key.split(".")[1]) for key in state if key.startswith("layer3.")}
+    bottleneck = any(key.startswith("layer1.0.conv3") for key in state)
+    by_layout = {(spec.block == "bottleneck", spec.layers[2]): name for name, spec in ARCH_SPECS.items()}
+    arch = by_layout.get((bottleneck, len(blocks)))
+    if arch is None:
+        return None
+    branches = sorted({int(match.group(3)) for key in state if (match := OFFICIAL_FFN_MARKER.search(key))})
+    return OfficialFile(arch, tuple(branches) or None, int(state["new_fc.weight"].shape[0]))
 
 
 def count_parameters(module: nn.Module) -> int:

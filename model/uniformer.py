@@ -31,9 +31,16 @@ from torchvision.ops import StochasticDepth
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import InputSpec, VideoModel
-from model.official_checkpoints import DATA_PARALLEL_PREFIX, load_checkpoint_file, map_state_dict, strip_prefix
+from model.official_checkpoints import (
+    DATA_PARALLEL_PREFIX,
+    load_checkpoint_file,
+    map_state_dict,
+    strip_prefix,
+    unwrap_state_dict,
+    without_data_parallel_prefix,
+)
 from model.pretrained import BackboneLoad
-from model.registry import register_model, register_recipe
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
 
 FAMILY = "uniformer"
 # Input convention of the official UniFormer video models (RGB frames on the 0-1 scale, one mean and std for all
@@ -58,7 +65,6 @@ PRETRAINED_HEAD_PREFIXES = ("head.",)
 NEW_HEAD_PREFIX = "head."
 WEIGHT_ALTERATION_PART = ".wa.convs."
 # Keys under which PySlowFast-style and timm-style checkpoint files keep their state dict.
-STATE_DICT_KEYS = ("model_state", "model", "state_dict")
 
 
 @dataclass(frozen=True)
@@ -379,14 +385,6 @@ def _left_at_init_by_design(key: str) -> bool:
     return key.startswith(NEW_HEAD_PREFIX) or WEIGHT_ALTERATION_PART in key
 
 
-def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The state dict inside a checkpoint dict ("model_state" of PySlowFast, "model", "state_dict"), else itself."""
-    for key in STATE_DICT_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            return checkpoint[key]
-    return checkpoint
-
-
 def is_official_uniformer_state_dict(state_dict: Mapping[str, Any]) -> tuple[int, ...] | None | bool:
     """Recognise an official UniFormer state dict by its key names.
 
@@ -490,3 +488,13 @@ OFFICIAL_RECIPE = {
     "test_crops": 3, "val_every": 5,
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+
+@register_official_reader(FAMILY)
+def read_official_uniformer(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """The arch, trained frame counts and class count of an official UniFormer file (None: not one)."""
+    trained = is_official_uniformer_state_dict(checkpoint)
+    arch = official_uniformer_arch(checkpoint) if trained is not False else None
+    if arch is None:
+        return None
+    state = without_data_parallel_prefix(checkpoint)
+    return OfficialFile(arch, trained, int(state["head.weight"].shape[0]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -139,3 +141,58 @@ def test_nearest_branch_rule_and_input_spec_checks() -> None:
         build_model("test_tiny_video_net", 5, trained_frames=(4, 8))({6: torch.randn(1, 6, 3, 8, 8)})
     with pytest.raises(ValueError, match="channel_order"):
         InputSpec(channel_order="RBG")
+
+
+def test_a_model_registered_here_trains_and_evaluates_through_the_scripts(tiny_shards, tmp_path: Path) -> None:
+    """Registering a family is all it takes: train.py and evaluate.py run it by name, nothing else touched."""
+    import evaluate
+    import train
+    from pipeline_helpers import make_videos
+
+    videos = make_videos(12, (8, 10), width=16, height=16)
+    shards = tiny_shards("registered", train=(videos[:8], (4, 4)), validation=(videos[8:], (4,)))
+    common = ["--shards", str(shards), "--workers", "0", "--crop-size", "16", "--test-resize", "16",
+              "--no-multi-scale", "--pretrained", "none", "--threads", "1", "--no-progress"]
+    run = tmp_path / "run"
+    status = train.main(["--arch", "test_tiny_video_net", "--mode", "ffn", "--frames", "4", "8", "--epochs", "1",
+                         "--batch-size", "4", "--num-classes", "12", "--output", str(run), *common])
+    assert status == 0 and (run / "last.pt").is_file()
+    report = evaluate.run(evaluate.build_parser().parse_args([
+        "--checkpoints", str(run / "last.pt"), "--frames", "2", "4", "6", "8", "--output", str(tmp_path / "eval"),
+        "--no-latency", *common[:8]]))
+    entry = report["models"]["run"]
+    assert entry["trained_frames"] == [4, 8] and set(entry["top1"]) == {"2", "4", "6", "8"} and entry["n"] == 4
+    with pytest.raises(SystemExit):
+        train.main(["--arch", "test_tiny_video_net", "--mode", "ffn", "--frames", "4", "6", "--epochs", "1",
+                    "--shift-mode", "official", "--output", str(tmp_path / "refused"), *common])
+
+
+GOLDEN_FILES = {
+    "tsm": ("ffn_tsm_parity.json", "ffn_bn_stats.npz", "resnet50"),
+    "tea": ("tea_ffn/tea_ffn_parity.json", "tea_ffn/ffn_bn_stats.npz", "tea_res2net50"),
+    "slowfast": ("slowfast_ffn/slowfast_ffn_parity.json", "slowfast_ffn/ffn_bn_stats.npz", "slowfast_r50"),
+    "uniformer": ("uniformer_ffn/uniformer_ffn_parity.json", "uniformer_ffn/ffn_bn_stats.npz", "uniformer_s"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(GOLDEN_FILES))
+def test_an_official_file_of_every_family_loads_by_its_key_names_alone(family: str, tmp_path: Path) -> None:
+    """evaluate.py / predict.py read the family, arch, branches and classes off an official file's keys."""
+    import json
+
+    from engine.inference import load_checkpoint_network
+    from parity_helpers import rebuild_state_dict
+
+    golden = Path(__file__).parent / "golden"
+    spec_file, stats_file, arch = GOLDEN_FILES[family]
+    spec = json.loads((golden / spec_file).read_text())
+    state = rebuild_state_dict(spec["ffn_state_dict_spec"], spec["seed"], golden / stats_file)
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 1}, path)
+    loaded = load_checkpoint_network(path, None, channels_last=False)
+    assert loaded.official and loaded.network.config["arch"] == arch and model_family(arch) == family
+    assert loaded.network.config["num_classes"] == 174 and loaded.network.trained_frames is not None
+    other = "tea_res2net50" if family != "tea" else "resnet50"
+    with pytest.raises(SystemExit, match=f"an official {family} file, but --arch {other}"):
+        load_checkpoint_network(path, other, channels_last=False)

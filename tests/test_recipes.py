@@ -109,9 +109,21 @@ def test_recipes_are_frozen_and_resolution_copies_them() -> None:
 
 
 def test_registering_another_recipe_under_a_taken_name_is_refused() -> None:
-    register_recipe("tsm", "official", dict(model_recipe("tiny", "official")))  # the same settings: accepted
+    from model import tsm_resnet
+
+    # the same settings again (a module imported twice): accepted
+    register_recipe("tsm", "official", tsm_resnet.OFFICIAL_RECIPE, tsm_resnet.OFFICIAL_DATASET_OVERRIDES)
     with pytest.raises(ValueError, match="registered twice"):
         register_recipe("tsm", "official", {"lr": 1.0})
+    with pytest.raises(ValueError, match="registered twice"):
+        register_recipe("tsm", "official", tsm_resnet.OFFICIAL_RECIPE)  # without its dataset overrides
+
+
+def test_dataset_overrides_of_a_recipe_apply_to_their_dataset_only() -> None:
+    assert preset_values("official", "resnet50", "k400")["weight_decay"] == 1e-4
+    assert preset_values("official", "resnet50", "ssv2")["weight_decay"] == 5e-4
+    assert preset_values("official", "resnet50")["weight_decay"] == 5e-4
+    assert preset_values("official", "slowfast_r50", "k400")["weight_decay"] == 1e-6  # only TSM's scripts differ
 
 
 def test_flags_win_over_the_preset_and_the_defaults_stay_without_one() -> None:
