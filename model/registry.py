@@ -27,6 +27,7 @@ from model.interface import VideoModel
 FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
+_REFERENCE_RUNS: dict[str, "ReferenceRun"] = {}
 _RECIPES: dict[tuple[str, str], "Recipe"] = {}
 _OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
 _FAMILIES_LOADED = False
@@ -193,6 +194,26 @@ def register_recipe(family: str, name: str, settings: Mapping[str, Any],
     if key in _RECIPES and _RECIPES[key] != recipe:
         raise ValueError(f"recipe {name!r} of family {family!r} is registered twice with different settings")
     _RECIPES[key] = recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceRun:
+    """The model of a family's official FFN run: its arch and trained frame counts (what ``make gpu-check`` times
+    and measures for the family, at the per-process batch of the family's "official" recipe)."""
+
+    arch: str
+    trained_frames: tuple[int, ...]
+
+
+def register_reference_run(family: str, arch: str, trained_frames: Sequence[int]) -> None:
+    """Register the model of a family's official FFN run."""
+    _REFERENCE_RUNS[family] = ReferenceRun(arch, tuple(sorted(int(frames) for frames in trained_frames)))
+
+
+def reference_runs() -> dict[str, ReferenceRun]:
+    """{family: the model of its official FFN run}, for every family that registered one."""
+    _load_families()
+    return dict(sorted(_REFERENCE_RUNS.items()))
 
 
 def recipe_names() -> list[str]:

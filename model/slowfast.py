@@ -46,7 +46,7 @@ from model.official_checkpoints import (
     without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
 
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
@@ -758,6 +758,7 @@ OFFICIAL_RECIPE = {
     "test_crop_layout": "uniform", "test_crops": 1,
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "slowfast_r50", (16, 32, 64))
 
 @register_official_reader(FAMILY)
 def read_official_slowfast(checkpoint: Mapping[str, Any]) -> OfficialFile | None:

@@ -43,7 +43,13 @@ from model.official_checkpoints import (
     without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
+from model.registry import (
+    OfficialFile,
+    register_model,
+    register_official_reader,
+    register_recipe,
+    register_reference_run,
+)
 
 FAMILY = "tea"
 DEFAULT_DROPOUT = 0.5
@@ -543,6 +549,7 @@ OFFICIAL_RECIPE = {
     "val_precision": "fp32", "crop_size": 224, "multi_scale": True, "sampling": "independent",
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "tea_res2net50", (4, 8, 16))
 
 
 @register_official_reader(FAMILY)

@@ -22,7 +22,7 @@ from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alterat
 from model.interface import VideoModel
 from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
 from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
 FAMILY = "tsm"
@@ -381,6 +381,7 @@ OFFICIAL_RECIPE = {
 # decay (2D_Network/exp/tsm_k400*/run.sh: --wd 1e-4).
 OFFICIAL_DATASET_OVERRIDES = {"k400": {"weight_decay": 1e-4}}
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE, OFFICIAL_DATASET_OVERRIDES)
+register_reference_run(FAMILY, "resnet50", (4, 8, 16))
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.

@@ -40,7 +40,7 @@ from model.official_checkpoints import (
     without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe
+from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
 
 FAMILY = "uniformer"
 # Input convention of the official UniFormer video models (RGB frames on the 0-1 scale, one mean and std for all
@@ -488,6 +488,7 @@ OFFICIAL_RECIPE = {
     "test_crops": 3, "val_every": 5,
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "uniformer_s", (4, 8, 16))
 
 @register_official_reader(FAMILY)
 def read_official_uniformer(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
