@@ -163,6 +163,56 @@ def test_multi_scale_box_follows_the_official_recipe() -> None:
     assert factors <= set(FIXED_OFFSET_STEPS) and len(factors) == 13
 
 
+# The 13 fixed offsets of TSN's GroupMultiScaleCrop, as (column, row) multiples of the quarter steps.
+OFFICIAL_OFFSETS = (
+    (0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3),
+)  # fmt: skip
+# (width, height, crop) -> the (crop width, crop height) pairs the official recipe allows, worked out by hand:
+# sides int(short * s) for s in (1, .875, .75, .66), a side within 3 px of the crop snapped to it, a width and a
+# height whose scale indices differ by at most 1, then clamped to the frame.
+OFFICIAL_PAIRS = {
+    # short 256: 256, 224, 192, int(168.96) = 168
+    (340, 256, 224): {(256, 256), (224, 256), (256, 224), (224, 224), (192, 224), (224, 192), (192, 192),
+                      (168, 192), (192, 168), (168, 168)},
+    # short 40: 40, 35, 30 -> snapped to 32, int(26.4) = 26
+    (48, 40, 32): {(40, 40), (35, 40), (40, 35), (35, 35), (32, 35), (35, 32), (32, 32), (26, 32), (32, 26),
+                   (26, 26)},
+    # portrait, short 222: 222 -> snapped to 224 then clamped to the 222 px width, 194, 166, int(146.52) = 146
+    (222, 300, 224): {(222, 224), (194, 224), (222, 194), (194, 194), (166, 194), (194, 166), (166, 166),
+                      (146, 166), (166, 146), (146, 146)},
+}
+MULTI_SCALE_DRAWS = 6000
+
+
+@pytest.mark.parametrize("width, height, crop", sorted(OFFICIAL_PAIRS))
+def test_multi_scale_crop_draws_exactly_the_official_sizes_and_offsets(width: int, height: int, crop: int) -> None:
+    rng = np.random.default_rng(12)
+    drawn = [choose_boxes(width, height, True, crop, None, rng, multi_scale=True)[0] for _ in range(MULTI_SCALE_DRAWS)]
+    pairs = OFFICIAL_PAIRS[(width, height, crop)]
+    expected = {
+        (column * ((width - pair_width) // 4), row * ((height - pair_height) // 4), pair_width, pair_height)
+        for pair_width, pair_height in pairs
+        for column, row in OFFICIAL_OFFSETS
+    }
+    assert {(box.x, box.y, box.width, box.height) for box in drawn} == expected
+    assert {(box.out_width, box.out_height, box.flip) for box in drawn} == {(crop, crop, False)}
+    # every pair, and every offset of a pair, equally likely (10 pairs, 13 offsets)
+    pair_share = np.array([sum((box.width, box.height) == pair for box in drawn) for pair in sorted(pairs)])
+    assert np.all(np.abs(pair_share / MULTI_SCALE_DRAWS - 1 / len(pairs)) < 0.025), pair_share
+
+
+def test_multi_scale_crop_offsets_are_uniform_and_flip_is_a_coin() -> None:
+    rng = np.random.default_rng(13)
+    width, height, crop = 340, 256, 224
+    drawn = [choose_boxes(width, height, True, crop, None, rng, flip=True)[0] for _ in range(MULTI_SCALE_DRAWS)]
+    smallest = [box for box in drawn if (box.width, box.height) == (168, 168)]  # steps 43 and 22: 13 distinct
+    offsets = [(box.x // 43, box.y // 22) for box in smallest]
+    assert set(offsets) == set(OFFICIAL_OFFSETS)
+    counts = np.array([offsets.count(offset) for offset in OFFICIAL_OFFSETS])
+    assert np.all(np.abs(counts / len(offsets) - 1 / 13) < 0.04), counts
+    assert 0.45 < np.mean([box.flip for box in drawn]) < 0.55
+
+
 def test_multi_scale_snaps_sides_near_the_crop_size() -> None:
     rng = np.random.default_rng(7)
     widths = {multi_scale_box(300, 256, 224, rng, flip=False).width for _ in range(500)}
