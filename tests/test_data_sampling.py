@@ -12,6 +12,7 @@ from data_pipeline.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CropBox,
+    allocate_views,
     choose_boxes,
     crop_frames,
     crop_resize,
@@ -20,7 +21,9 @@ from data_pipeline.augment import (
     multi_scale_box,
     normalisation_tensors,
     normalise_views,
+    render_views,
     resize,
+    shared_empty,
     video_views,
 )
 from data_pipeline.sampling import (
@@ -304,3 +307,71 @@ def test_one_crop_shared_by_every_frame_and_rate() -> None:
     for rate in (4, 8, 16):
         assert views[rate].shape == (1, rate, 3, 24, 24)
         assert torch.equal(views[rate][0], reference.expand(rate, -1, -1, -1))
+
+
+@pytest.mark.parametrize("width, height, crop, resize_to, side", [
+    (48, 40, 32, 36, 36),   # round(32 * 40 / 36) = 36: x in 0..12, y in 0..4
+    (40, 32, 32, 32, 32),   # stored at the resize: the crop itself, x in 0..8, y 0
+    (32, 48, 32, 16, 32),   # round(32 * 32 / 16) = 64 is clamped to the 32 px short side
+    (6, 5, 2, 100, 1),      # round(2 * 5 / 100) = 0 is raised to one pixel
+])
+def test_random_resized_crop_takes_every_position_of_its_side(width, height, crop, resize_to, side) -> None:
+    rng = np.random.default_rng(14)
+    drawn = [choose_boxes(width, height, True, crop, resize_to, rng, multi_scale=False, flip=True)[0]
+             for _ in range(3000)]
+    assert {(box.width, box.height, box.out_width, box.out_height) for box in drawn} == {(side, side, crop, crop)}
+    positions = [(box.x, box.y) for box in drawn]
+    grid = {(x, y) for x in range(width - side + 1) for y in range(height - side + 1)}
+    assert set(positions) == grid
+    shares = np.array([positions.count(cell) for cell in sorted(grid)]) / len(positions)
+    assert np.all(np.abs(shares - 1 / len(grid)) < 0.35 / len(grid)), shares  # uniform over the grid
+    assert 0.45 < np.mean([box.flip for box in drawn]) < 0.55
+    unflipped = choose_boxes(width, height, True, crop, resize_to, rng, multi_scale=False)
+    assert len(unflipped) == 1 and not unflipped[0].flip
+
+
+def test_training_crops_need_an_rng() -> None:
+    with pytest.raises(ValueError, match="need an rng"):
+        choose_boxes(40, 32, True, 32, None, None)
+    with pytest.raises(ValueError, match="need an rng"):
+        choose_boxes(40, 32, True, 32, None, None, multi_scale=False)
+
+
+def test_views_layout_and_uint8_path_equal_the_float_path() -> None:
+    """Two videos of 2 clips x 3 crops: view = clip * 3 + crop; uint8 outputs normalise to the float outputs."""
+    rates, views, size = (2, 5), 6, 24
+    mean, std = normalisation_tensors()
+    float_outputs = allocate_views(rates, 2, views, (size, size))
+    uint8_outputs = allocate_views(rates, 2, views, (size, size), dtype=torch.uint8)
+    for rate in rates:
+        assert float_outputs[rate].shape == uint8_outputs[rate].shape == (2 * views, rate, 3, size, size)
+        assert float_outputs[rate].is_contiguous() and float_outputs[rate].dtype == torch.float32
+        assert uint8_outputs[rate].dtype == torch.uint8 and uint8_outputs[rate].stride()[2] == 1  # channels last
+        assert uint8_outputs[rate].permute(0, 1, 3, 4, 2).is_contiguous()
+        assert not float_outputs[rate].is_shared() and not uint8_outputs[rate].is_shared()  # not in a worker
+    generator = torch.Generator().manual_seed(3)
+    for video, num_frames in enumerate((20, 7)):
+        plan = plan_frames(num_frames, rates, False, None, short_video="spread", num_clips=2)
+        frames = [torch.randint(0, 256, (36, 44, 3), dtype=torch.uint8, generator=generator).permute(2, 0, 1)
+                  for _ in plan.unique]  # (3, H, W) views of (H, W, 3) data, as the JPEG decoders return them
+        boxes = eval_boxes(44, 36, size, 28, num_crops=3)
+        rows = slice(video * views, (video + 1) * views)
+        render_views(frames, boxes, plan.positions, mean, std, {rate: float_outputs[rate][rows] for rate in rates})
+        render_views(frames, boxes, plan.positions, mean, std, {rate: uint8_outputs[rate][rows] for rate in rates})
+        for clip, positions in enumerate(plan.positions):
+            for crop, box in enumerate(boxes):
+                for rate in rates:
+                    chosen = torch.stack([frames[int(position)] for position in positions[rate]])
+                    expected = (crop_resize(chosen, box) - mean) / std
+                    assert torch.equal(float_outputs[rate][video * views + clip * 3 + crop], expected)
+    for rate in rates:
+        assert torch.equal(normalise_views(uint8_outputs[rate], mean, std), float_outputs[rate])
+
+
+def test_shared_empty_gives_shared_memory_of_the_shape_and_type() -> None:
+    for shape, dtype in [((2, 3, 4), torch.float32), ((5,), torch.uint8), ((0, 3), torch.float32)]:
+        tensor = shared_empty(shape, dtype)
+        assert tensor.is_shared() and tensor.shape == shape and tensor.dtype == dtype
+        assert tensor.untyped_storage().nbytes() == int(np.prod(shape)) * tensor.element_size()
+        tensor.fill_(7)
+        assert torch.all(tensor == 7)

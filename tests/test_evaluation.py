@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.evaluation import evaluate_networks, topk_correct
+from engine.evaluation import count_correct, evaluate_networks, topk_correct
 
 NUM_CLASSES = 10
 SIDE = 4
@@ -80,7 +80,7 @@ def test_multi_view_logits_are_averaged_per_video(views: int) -> None:
         for count in FRAME_COUNTS:
             expected = recount(network, batches, count)
             assert results[name][count] == pytest.approx(expected, rel=1e-12), (name, count)
-    # the label ranks (video % 7) put 2 of 12 videos at top-1 and 10 of 12 in the top 5 for network "a" at the first count
+    # label ranks video % 7: 2 of 12 videos right at top-1, 10 of 12 in the top 5 (network "a", first count)
     assert results["a"][FRAME_COUNTS[0]] == pytest.approx({"top1": 100 * 2 / 12, "top5": 100 * 10 / 12, "n": 12})
     if views > 1:  # the data tell the layouts apart, so a view-major average could not pass
         assert recount(networks["a"], batches, FRAME_COUNTS[0], video_major=False) != results["a"][FRAME_COUNTS[0]]
@@ -116,3 +116,34 @@ def test_topk_correct_counts_hits_and_caps_k_at_the_classes() -> None:
     assert topk_correct(three, torch.tensor([0])).tolist() == [0, 1]  # k capped at 3 classes: every class counts
     assert topk_correct(three, torch.tensor([2])).tolist() == [1, 1]
     assert topk_correct(logits[:0], torch.tensor([], dtype=torch.int64)).tolist() == [0, 0]
+
+
+class NearTie(nn.Module):
+    """Two classes 0.001 apart in fp32 whose order bf16 rounding reverses (1.002 rounds to 1 in bf16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[1.002], [0.0]]))
+            self.linear.bias.copy_(torch.tensor([-1.0, 0.001]))
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        return self.linear(videos.mean(dim=(1, 2, 3, 4)).unsqueeze(1))
+
+
+def test_precision_is_the_one_asked_for() -> None:
+    batches = [{"frames": {2: torch.ones(3, 2, 3, SIDE, SIDE)}, "label": torch.zeros(3, dtype=torch.int64)}]
+    fp32 = evaluate_networks({"net": NearTie()}, batches, (2,), CPU, "fp32")["net"][2]
+    bf16 = evaluate_networks({"net": NearTie()}, batches, (2,), CPU, "bf16")["net"][2]
+    assert fp32 == {"top1": 100.0, "top5": 100.0, "n": 3}  # 0.002 > 0.001
+    assert bf16 == {"top1": 0.0, "top5": 100.0, "n": 3}  # bf16 autocast: 0 < 0.001
+
+
+def test_counts_are_int64_so_they_stay_exact_past_two_to_the_24() -> None:
+    network = FrameSum(5)
+    batches = make_batches([3, 2], 2, seed=11, labels_from=network)
+    correct, videos = count_correct({"a": network, "b": network}, batches, FRAME_COUNTS, CPU, "fp32")
+    assert correct.dtype == torch.int64 and correct.shape == (2, len(FRAME_COUNTS), 2) and videos == 5
+    expected = recount(network, batches, FRAME_COUNTS[1])
+    assert correct[1, 1].tolist() == [round(expected["top1"] * 5 / 100), round(expected["top5"] * 5 / 100)]

@@ -151,8 +151,8 @@ def test_ffn_defaults_are_the_official_loss_and_independent_sampling(trained_run
 def first_step_loss(shards: Path, output: Path, *flags: str) -> float:
     """The loss of the first optimiser step of a seeded FFN run (one step, so the weights are the initial ones)."""
     status = train.main(["--mode", "ffn", "--frames", "4", "8", "16", "--shards", str(shards), "--output",
-                         str(output), "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "4", "--lr", "0.05",
-                         "--val-batch-size", "12", *TINY_ARGS, *flags])
+                         str(output), "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "4",
+                         "--lr", "0.05", "--val-batch-size", "12", *TINY_ARGS, *flags])
     assert status == 0
     return read_history(output)[0]["train_loss"]
 
