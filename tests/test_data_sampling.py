@@ -30,6 +30,7 @@ from data_pipeline.sampling import (
     eval_clip_fractions,
     eval_indices,
     multi_rate_indices,
+    nested_positions,
     plan_frames,
     sample_indices,
     train_indices,
@@ -375,3 +376,137 @@ def test_shared_empty_gives_shared_memory_of_the_shape_and_type() -> None:
         assert tensor.untyped_storage().nbytes() == int(np.prod(shape)) * tensor.element_size()
         tensor.fill_(7)
         assert torch.all(tensor == 7)
+
+
+def test_test_crops_stay_inside_the_frame_and_follow_the_chosen_resize() -> None:
+    # 116x118 at resize 256: 256x260, steps 8 and 9, side round(224 * 116 / 256) = round(101.5) = 102; the right
+    # crop's origin 32 maps to floor(32 * 116 / 256 + 0.5) = 15, one pixel past 116 - 102 = 14: kept inside
+    boxes = choose_boxes(116, 118, False, 224, 256, None, test_crops=3)
+    assert boxes == [CropBox(0, 8, 102, 102, 224, 224), CropBox(14, 8, 102, 102, 224, 224),
+                     CropBox(7, 8, 102, 102, 224, 224)]
+    # an explicit test resize (40, not the default 36): 50x40, centre (9, 4), side round(32 * 32 / 40) = 26
+    assert choose_boxes(40, 32, False, 32, 40, None) == [CropBox(7, 3, 26, 26, 32, 32)]
+    with pytest.raises(ValueError, match=r"^training crops need an rng$"):
+        choose_boxes(40, 32, True, 32, None, None)
+
+
+def test_normalisation_tensors_resize_and_views_stay_on_the_frames_device() -> None:
+    meta = torch.device("meta")  # shapes and devices without data: stands in for an accelerator
+    mean, std = normalisation_tensors(meta)
+    assert mean.shape == std.shape == (1, 3, 1, 1) and mean.device == std.device == meta
+    cpu_mean, cpu_std = normalisation_tensors()
+    assert cpu_mean.shape == (1, 3, 1, 1) and torch.allclose(cpu_mean.flatten(), torch.tensor(IMAGENET_MEAN) * 255)
+    assert torch.allclose(cpu_std.flatten(), torch.tensor(IMAGENET_STD) * 255)
+    resized = resize(torch.empty(2, 3, 8, 8, dtype=torch.uint8, device=meta), CropBox(0, 0, 8, 8, 5, 6))
+    assert resized.device == meta and resized.dtype == torch.float32 and resized.shape == (2, 3, 6, 5)
+    normalised = normalise_views(torch.empty(7, 3, 4, 4, dtype=torch.uint8, device=meta), mean, std)
+    assert normalised.device == meta and normalised.dtype == torch.float32 and normalised.shape == (7, 3, 4, 4)
+    frames = [torch.empty(3, 20, 30, dtype=torch.uint8, device=meta)]  # one stored frame, every view reads it
+    plan = plan_frames(1, (2, 4), False, None, num_clips=2)
+    views = video_views(frames, eval_boxes(30, 20, 16, 18, 3), plan.positions, mean, std)
+    assert {rate: (tensor.shape, tensor.device) for rate, tensor in views.items()} == {
+        2: ((6, 2, 3, 16, 16), meta), 4: ((6, 4, 3, 16, 16), meta)}
+
+
+def test_one_frame_crops_and_views() -> None:
+    frame = torch.randint(0, 256, (20, 30, 3), dtype=torch.uint8).permute(2, 0, 1)
+    box = CropBox(3, 2, 10, 12, 10, 12)
+    crops = crop_frames([frame], [0], box)
+    assert torch.equal(crops[0], frame[:, 2:14, 3:13]) and crops.shape == (1, 3, 12, 10)
+    mean, std = normalisation_tensors()
+    plan = plan_frames(1, (3,), True, np.random.default_rng(0))
+    views = video_views([frame], [box], plan.positions, mean, std)
+    expected = ((frame[:, 2:14, 3:13].float() - mean) / std).expand(3, -1, -1, -1)
+    assert torch.equal(views[3][0], expected)
+
+
+def test_training_uses_one_clip_and_sampling_defaults() -> None:
+    plan = plan_frames(40, (4, 8), True, np.random.default_rng(1), num_clips=3)
+    assert len(plan.positions) == 1
+    assert sample_indices(3, 6, False).tolist() == [0] * 6  # default rule "official": a short video repeats frame 0
+    assert sample_indices(1, 4, True, np.random.default_rng(0)).tolist() == [0, 0, 0, 0]  # one frame is enough
+    assert sample_indices(9, 1, False).tolist() == [4]  # one segment: its centre
+    assert sample_indices(3, 6, True, np.random.default_rng(0), short_video="spread").tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_indices_stay_in_the_video_for_fractions_just_below_one() -> None:
+    last = float(np.nextafter(1.0, 0.0))  # (T - 1 + last) * n / T rounds up to n in float arithmetic
+    assert eval_indices(9, 4, clip_fraction=last).tolist() == [2, 4, 6, 8]
+    assert eval_indices(3, 7, short_video="spread", clip_fraction=last).tolist() == [0, 0, 1, 1, 2, 2, 2]
+
+
+def test_index_arrays_are_int64_in_every_branch() -> None:
+    rng = np.random.default_rng(0)
+    arrays = [train_indices(40, 8, rng), train_indices(5, 8, rng), train_indices(5, 8, rng, short_video="spread"),
+              eval_indices(40, 8), eval_indices(5, 8), eval_indices(5, 8, short_video="spread"),
+              eval_indices(5, 8, short_video="segments")]
+    assert [array.dtype for array in arrays] == [np.dtype(np.int64)] * len(arrays)
+
+
+def test_training_offsets_differ_between_segments_of_one_clip() -> None:
+    rng = np.random.default_rng(2)
+    clips = np.stack([train_indices(48, 8, rng) % 6 for _ in range(200)])  # segments of 6 frames
+    assert np.mean([len(set(offsets.tolist())) > 1 for offsets in clips]) > 0.9  # one draw per segment
+    counts = np.bincount(clips.ravel(), minlength=6) / clips.size
+    assert np.all(np.abs(counts - 1 / 6) < 0.03), counts
+
+
+def test_eval_clip_fractions_start_at_the_centre_and_go_around() -> None:
+    assert eval_clip_fractions(1) == [0.5]
+    assert eval_clip_fractions(2) == [0.5, 0.0]
+    assert eval_clip_fractions(3) == pytest.approx([0.5, 0.5 + 1 / 3, 1 / 6])
+    assert eval_clip_fractions(4) == pytest.approx([0.5, 0.75, 0.0, 0.25])
+
+
+@pytest.mark.parametrize("sampling", ["independent", "nested"])
+def test_multi_rate_sampling_consumes_the_rng_in_a_fixed_order(sampling: str) -> None:
+    """The same seed gives the same frames (demo numbers depend on it): replay the documented draw order."""
+    rng = np.random.default_rng(5)
+    result = multi_rate_indices(48, (8, 4, 16), True, rng, sampling=sampling)
+    replay = np.random.default_rng(5)
+    if sampling == "independent":
+        expected = {rate: train_indices(48, rate, replay) for rate in (8, 4, 16)}
+    else:
+        base = train_indices(48, 16, replay)
+        expected = {8: base[nested_positions(16, 8, True, replay)], 4: base[nested_positions(16, 4, True, replay)],
+                    16: base}
+    assert rng.random() == replay.random()  # no draw more or less than the replay
+    assert list(result) == [8, 4, 16]
+    assert {rate: indices.tolist() for rate, indices in result.items()} == {
+        rate: indices.tolist() for rate, indices in expected.items()}
+    again = multi_rate_indices(48, (8, 4, 16), True, np.random.default_rng(6), sampling=sampling)
+    assert any(again[rate].tolist() != result[rate].tolist() for rate in (4, 8, 16))  # random in training
+
+
+def test_nested_positions_draw_one_fraction_per_group() -> None:
+    rng = np.random.default_rng(9)
+    positions = np.stack([nested_positions(16, 4, True, rng) for _ in range(300)])
+    assert np.all(positions // 4 == np.arange(4))  # one member of each group of 4
+    assert np.mean([len(set((row % 4).tolist())) > 1 for row in positions]) > 0.9  # drawn apart
+    assert nested_positions(16, 4, False).tolist() == [2, 6, 10, 14]
+
+
+def test_nested_test_clips_follow_the_clip_fraction() -> None:
+    first = multi_rate_indices(48, (4, 16), False, None, sampling="nested", clip_fraction=0.0)
+    assert first[16].tolist() == eval_indices(48, 16, clip_fraction=0.0).tolist() == list(range(0, 48, 3))
+    assert first[4].tolist() == [first[16][position] for position in (2, 6, 10, 14)]
+
+
+def test_bad_sampling_arguments_name_the_value_and_the_fix() -> None:
+    cases = [
+        (lambda: sample_indices(48, 8, train=True), r"^training sampling needs an rng$"),
+        (lambda: nested_positions(16, 4, True), r"^training sampling needs an rng$"),
+        (lambda: sample_indices(0, 8, train=False), r"^need num_frames >= 1 and num_segments >= 1, got 0 and 8$"),
+        (lambda: sample_indices(8, 0, train=False), r"^need num_frames >= 1 and num_segments >= 1, got 8 and 0$"),
+        (lambda: multi_rate_indices(48, (), False), r"^rates is empty; pass at least one frame count, e\.g\. \(16,\)$"),
+        (lambda: multi_rate_indices(48, (8,), False, sampling="both"),
+         r"^sampling='both'; use one of \('independent', 'nested'\)$"),
+        (lambda: train_indices(48, 8, np.random.default_rng(0), short_video="segments"),
+         r"^short_video=segments is a test-only rule; use official or spread$"),
+        (lambda: eval_indices(48, 8, short_video="stretch"),
+         r"^short_video='stretch'; use one of \('official', 'spread', 'segments'\)$"),
+        (lambda: eval_clip_fractions(0), r"^test_clips must be at least 1, got 0$"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,83 @@ def test_bad_options_raise_clear_errors() -> None:
         build_model("tiny", shift_mode="global")
     with pytest.raises(ValueError, match=r"\(N, T, 3, H, W\)"):
         build_model("tiny", 3)(torch.randn(2, 3, 32, 32))
+
+
+def test_distillation_loss_parts_default_weight_and_one_frame_count() -> None:
+    torch.manual_seed(1)
+    logits = {rate: torch.randn(4, 6) for rate in FFN_FRAMES}
+    labels = torch.tensor([0, 5, 2, 2])
+    teacher = logits[16].softmax(1)
+    kl = {rate: (teacher * (teacher.log() - logits[rate].log_softmax(1))).sum(1).mean() for rate in (4, 8)}
+    ce = {rate: torch.nn.functional.cross_entropy(logits[rate], labels) for rate in FFN_FRAMES}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated implicit softmax dimension
+        total, parts = distillation_loss(logits, labels)
+        total_all, parts_all = distillation_loss(logits, labels, 1.0, ce_all_rates=True)
+    torch.testing.assert_close(total, ce[16] + kl[4] + kl[8])  # the paper's lambda = 1 by default
+    assert set(parts) == {"ce_16", "kl_4", "kl_8"}
+    torch.testing.assert_close(torch.stack([parts["ce_16"], parts["kl_4"], parts["kl_8"]]),
+                               torch.stack([ce[16], kl[4], kl[8]]))
+    torch.testing.assert_close(torch.stack([parts_all["ce_4"], parts_all["ce_8"]]), torch.stack([ce[4], ce[8]]))
+    torch.testing.assert_close(total_all, total + ce[4] + ce[8])
+    single, single_parts = distillation_loss({8: logits[8]}, labels)
+    torch.testing.assert_close(single, ce[8])
+    assert list(single_parts) == ["ce_8"]
+    with pytest.raises(ValueError, match=r"^distillation_loss needs logits for at least one frame count$"):
+        distillation_loss({}, labels)
+
+
+class ToyNet(torch.nn.Module):
+    """Every kind of parameter the official groups tell apart: conv weight, conv bias, BatchNorm, head, frozen."""
+
+    def __init__(self, head: bool = True) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, bias=True)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.frozen = torch.nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        if head:
+            self.fc = torch.nn.Linear(4, 2)
+
+
+def group_summary(groups: list[dict]) -> dict[str, tuple[float, float, set[int]]]:
+    """{name: (weight decay, lr multiplier, ids of its parameters)} with the keys every group must have."""
+    assert all(set(group) >= {"params", "weight_decay", "lr_mult", "name"} for group in groups)
+    return {group["name"]: (group["weight_decay"], group["lr_mult"], {id(p) for p in group["params"]})
+            for group in groups}
+
+
+def test_param_groups_place_every_kind_of_parameter() -> None:
+    net = ToyNet()
+    official = group_summary(build_param_groups(net, 1e-3, official_groups=True))
+    assert official == {
+        "conv_weight": (1e-3, 1.0, {id(net.conv.weight)}),
+        "bn": (0.0, 1.0, {id(net.norm.weight), id(net.norm.bias)}),
+        "head_weight": (1e-3, 5.0, {id(net.fc.weight)}),
+        "head_bias": (0.0, 10.0, {id(net.fc.bias)}),
+        "other_bias": (0.0, 1.0, {id(net.conv.bias)}),
+    }  # the frozen layer is in no group
+    headless = ToyNet(head=False)
+    assert set(group_summary(build_param_groups(headless, official_groups=True))) == {"conv_weight", "bn", "other_bias"}
+    plain = build_param_groups(net)  # default: one decayed group of every trainable parameter
+    assert group_summary(plain) == {"all": (5e-4, 1.0, {id(p) for p in net.parameters() if p.requires_grad})}
+
+
+def test_build_optimizer_passes_rates_decay_and_momentum_to_every_group() -> None:
+    net = ToyNet()
+    sgd = build_optimizer(net, lr=0.02, momentum=0.5, weight_decay=1e-3, official_groups=True)
+    assert type(sgd) is torch.optim.SGD
+    settings = {group["name"]: (round(group["lr"], 12), group["weight_decay"], group["momentum"])
+                for group in sgd.param_groups}
+    assert settings == {"conv_weight": (0.02, 1e-3, 0.5), "bn": (0.02, 0.0, 0.5), "head_weight": (0.1, 1e-3, 0.5),
+                        "head_bias": (0.2, 0.0, 0.5), "other_bias": (0.02, 0.0, 0.5)}
+    assert build_optimizer(net, lr=0.02).param_groups[0]["momentum"] == 0.9
+    adamw = build_optimizer(net, lr=0.003, weight_decay=0.05, official_groups=True, optimizer="adamw")
+    assert type(adamw) is torch.optim.AdamW
+    settings = {group["name"]: (round(group["lr"], 12), group["weight_decay"]) for group in adamw.param_groups}
+    assert settings == {"conv_weight": (0.003, 0.05), "bn": (0.003, 0.0), "head_weight": (0.015, 0.05),
+                        "head_bias": (0.03, 0.0), "other_bias": (0.003, 0.0)}
+    plain = build_optimizer(net, lr=0.003, weight_decay=0.05, optimizer="adamw")
+    assert [(group["lr"], group["weight_decay"]) for group in plain.param_groups] == [(0.003, 0.05)]
+    with pytest.raises(ValueError, match=r"^optimizer 'adam': choose sgd or adamw$"):
+        build_optimizer(net, lr=0.01, optimizer="adam")
