@@ -2,7 +2,7 @@
 
 Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes)
 through one method, `decode(samples) -> (batch, replaced)`. It writes every video straight into the preallocated
-batch layout {rate: (B*V, T, 3, S, S)} and replaces each video with a corrupt JPEG by another good video of the
+batch layout {T: (B*V, T, 3, S, S)} and replaces each video with a corrupt JPEG by another good video of the
 batch (`finish_batch`), so batch sizes and counts never change.
 
 - cpu (`CpuDecoder`, runs in the loader workers): torchvision.io.decode_jpeg (PIL when it refuses a frame) and
@@ -14,7 +14,7 @@ batch (`finish_batch`), so batch sizes and counts never change.
   imported lazily.
 
 A new backend is a class with `name`, `in_worker`, `needs_cuda`, `available()` and `decode`, constructed as
-``cls(device, max_frames)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
+``cls(device, max_frames, normalisation)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
 order and `make_decoder` builds one.
 """
 
@@ -31,7 +31,13 @@ import torch
 from PIL import Image
 import torchvision.io  # imported here, not in each forked loader worker (a lazy import there costs seconds)
 
-from data_pipeline.augment import allocate_views, normalisation_tensors, render_views
+from data_pipeline.augment import (
+    IMAGENET_NORMALISATION,
+    Normalisation,
+    allocate_views,
+    normalisation_tensors,
+    render_views,
+)
 from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.sampling import clip_gathers
 from data_pipeline.stream import SelectedSample
@@ -70,7 +76,7 @@ class Decoder(Protocol):
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch: (batch, number of corrupt videos replaced by good ones of the batch).
 
-        The batch is {"frames": {rate: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}; frames are
+        The batch is {"videos": {T: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}; frames are
         float normalised with the ImageNet mean/std, or uint8 pixels from an in-worker decoder built to hand them
         over.
         """
@@ -127,7 +133,7 @@ def log_corrupt(sample: SelectedSample, reason: Any) -> None:
 
 
 def batch_geometry(samples: Sequence[SelectedSample]) -> tuple[list[int], int, tuple[int, int]]:
-    """Return (rates, views per video, output size) of a batch."""
+    """Return (the frame counts of its layout, views per video, output size) of a batch."""
     first = samples[0]
     views = len(first.boxes) * len(first.plan.positions)
     return list(first.plan.positions[0].keys()), views, (first.boxes[0].out_height, first.boxes[0].out_width)
@@ -135,7 +141,7 @@ def batch_geometry(samples: Sequence[SelectedSample]) -> tuple[list[int], int, t
 
 def slot(outputs: dict[int, torch.Tensor], index: int, views: int) -> dict[int, torch.Tensor]:
     """The views of video `index` inside the batch layout (contiguous slices, written in place)."""
-    return {rate: tensor[index * views : (index + 1) * views] for rate, tensor in outputs.items()}
+    return {frames: tensor[index * views : (index + 1) * views] for frames, tensor in outputs.items()}
 
 
 class CpuDecoder:
@@ -151,8 +157,10 @@ class CpuDecoder:
         constructor signature.
     max_frames : int, optional
         Unused; part of the registry's constructor signature.
+    normalisation : Normalisation
+        The mean and std of float frames (`normalise`).
     normalise : bool
-        True: float frames normalised with the ImageNet mean/std. False (the loader's setting): the resized uint8
+        True: float frames normalised with `normalisation`. False (the loader's setting): the resized uint8
         frames, a quarter of the bytes to hand between processes and to the device, normalised there by
         augment.normalise_views with the same arithmetic.
     """
@@ -162,10 +170,11 @@ class CpuDecoder:
     needs_cuda = False
 
     def __init__(
-        self, device: torch.device | str = "cpu", max_frames: int | None = None, normalise: bool = False
+        self, device: torch.device | str = "cpu", max_frames: int | None = None,
+        normalisation: Normalisation = IMAGENET_NORMALISATION, normalise: bool = False,
     ) -> None:
         self.normalise = normalise
-        self.mean, self.std = normalisation_tensors()
+        self.mean, self.std = normalisation_tensors("cpu", normalisation)
         self.fallback: SelectedSample | None = None
 
     @staticmethod
@@ -175,9 +184,9 @@ class CpuDecoder:
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the CPU; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
+        batch_frames, views, size = batch_geometry(samples)
         dtype = torch.float32 if self.normalise else torch.uint8
-        outputs = allocate_views(rates, len(samples), views, size, dtype=dtype)
+        outputs = allocate_views(batch_frames, len(samples), views, size, dtype=dtype)
         samples = list(samples)
         good = [self._into(sample, slot(outputs, index, views)) for index, sample in enumerate(samples)]
         if not any(good) and self.fallback is not None and self._into(self.fallback, slot(outputs, 0, views)):
@@ -222,7 +231,7 @@ def finish_batch(
         for tensor in outputs.values():
             tensor[index * views : (index + 1) * views].copy_(tensor[donor * views : (donor + 1) * views])
     batch = {
-        "frames": outputs,
+        "videos": outputs,
         "label": torch.tensor([sample.label for sample in chosen], dtype=torch.long),
         "id": [sample.video_id for sample in chosen],
         "views": views,
@@ -248,15 +257,18 @@ class TorchvisionDecoder:
         A CUDA device (nvJPEG decode), or the CPU (used by the tests).
     max_frames : int, optional
         Unused; part of the registry's constructor signature.
+    normalisation : Normalisation
+        The mean and std the float frames are normalised with.
     """
 
     name = "torchvision"
     in_worker = False
     needs_cuda = True
 
-    def __init__(self, device: torch.device, max_frames: int | None = None) -> None:
+    def __init__(self, device: torch.device, max_frames: int | None = None,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> None:
         self.device = torch.device(device)
-        self.mean, self.std = normalisation_tensors(self.device)
+        self.mean, self.std = normalisation_tensors(self.device, normalisation)
 
     @staticmethod
     def available() -> bool:
@@ -306,8 +318,8 @@ class TorchvisionDecoder:
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        batch_frames, views, size = batch_geometry(samples)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         good = []
         for index, (sample, frames) in enumerate(zip(samples, self._decode_videos(samples))):
             if frames is None:
@@ -325,7 +337,7 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
     Returns
     -------
     (list, dict)
-        The flat entries (video index, frame position in the video's jpegs, crop box) and, per rate, the flat
+        The flat entries (video index, frame position in the video's jpegs, crop box) and, per frame count, the flat
         index arrays of each output view, in batch order (video-major, then clip, then crop).
     """
     entries: list[tuple[int, int, Any]] = []
@@ -336,8 +348,8 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
             for box in sample.boxes:
                 base = len(entries)
                 entries.extend((video_index, int(position), box) for position in needed)
-                for rate, rate_local in local.items():
-                    gathers.setdefault(rate, []).append(base + rate_local)
+                for frames, gather in local.items():
+                    gathers.setdefault(frames, []).append(base + gather)
     return entries, gathers
 
 
@@ -354,6 +366,8 @@ class DaliDecoder:
         A CUDA device (mixed decode on the GPU), or CPU (DALI's CPU mode, used by the tests).
     max_frames : int
         Largest number of frames in one batch (the DALI pipeline's max_batch_size).
+    normalisation : Normalisation
+        The mean and std the float frames are normalised with.
     num_threads : int
         DALI CPU threads.
     """
@@ -362,10 +376,12 @@ class DaliDecoder:
     in_worker = False
     needs_cuda = True
 
-    def __init__(self, device: torch.device, max_frames: int, num_threads: int = DALI_DEFAULT_THREADS) -> None:
+    def __init__(self, device: torch.device, max_frames: int, normalisation: Normalisation = IMAGENET_NORMALISATION,
+                 num_threads: int = DALI_DEFAULT_THREADS) -> None:
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         self.max_frames = int(max_frames)
+        self.normalisation = normalisation
         self.num_threads = num_threads
         self.pipelines: dict[tuple[int, int], Any] = {}
 
@@ -379,7 +395,7 @@ class DaliDecoder:
         key = (out_height, out_width)
         if key not in self.pipelines:
             self.pipelines[key] = build_dali_pipeline(
-                self.max_frames, self.num_threads, self._device_id(), out_height, out_width
+                self.max_frames, self.num_threads, self._device_id(), out_height, out_width, self.normalisation
             )
         return self.pipelines[key]
 
@@ -405,7 +421,7 @@ class DaliDecoder:
         return dali_to_torch(output, self.device)
 
     def _good_views(self, samples: Sequence[SelectedSample]) -> tuple[list[int], dict[int, torch.Tensor] | None]:
-        """Run DALI on the videos that pass the header check: (their batch indices, {rate: (G*V, T, 3, S, S)})."""
+        """Run DALI on the videos that pass the header check: (their batch indices, {T: (G*V, T, 3, S, S)})."""
         bad = find_corrupt_headers(samples)
         good_indices = [index for index in range(len(samples)) if index not in bad]
         if not good_indices:
@@ -414,27 +430,27 @@ class DaliDecoder:
         entries, gathers = dali_layout(good)
         flat = self.run_flat(entries, good)
         views = {
-            rate: flat.index_select(0, torch.as_tensor(np.concatenate(indices), device=flat.device)).view(
-                -1, rate, *flat.shape[1:]
+            frames: flat.index_select(0, torch.as_tensor(np.concatenate(indices), device=flat.device)).view(
+                -1, frames, *flat.shape[1:]
             )
-            for rate, indices in gathers.items()
+            for frames, indices in gathers.items()
         }
         return good_indices, views
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
+        batch_frames, views, size = batch_geometry(samples)
         try:
             good_indices, good_views = self._good_views(samples)
         except RuntimeError:
             return self._batch_one_by_one(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         if good_views is not None:
             slots = torch.as_tensor(
                 [index * views + view for index in good_indices for view in range(views)], device=self.device
             )
-            for rate, tensor in good_views.items():
-                outputs[rate].index_copy_(0, slots, tensor)
+            for frames, tensor in good_views.items():
+                outputs[frames].index_copy_(0, slots, tensor)
         good = [index in good_indices for index in range(len(samples))]
         for index, flag in enumerate(good):
             if not flag:
@@ -443,8 +459,8 @@ class DaliDecoder:
 
     def _batch_one_by_one(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """After a DALI error: decode video by video, replacing those that fail."""
-        rates, views, size = batch_geometry(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        batch_frames, views, size = batch_geometry(samples)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         good = []
         for index, sample in enumerate(samples):
             video = self._video_or_none(sample)
@@ -452,8 +468,8 @@ class DaliDecoder:
             if video is None:
                 log_corrupt(sample, "DALI could not decode it")
                 continue
-            for rate, tensor in video.items():
-                outputs[rate][index * views : (index + 1) * views].copy_(tensor)
+            for frames, tensor in video.items():
+                outputs[frames][index * views : (index + 1) * views].copy_(tensor)
         return finish_batch(samples, outputs, good, views)
 
     def _video_or_none(self, sample: SelectedSample) -> dict[int, torch.Tensor] | None:
@@ -481,7 +497,8 @@ def find_corrupt_headers(samples: Sequence[SelectedSample]) -> set[int]:
     return {index for index, sample in enumerate(samples) if not header_ok(sample)}
 
 
-def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int):
+def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int,
+                        normalisation: Normalisation = IMAGENET_NORMALISATION):
     """Build the DALI pipeline: external JPEGs and crop windows -> decode -> crop -> linear resize -> normalise.
 
     Decode runs on the GPU (device="mixed", hardware decoder share DALI_HW_DECODER_LOAD) when device_id is set,
@@ -490,8 +507,9 @@ def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None
     """
     from nvidia.dali import fn, pipeline_def, types
 
-    mean = [channel * 255.0 for channel in (0.485, 0.456, 0.406)]
-    std = [channel * 255.0 for channel in (0.229, 0.224, 0.225)]
+    rgb_mean, rgb_std = normalisation.rgb_mean_std()
+    mean = [channel * 255.0 for channel in rgb_mean]
+    std = [channel * 255.0 for channel in rgb_std]
     on_gpu = device_id is not None
 
     @pipeline_def(batch_size=max_frames, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1)
@@ -555,9 +573,11 @@ def choose_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
-def make_decoder(name: str, device: torch.device, max_frames: int) -> Decoder:
-    """Build the backend `name` of `DECODERS` for `device`, sized for batches of up to `max_frames` frames."""
-    return DECODERS[name](torch.device(device), max_frames)
+def make_decoder(name: str, device: torch.device, max_frames: int,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> Decoder:
+    """Build the backend `name` of `DECODERS` for `device`, sized for batches of up to `max_frames` frames, its
+    float frames normalised with `normalisation` (RGB order; the loader reverses the channels of a BGR model)."""
+    return DECODERS[name](torch.device(device), max_frames, normalisation)
 
 
 __all__ = [

@@ -29,7 +29,7 @@ from data_pipeline.augment import (
 from data_pipeline.sampling import (
     eval_clip_fractions,
     eval_indices,
-    multi_rate_indices,
+    indices_by_frames,
     nested_positions,
     plan_frames,
     sample_indices,
@@ -111,7 +111,7 @@ def test_independent_rates_are_sampled_separately() -> None:
     rng = np.random.default_rng(3)
     subset_every_time = True
     for _ in range(50):
-        sets = multi_rate_indices(48, (4, 8, 16), True, rng)
+        sets = indices_by_frames(48, (4, 8, 16), True, rng)
         assert {rate: len(indices) for rate, indices in sets.items()} == {4: 4, 8: 8, 16: 16}
         subset_every_time &= set(sets[4].tolist()) <= set(sets[16].tolist())
     assert not subset_every_time, "independent sampling must not nest the 4-frame set in the 16-frame set"
@@ -121,7 +121,7 @@ def test_independent_rates_are_sampled_separately() -> None:
 def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
     rng = np.random.default_rng(4)
     for num_frames in (48, 20, 9):
-        sets = multi_rate_indices(num_frames, (4, 8, 16), train, rng, sampling="nested")
+        sets = indices_by_frames(num_frames, (4, 8, 16), train, rng, sampling="nested")
         for rate in (4, 8):
             assert set(sets[rate].tolist()) <= set(sets[16].tolist())
             assert np.all(np.diff(sets[rate]) >= 0)
@@ -130,7 +130,7 @@ def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
 
 
 def test_nested_takes_one_frame_per_group() -> None:
-    sets = multi_rate_indices(48, (4, 16), False, None, sampling="nested")
+    sets = indices_by_frames(48, (4, 16), False, None, sampling="nested")
     assert sets[4].tolist() == [sets[16][position] for position in (2, 6, 10, 14)]
 
 
@@ -140,7 +140,7 @@ def test_plan_frames_decodes_each_frame_once_and_maps_back() -> None:
     assert np.all(np.diff(plan.unique) > 0)
     assert len(plan.positions) == 1
     rebuilt = {rate: plan.unique[positions] for rate, positions in plan.positions[0].items()}
-    replay = multi_rate_indices(48, (4, 8, 16), True, np.random.default_rng(5))
+    replay = indices_by_frames(48, (4, 8, 16), True, np.random.default_rng(5))
     for rate in (4, 8, 16):
         assert rebuilt[rate].tolist() == replay[rate].tolist()
     two_clips = plan_frames(48, (8,), False, None, num_clips=2)
@@ -462,7 +462,7 @@ def test_eval_clip_fractions_start_at_the_centre_and_go_around() -> None:
 def test_multi_rate_sampling_consumes_the_rng_in_a_fixed_order(sampling: str) -> None:
     """The same seed gives the same frames (demo numbers depend on it): replay the documented draw order."""
     rng = np.random.default_rng(5)
-    result = multi_rate_indices(48, (8, 4, 16), True, rng, sampling=sampling)
+    result = indices_by_frames(48, (8, 4, 16), True, rng, sampling=sampling)
     replay = np.random.default_rng(5)
     if sampling == "independent":
         expected = {rate: train_indices(48, rate, replay) for rate in (8, 4, 16)}
@@ -474,7 +474,7 @@ def test_multi_rate_sampling_consumes_the_rng_in_a_fixed_order(sampling: str) ->
     assert list(result) == [8, 4, 16]
     assert {rate: indices.tolist() for rate, indices in result.items()} == {
         rate: indices.tolist() for rate, indices in expected.items()}
-    again = multi_rate_indices(48, (8, 4, 16), True, np.random.default_rng(6), sampling=sampling)
+    again = indices_by_frames(48, (8, 4, 16), True, np.random.default_rng(6), sampling=sampling)
     assert any(again[rate].tolist() != result[rate].tolist() for rate in (4, 8, 16))  # random in training
 
 
@@ -487,7 +487,7 @@ def test_nested_positions_draw_one_fraction_per_group() -> None:
 
 
 def test_nested_test_clips_follow_the_clip_fraction() -> None:
-    first = multi_rate_indices(48, (4, 16), False, None, sampling="nested", clip_fraction=0.0)
+    first = indices_by_frames(48, (4, 16), False, None, sampling="nested", clip_fraction=0.0)
     assert first[16].tolist() == eval_indices(48, 16, clip_fraction=0.0).tolist() == list(range(0, 48, 3))
     assert first[4].tolist() == [first[16][position] for position in (2, 6, 10, 14)]
 
@@ -496,10 +496,10 @@ def test_bad_sampling_arguments_name_the_value_and_the_fix() -> None:
     cases = [
         (lambda: sample_indices(48, 8, train=True), r"^training sampling needs an rng$"),
         (lambda: nested_positions(16, 4, True), r"^training sampling needs an rng$"),
-        (lambda: sample_indices(0, 8, train=False), r"^need num_frames >= 1 and num_segments >= 1, got 0 and 8$"),
-        (lambda: sample_indices(8, 0, train=False), r"^need num_frames >= 1 and num_segments >= 1, got 8 and 0$"),
-        (lambda: multi_rate_indices(48, (), False), r"^rates is empty; pass at least one frame count, e\.g\. \(16,\)$"),
-        (lambda: multi_rate_indices(48, (8,), False, sampling="both"),
+        (lambda: sample_indices(0, 8, train=False), r"^need num_frames >= 1 and frames >= 1, got 0 and 8$"),
+        (lambda: sample_indices(8, 0, train=False), r"^need num_frames >= 1 and frames >= 1, got 8 and 0$"),
+        (lambda: indices_by_frames(48, (), False), r"^requested_frames is empty; pass at least one frame count, e\.g\. \(16,\)$"),
+        (lambda: indices_by_frames(48, (8,), False, sampling="both"),
          r"^sampling='both'; use one of \('independent', 'nested'\)$"),
         (lambda: train_indices(48, 8, np.random.default_rng(0), short_video="segments"),
          r"^short_video=segments is a test-only rule; use official or spread$"),

@@ -45,7 +45,7 @@ def make_batches(videos_per_batch: list[int], views: int, seed: int, labels_from
             averaged = labels_from(frames[FRAME_COUNTS[0]]).view(videos, views, NUM_CLASSES).mean(dim=1)
         ranked = averaged.argsort(dim=1, descending=True)
         labels = torch.stack([ranked[video, video % 7] for video in range(videos)])
-        batch = {"frames": frames, "label": labels}
+        batch = {"videos": frames, "label": labels}
         if views != 1:
             batch["views"] = views
         batches.append(batch)
@@ -59,7 +59,7 @@ def recount(network: nn.Module, batches: list[dict], count: int, video_major: bo
         labels = batch["label"]
         videos, views = labels.shape[0], batch.get("views", 1)
         with torch.no_grad():
-            logits = network(batch["frames"][count])
+            logits = network(batch["videos"][count])
         for video in range(videos):
             rows = range(video * views, (video + 1) * views) if video_major else range(video, videos * views, videos)
             mean = torch.stack([logits[row] for row in rows]).mean(dim=0)
@@ -133,7 +133,7 @@ class NearTie(nn.Module):
 
 
 def test_precision_is_the_one_asked_for() -> None:
-    batches = [{"frames": {2: torch.ones(3, 2, 3, SIDE, SIDE)}, "label": torch.zeros(3, dtype=torch.int64)}]
+    batches = [{"videos": {2: torch.ones(3, 2, 3, SIDE, SIDE)}, "label": torch.zeros(3, dtype=torch.int64)}]
     fp32 = evaluate_networks({"net": NearTie()}, batches, (2,), CPU, "fp32")["net"][2]
     bf16 = evaluate_networks({"net": NearTie()}, batches, (2,), CPU, "bf16")["net"][2]
     assert fp32 == {"top1": 100.0, "top5": 100.0, "n": 3}  # 0.002 > 0.001

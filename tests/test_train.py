@@ -15,11 +15,12 @@ from pipeline_helpers import encode_jpeg
 
 import evaluate
 import train
+from engine.training import NonFiniteLossError, check_finite, make_criterion
 from engine.checkpoint import CHECKPOINT_KEYS
 from engine.cost import count_multiply_adds
 from engine.inference import INFERENCE_KEY
 from model import build_model
-from preprocess.shard_format import write_jpeg_split
+from shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -122,17 +123,17 @@ def branch_norm_grads(network: torch.nn.Module, loss: torch.Tensor) -> dict[str,
 
 def test_each_loss_term_reaches_only_its_branch():
     torch.manual_seed(0)
-    network = build_model(arch="tiny", num_classes=NUM_CLASSES, ffn_frames=(4, 8, 16), dropout=0.0).train()
+    network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16), dropout=0.0).train()
     videos = {rate: torch.randn(4, rate, 3, 32, 32) for rate in (4, 8, 16)}
     labels = torch.tensor([0, 1, 2, 3])
-    logits = network.forward_rates(videos)
-    ce_only, _ = train.compute_loss("ffn", logits, labels, lam=0.0, ce_all_rates=False)
+    logits = network.forward_by_frames(videos)
+    ce_only, _ = make_criterion("ffn", lam=0.0)(logits, labels)
     ce_grads = branch_norm_grads(network, ce_only)
     assert ce_grads["16"] > 0 and ce_grads["4"] == 0 and ce_grads["8"] == 0
     for student, other in ((4, 8), (8, 4)):
         pair = {student: logits[student], 16: logits[16]}
-        with_kl, _ = train.compute_loss("ffn", pair, labels, lam=1.0, ce_all_rates=False)
-        without_kl, _ = train.compute_loss("ffn", pair, labels, lam=0.0, ce_all_rates=False)
+        with_kl, _ = make_criterion("ffn", lam=1.0)(pair, labels)
+        without_kl, _ = make_criterion("ffn", lam=0.0)(pair, labels)
         kl_grads = branch_norm_grads(network, with_kl - without_kl)
         assert kl_grads[str(student)] > 0, f"KL at {student}F must train the {student}F BatchNorms"
         assert kl_grads["16"] == 0 and kl_grads[str(other)] == 0, kl_grads
@@ -142,10 +143,10 @@ def test_ffn_defaults_are_the_official_loss_and_independent_sampling(trained_run
     # trained_runs["ffn"] gave no loss or sampling flag: settings.json records what the run used
     settings = json.loads((trained_runs["ffn"] / train.SETTINGS_JSON).read_text())
     assert settings["sampling"] == "independent"
-    assert settings["ce_all_rates"] is False and settings["lam"] == 1.0
+    assert settings["ce_all_frames"] is False and settings["lam"] == 1.0
     checkpoint = torch.load(trained_runs["ffn"] / train.LAST_CHECKPOINT, weights_only=True)
     assert checkpoint["metrics"]["settings"]["sampling"] == "independent"
-    assert checkpoint["metrics"]["settings"]["ce_all_rates"] is False
+    assert checkpoint["metrics"]["settings"]["ce_all_frames"] is False
 
 
 def first_step_loss(shards: Path, output: Path, *flags: str) -> float:
@@ -161,7 +162,7 @@ def test_ffn_default_run_trains_on_the_official_loss_and_sampling(shards, tmp_pa
     default = first_step_loss(shards, tmp_path / "default")
     independent = first_step_loss(shards, tmp_path / "independent", "--sampling", "independent")
     nested = first_step_loss(shards, tmp_path / "nested", "--sampling", "nested")
-    ce_all = first_step_loss(shards, tmp_path / "ce_all", "--ce-all-rates")
+    ce_all = first_step_loss(shards, tmp_path / "ce_all", "--ce-all-frames")
     assert nested != independent  # the two samplings draw different frames for this batch
     assert default == independent  # same seed, same frames, same loss: the default samples independently
     assert default < ce_all  # the official loss has no cross-entropy on the lower frame counts
@@ -228,7 +229,7 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
     entry = report["models"]["ffn"]
     assert entry["n"] == 12  # every video once, its 6 views averaged
     assert entry["latency_ms"] == {"4": None, "16": None}  # --no-latency
-    network = build_model(arch="tiny", num_classes=NUM_CLASSES, ffn_frames=(4, 8, 16))
+    network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16))
     per_view = count_multiply_adds(network, 16, 36) / 1e9
     assert entry["gflops"]["16"] == pytest.approx(6 * per_view, rel=1e-5)  # per video: 3 crops x 2 clips
     assert settings["cost"]["views_per_video"] == 6
@@ -239,9 +240,9 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
 def test_nonfinite_loss_names_the_step_and_the_last_checkpoint(tmp_path):
     good = tmp_path / "last.pt"
     good.write_bytes(b"x")
-    with pytest.raises(train.NonFiniteLossError, match=r"epoch 2 step 5 \(global step 17\).*last\.pt"):
-        train.check_finite(float("nan"), epoch=1, step=4, global_step=17, last_good=good)
-    train.check_finite(1.5, epoch=0, step=0, global_step=1, last_good=None)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 step 5 \(global step 17\).*last\.pt"):
+        check_finite(float("nan"), epoch=1, step=4, global_step=17, last_good=good)
+    check_finite(1.5, epoch=0, step=0, global_step=1, last_good=None)
 
 
 @pytest.mark.slow
@@ -305,7 +306,7 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert {"ffn", "tsm16", "tsm4", "tsm8", "ffn_e20", "ffn_shared_bn", "ffn_no_wa", "ffn_lam0"} <= set(
         ablations["models"])
     commands = ablations["settings"]["commands"]
-    assert "--no-private-bn" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]
+    assert "--no-private-norms" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]
     assert set(ablations["curves"]["ffn_lam0"]) == {"4", "8", "16"}
     assert (tmp_path / "demo" / "ablations_curves.png").read_bytes()[:4] == b"\x89PNG"
     alone = subprocess.run([*command, "--study", "ablations", "--study-only", "--models", "ffn_lam0", "ffn_no_wa",
