@@ -50,6 +50,9 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "model/losses.py": ("tests/test_model_api.py",),
     "model/optim.py": ("tests/test_model_api.py",),
     "model/temporal_shift.py": ("tests/test_model_shift.py",),
+    "model/ffn_parts.py": ("tests/test_model_api.py", "tests/test_model_registry.py"),
+    "model/interface.py": ("tests/test_model_api.py", "tests/test_model_registry.py"),
+    "model/tsm_resnet.py": ("tests/test_model_api.py", "tests/test_model_shift.py"),
 }
 # Where mutmut records each mutant's outcome: exit code -> status (its own table, mutmut.stats).
 KILLED_STATUSES = ("killed", "timeout", "caught by type check")
@@ -222,7 +225,7 @@ def mutmut_settings(work: Path, modules: Sequence[str]) -> str:
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-p", "no:randomly"],
         "use_git_change_detection": False,
-        "process_isolation": "forkserver",
+        "process_isolation": "fork",
     }
     lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"

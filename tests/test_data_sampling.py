@@ -12,6 +12,7 @@ from data_pipeline.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CropBox,
+    Normalisation,
     allocate_views,
     choose_boxes,
     crop_frames,
@@ -510,3 +511,38 @@ def test_bad_sampling_arguments_name_the_value_and_the_fix() -> None:
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_normalisation_of_a_bgr_model_is_given_in_rgb_order() -> None:
+    bgr = Normalisation(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), channel_order="BGR")
+    assert bgr.rgb_mean_std() == ((0.3, 0.2, 0.1), (0.6, 0.5, 0.4))
+    assert Normalisation(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6)).rgb_mean_std() == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    mean, std = normalisation_tensors("cpu", bgr)
+    assert torch.allclose(mean.flatten(), torch.tensor([0.3, 0.2, 0.1]) * 255)
+    assert torch.allclose(std.flatten(), torch.tensor([0.6, 0.5, 0.4]) * 255)
+    with pytest.raises(ValueError, match=r"^channel_order='GBR'; use one of \('RGB', 'BGR'\)$"):
+        Normalisation(channel_order="GBR")
+
+
+class ViewsInAWorker(torch.utils.data.Dataset):
+    """Allocates a float and a uint8 batch layout where the loader's workers do (cpu backend)."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict:
+        layouts = {"float": allocate_views((2, 3), 2, 1, (4, 5)), "uint8": allocate_views((2,), 1, 3, (4, 4), "cpu",
+                                                                                          torch.uint8)}
+        return {name: {frames: f"{tuple(tensor.shape)} {tensor.dtype} shared={tensor.is_shared()} "
+                               f"channel stride {tensor.stride()[2]}" for frames, tensor in outputs.items()}
+                for name, outputs in layouts.items()}
+
+
+def test_worker_batches_are_allocated_in_shared_memory() -> None:
+    loader = torch.utils.data.DataLoader(ViewsInAWorker(), batch_size=None, num_workers=1)
+    (described,) = list(loader)
+    assert described["float"] == {2: "(2, 2, 3, 4, 5) torch.float32 shared=True channel stride 20",
+                                  3: "(2, 3, 3, 4, 5) torch.float32 shared=True channel stride 20"}
+    assert described["uint8"] == {2: "(3, 2, 3, 4, 4) torch.uint8 shared=True channel stride 1"}
+    here = allocate_views((2,), 1, 1, (4, 4))  # the main process: ordinary memory
+    assert not here[2].is_shared()

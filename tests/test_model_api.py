@@ -344,6 +344,10 @@ def test_param_groups_place_every_kind_of_parameter() -> None:
         "head_bias": (0.0, 10.0, {id(net.classifier.bias)}),
         "other_bias": (0.0, 1.0, {id(net.conv.bias)}),
     }  # the frozen layer is in no group
+    unbiased = ToyNet()
+    unbiased.classifier = torch.nn.Linear(4, 2, bias=False)
+    groups = group_summary(build_param_groups(unbiased, official_groups=True))
+    assert "head_bias" not in groups and groups["head_weight"] == (5e-4, 5.0, {id(unbiased.classifier.weight)})
     headless = ToyNet(head=False)
     assert set(group_summary(build_param_groups(headless, official_groups=True))) == {"conv_weight", "norm", "other_bias"}
     plain = build_param_groups(net)  # default: one decayed group of every trainable parameter
