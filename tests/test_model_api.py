@@ -21,6 +21,7 @@ from model import (
     load_checkpoint_file,
     load_official_state_dict,
 )
+from model.tsm_resnet import to_torchvision_state_dict
 
 FFN_FRAMES = (4, 8, 16)
 SSV2_CLASSES = 174
@@ -349,7 +350,8 @@ def test_param_groups_place_every_kind_of_parameter() -> None:
     groups = group_summary(build_param_groups(unbiased, official_groups=True))
     assert "head_bias" not in groups and groups["head_weight"] == (5e-4, 5.0, {id(unbiased.classifier.weight)})
     headless = ToyNet(head=False)
-    assert set(group_summary(build_param_groups(headless, official_groups=True))) == {"conv_weight", "norm", "other_bias"}
+    headless_groups = group_summary(build_param_groups(headless, official_groups=True))
+    assert set(headless_groups) == {"conv_weight", "norm", "other_bias"}
     plain = build_param_groups(net)  # default: one decayed group of every trainable parameter
     assert group_summary(plain) == {"all": (5e-4, 1.0, {id(p) for p in net.parameters() if p.requires_grad})}
 
@@ -372,3 +374,17 @@ def test_build_optimizer_passes_rates_decay_and_momentum_to_every_group() -> Non
     assert [(group["lr"], group["weight_decay"]) for group in plain.param_groups] == [(0.003, 0.05)]
     with pytest.raises(ValueError, match=r"^optimizer 'adam': choose sgd or adamw$"):
         build_optimizer(net, lr=0.01, optimizer="adam")
+
+
+def test_vanilla_export_carries_torchvision_resnet_names_and_values() -> None:
+    model = build_model("resnet18", num_classes=10)
+    ours = model.state_dict()
+    exported = to_torchvision_state_dict(model)
+    reference = torchvision.models.resnet18(num_classes=10).state_dict()
+    assert {key: tuple(value.shape) for key, value in exported.items()} == {
+        key: tuple(value.shape) for key, value in reference.items()}
+    for (our_key, our_value), (name, value) in zip(ours.items(), exported.items()):  # one export per entry, in order
+        assert torch.equal(value, our_value) and value.data_ptr() != our_value.data_ptr(), (our_key, name)
+    with pytest.raises(ValueError, match=r"^to_torchvision_state_dict: \S+ has no torchvision name; export a "
+                                         r"vanilla model \(trained_frames=None\)$"):
+        to_torchvision_state_dict(build_model("tiny", 3, trained_frames=(4, 8)))
