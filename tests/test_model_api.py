@@ -21,6 +21,7 @@ from model import (
     load_checkpoint_file,
     load_official_state_dict,
 )
+from model.temporal_shift import naive_temporal_shift
 from model.tsm_resnet import to_torchvision_state_dict
 
 FFN_FRAMES = (4, 8, 16)
@@ -388,3 +389,34 @@ def test_vanilla_export_carries_torchvision_resnet_names_and_values() -> None:
     with pytest.raises(ValueError, match=r"^to_torchvision_state_dict: \S+ has no torchvision name; export a "
                                          r"vanilla model \(trained_frames=None\)$"):
         to_torchvision_state_dict(build_model("tiny", 3, trained_frames=(4, 8)))
+
+
+@pytest.mark.parametrize("arch, fold_div", [("resnet18", 8), ("resnet50", 8), ("resnet18", 4)])
+def test_tsm_logits_equal_torchvision_resnet_with_the_shift_before_each_conv1(arch: str, fold_div: int) -> None:
+    """An independent reference: torchvision's ResNet on every frame, the shift applied to each block's residual
+    input (a pre-hook on conv1), logits averaged over the frames; our weights exported to it."""
+    frames = 4
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=7, fold_div=fold_div).eval()
+    for module in model.modules():  # non-trivial running statistics, so every norm layer matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    reference = getattr(torchvision.models, arch)(num_classes=7).eval()
+    reference.load_state_dict(to_torchvision_state_dict(model))
+    blocks = [block for layer in (reference.layer1, reference.layer2, reference.layer3, reference.layer4)
+              for block in layer]
+    for block in blocks:
+        block.conv1.register_forward_pre_hook(lambda module, args: (naive_temporal_shift(args[0], frames, fold_div),))
+    videos = torch.randn(2, frames, 3, 40, 32)
+    with torch.no_grad():
+        expected = reference(videos.flatten(0, 1)).view(2, frames, 7).mean(dim=1)
+        torch.testing.assert_close(model(videos), expected, rtol=1e-4, atol=1e-5)
+        if arch != "resnet18":
+            return
+        unshifted = build_model(arch, num_classes=7, fold_div=fold_div, shift_impl="none").eval()
+        unshifted.load_state_dict(model.state_dict())
+        for block in blocks:
+            block.conv1._forward_pre_hooks.clear()
+        plain = reference(videos.flatten(0, 1)).view(2, frames, 7).mean(dim=1)
+        torch.testing.assert_close(unshifted(videos), plain, rtol=1e-4, atol=1e-5)

@@ -178,7 +178,7 @@ def test_branch_rule_and_model_input_errors_name_the_fix() -> None:
         nearest_branch((4, 8), 0)
     assert nearest_branch((4, 8), 6) == 8 and nearest_branch((8, 4), 6) == 8 and nearest_branch((4,), 1) == 4
     vanilla = build_model("test_tiny_video_net", 5)
-    assert vanilla.branch_for(6) is None
+    assert vanilla.branch_for(6) is None and vanilla.branch_for(1) is None
     with pytest.raises(ValueError, match=r"^frame count must be positive, got 0$"):
         vanilla.branch_for(0)
     ffn = build_model("test_tiny_video_net", 5, trained_frames=(4, 8))
@@ -194,3 +194,20 @@ def test_branch_rule_and_model_input_errors_name_the_fix() -> None:
         ffn({6: torch.randn(1, 6, 3, 8, 8)})
     with pytest.raises(ValueError, match=r"^TinyVideoNet: no pretrained weights can be loaded for this family$"):
         ffn.load_pretrained("weights.pt")
+
+
+def test_converted_layers_refuse_calls_outside_a_branch_scope_and_convert_alone() -> None:
+    converted = convert_to_ffn(nn.Sequential(WeightAlterationSlot(3, dims=2), nn.BatchNorm2d(3)), (4, 8))
+    features = torch.randn(2, 3, 4, 4)
+    for layer, name in ((converted[0], "WeightAlteration"), (converted[1], "BranchNorm")):
+        with pytest.raises(RuntimeError, match=rf"^{name} holds one copy per trained frame count and was called "
+                                               r"outside model\.ffn_parts\.branch_scope; call the model "
+                                               r"\(VideoModel\.forward\), not its layers$"):
+            layer(features)
+    slot = convert_to_ffn(WeightAlterationSlot(5, dims=1), (8, 4))
+    assert isinstance(slot, WeightAlteration) and list(slot.convs) == ["4", "8"]
+    assert isinstance(convert_to_ffn(nn.LayerNorm(5), (2,)), BranchNorm)
+    assert isinstance(convert_to_ffn(WeightAlterationSlot(5, dims=1), (4,), weight_alteration=False),
+                      WeightAlterationSlot)
+    with pytest.raises(ValueError, match=r"^convert_to_ffn needs at least one trained frame count$"):
+        convert_to_ffn(nn.BatchNorm2d(3), ())
