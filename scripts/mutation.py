@@ -185,6 +185,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the explained survivors")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from the last run's results in <out>/work (no new run)")
+    parser.add_argument("--retest", action="store_true",
+                        help="after adding tests (the modules unchanged): copy tests/ into <out>/work and run again "
+                             "only the mutants the last run did not kill")
     parser.add_argument("--fail-under", type=float, default=0.0,
                         help="exit 1 when a module's score is below this percentage or a survivor is unexplained "
                              "(default 0: only report)")
@@ -231,13 +234,31 @@ def mutmut_settings(work: Path, modules: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_mutmut(work: Path, log: Path) -> int:
-    """Run `mutmut run` in `work`, one mutant at a time with one torch thread; return its exit status."""
+def run_mutmut(work: Path, log: Path, names: Sequence[str] = ()) -> int:
+    """Run `mutmut run` in `work` (all mutants, or only `names`), one at a time with one torch thread.
+
+    Returns its exit status.
+    """
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     with open(log, "w", encoding="utf-8") as output:
-        completed = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], cwd=work,
-                                   env=environment, stdout=output, stderr=subprocess.STDOUT)
+        completed = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
+                                   cwd=work, env=environment, stdout=output, stderr=subprocess.STDOUT)
     return completed.returncode
+
+
+def not_killed(work: Path, modules: Sequence[str]) -> list[str]:
+    """The mutants of `modules` that the last run in `work` did not kill."""
+    return [name for module in modules for name, status in read_statuses(work, module).items()
+            if status not in KILLED_STATUSES]
+
+
+def refresh_tests(repo: Path, work: Path) -> None:
+    """Replace the working copy's tests/ by the working tree's (mutmut copies them on into its mutants/)."""
+    shutil.rmtree(work / "tests")
+    for name in tracked_files(repo):
+        if name.startswith("tests/"):
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, work / name)
 
 
 def mutant_sources(mutated_file: Path) -> dict[str, str]:
@@ -381,18 +402,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.out / "work"
     equivalents = parse_equivalents(args.equivalents.read_text(encoding="utf-8"), str(args.equivalents))
     start = time.perf_counter()
-    if not args.report_only:
+    if (args.retest or args.report_only) and not (work / "mutants").is_dir():
+        print(f"mutation: {work} holds no mutmut results; run without --retest / --report-only first",
+              file=sys.stderr)
+        return 2
+    status = 0
+    if args.retest:
+        refresh_tests(REPO_ROOT, work)
+        names = not_killed(work, args.modules)
+        print(f"mutation: running {len(names)} mutants again against the current tests", flush=True)
+        status = run_mutmut(work, args.out / MUTMUT_LOG, names) if names else 0
+    elif not args.report_only:
         copy_working_tree(REPO_ROOT, work)
         with open(work / "pyproject.toml", "a", encoding="utf-8") as pyproject:
             pyproject.write(mutmut_settings(work, args.modules))
         print(f"mutation: mutmut on {', '.join(args.modules)} (log: {args.out / MUTMUT_LOG})", flush=True)
         status = run_mutmut(work, args.out / MUTMUT_LOG)
-        if status != 0:
-            print(f"mutation: mutmut stopped with status {status}; see {args.out / MUTMUT_LOG}", file=sys.stderr)
-            return status
-    elif not (work / "mutants").is_dir():
-        print(f"mutation: {work} holds no mutmut results; run without --report-only first", file=sys.stderr)
-        return 2
+    if status != 0:
+        print(f"mutation: mutmut stopped with status {status}; see {args.out / MUTMUT_LOG}", file=sys.stderr)
+        return status
     results, stale = collect(work, args.modules, equivalents)
     summary = {**totals(results), "seconds": time.perf_counter() - start, "mutmut": mutmut_version()}
     write_reports(args.out, results, stale, summary)

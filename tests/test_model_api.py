@@ -386,9 +386,10 @@ def test_vanilla_export_carries_torchvision_resnet_names_and_values() -> None:
         key: tuple(value.shape) for key, value in reference.items()}
     for (our_key, our_value), (name, value) in zip(ours.items(), exported.items()):  # one export per entry, in order
         assert torch.equal(value, our_value) and value.data_ptr() != our_value.data_ptr(), (our_key, name)
-    with pytest.raises(ValueError, match=r"^to_torchvision_state_dict: \S+ has no torchvision name; export a "
-                                         r"vanilla model \(trained_frames=None\)$"):
-        to_torchvision_state_dict(build_model("tiny", 3, trained_frames=(4, 8)))
+    for parts in ({}, {"weight_alteration": False}, {"private_norms": False}):  # either FFN part alone refuses
+        with pytest.raises(ValueError, match=r"^to_torchvision_state_dict: \S+ has no torchvision name; export a "
+                                             r"vanilla model \(trained_frames=None\)$"):
+            to_torchvision_state_dict(build_model("tiny", 3, trained_frames=(4, 8), **parts))
 
 
 @pytest.mark.parametrize("arch, fold_div", [("resnet18", 8), ("resnet50", 8), ("resnet18", 4)])
