@@ -187,7 +187,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="write the report from the last run's results in <out>/work (no new run)")
     parser.add_argument("--retest", action="store_true",
                         help="after adding tests (the modules unchanged): copy tests/ into <out>/work and run again "
-                             "only the mutants the last run did not kill")
+                             "only the last run's unexplained survivors")
     parser.add_argument("--fail-under", type=float, default=0.0,
                         help="exit 1 when a module's score is below this percentage or a survivor is unexplained "
                              "(default 0: only report)")
@@ -244,12 +244,6 @@ def run_mutmut(work: Path, log: Path, names: Sequence[str] = ()) -> int:
         completed = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
                                    cwd=work, env=environment, stdout=output, stderr=subprocess.STDOUT)
     return completed.returncode
-
-
-def not_killed(work: Path, modules: Sequence[str]) -> list[str]:
-    """The mutants of `modules` that the last run in `work` did not kill."""
-    return [name for module in modules for name, status in read_statuses(work, module).items()
-            if status not in KILLED_STATUSES]
 
 
 def refresh_tests(repo: Path, work: Path) -> None:
@@ -409,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     if args.retest:
         refresh_tests(REPO_ROOT, work)
-        names = not_killed(work, args.modules)
+        previous, _ = collect(work, args.modules, equivalents)
+        names = [record["name"] for result in previous for record in result.unexplained]
         print(f"mutation: running {len(names)} mutants again against the current tests", flush=True)
         status = run_mutmut(work, args.out / MUTMUT_LOG, names) if names else 0
     elif not args.report_only:

@@ -421,3 +421,22 @@ def test_tsm_logits_equal_torchvision_resnet_with_the_shift_before_each_conv1(ar
             block.conv1._forward_pre_hooks.clear()
         plain = reference(videos.flatten(0, 1)).view(2, frames, 7).mean(dim=1)
         torch.testing.assert_close(unshifted(videos), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_network_and_its_initialisation_give_the_recorded_logits() -> None:
+    golden = json.loads((Path(__file__).parent / "golden" / "tiny_logits" / "logits.json").read_text())
+    videos = torch.linspace(-2, 2, 2 * 8 * 3 * 32 * 32).reshape(2, 8, 3, 32, 32).sin()
+    for name, record in golden["logits"].items():
+        torch.manual_seed(golden["seed"])
+        model = build_model("tiny", num_classes=golden["num_classes"], **record["options"]).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(videos), torch.tensor(record["values"]), rtol=1e-4, atol=1e-7,
+                                       msg=lambda message, name=name: f"{name}: {message}")
+
+
+def test_build_options_default_to_the_official_recipe() -> None:
+    config = build_model("tiny", 5).config
+    assert {key: config[key] for key in ("shift_mode", "fold_div", "channels_last", "private_norms",
+                                         "weight_alteration", "wa_init", "shift_impl")} == {
+        "shift_mode": "per-video", "fold_div": 8, "channels_last": False, "private_norms": True,
+        "weight_alteration": True, "wa_init": "as-run", "shift_impl": "autograd"}
