@@ -440,3 +440,10 @@ def test_build_options_default_to_the_official_recipe() -> None:
                                          "weight_alteration", "wa_init", "shift_impl")} == {
         "shift_mode": "per-video", "fold_div": 8, "channels_last": False, "private_norms": True,
         "weight_alteration": True, "wa_init": "as-run", "shift_impl": "autograd"}
+
+
+def test_unknown_build_choices_name_the_option_and_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"^shift_mode='global' is not one of \['per-video', 'official'\]$"):
+        build_model("tiny", 3, shift_mode="global")
+    with pytest.raises(ValueError, match=r"^wa_init='zeros' is not one of \['as-run', 'paper'\]$"):
+        build_model("tiny", 3, wa_init="zeros")
