@@ -447,3 +447,5 @@ def test_unknown_build_choices_name_the_option_and_the_choices() -> None:
         build_model("tiny", 3, shift_mode="global")
     with pytest.raises(ValueError, match=r"^wa_init='zeros' is not one of \['as-run', 'paper'\]$"):
         build_model("tiny", 3, wa_init="zeros")
+    with pytest.raises(ValueError, match=r"^shift_impl='fast' is not one of \['autograd', 'naive', 'none'\]$"):
+        build_model("tiny", 3, shift_impl="fast")

@@ -211,3 +211,10 @@ def test_converted_layers_refuse_calls_outside_a_branch_scope_and_convert_alone(
                       WeightAlterationSlot)
     with pytest.raises(ValueError, match=r"^convert_to_ffn needs at least one trained frame count$"):
         convert_to_ffn(nn.BatchNorm2d(3), ())
+
+
+def test_weight_alteration_slot_refuses_other_dims() -> None:
+    with pytest.raises(ValueError, match=r"^WeightAlterationSlot: dims must be one of \[1, 2, 3\], got 4$"):
+        WeightAlterationSlot(8, dims=4)
+    slot = WeightAlterationSlot(8, dims=3)
+    assert (slot.channels, slot.dims, slot.channel_scale()) == (8, 3, None)
