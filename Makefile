@@ -45,11 +45,11 @@ PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRA
 LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
 .PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
-	clean distclean
+	slurm-check clean distclean
 
 help:
 	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
-		"train-ffn | eval | predict | bench | gpu-check | clean"
+		"train-ffn | eval | predict | bench | gpu-check | slurm-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -111,6 +111,11 @@ bench: $(SETUP)
 # The CUDA paths in one run (about 4 min on one H100 / H200); without CUDA, or with GPU_ARGS=--smoke, a toy-size run.
 gpu-check: $(SETUP)
 	$(PYTHON) -m benchmarks.gpu_check --out $(RUNS)/gpu/gpu_check.json $(GPU_ARGS)
+
+# The SLURM scripts of scripts/slurm/ end to end on a one-host cluster with two emulated nodes (as root; installs
+# slurm-wlm and munge with apt-get when missing, else prints what is missing and "skipped"; about 3 min on 2 cores).
+slurm-check: $(SETUP)
+	$(PYTHON) scripts/slurm/check.py --work $(RUNS)/slurm-check
 
 # Never touches DATA_ROOT or SHARDS.
 clean:
