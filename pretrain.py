@@ -43,7 +43,7 @@ from engine.checkpoint import save_atomic
 from engine.rng import seed_everything
 from engine.schedule import LearningRateShape
 from model import build_model, build_optimizer, get_device
-from model.official_checkpoints import to_torchvision_state_dict
+from model.tsm_resnet import to_torchvision_state_dict
 from preprocess.synthetic_images import APPEARANCE_CLASSES, appearance_dataset
 
 VALIDATION_SEED_OFFSET = 1_000_003
@@ -104,7 +104,7 @@ def train_backbone(args: argparse.Namespace, device: torch.device) -> tuple[torc
     train_images, train_labels = appearance_dataset(args.images_per_class, args.seed, size, size)
     val_images, val_labels = appearance_dataset(args.val_images_per_class, args.seed + VALIDATION_SEED_OFFSET,
                                                 size, size)
-    network = build_model(arch=args.arch, num_classes=len(APPEARANCE_CLASSES), ffn_frames=None, pretrained=None,
+    network = build_model(arch=args.arch, num_classes=len(APPEARANCE_CLASSES), trained_frames=None, pretrained=None,
                           dropout=0.0, shift_impl="none").to(device)
     steps_per_epoch = max(1, len(train_images) // args.batch_size)
     optimizer = build_optimizer(network, args.lr, 0.9, args.weight_decay, False, optimizer="adamw")

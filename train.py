@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "state dict (e.g. pretrain.py's backbone.pt)")
     group.add_argument("--shift-mode", choices=SHIFT_MODES, default=None)
     group.add_argument("--dropout", type=float, default=None)
-    group.add_argument("--private-bn", action=argparse.BooleanOptionalAction, default=True,
-                       help="FFN: a BatchNorm set per frame count (--no-private-bn: one shared set, an ablation)")
+    group.add_argument("--private-norms", action=argparse.BooleanOptionalAction, default=True,
+                       help="FFN: a BatchNorm set per frame count (--no-private-norms: one shared set, an ablation)")
     group.add_argument("--weight-alteration", action=argparse.BooleanOptionalAction, default=True,
                        help="FFN: per-frame-count Weight Alteration convs (--no-weight-alteration: an ablation)")
     group = parser.add_argument_group("optimisation")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (default: none)")
     group.add_argument("--lam", type=float, default=1.0, help="FFN: weight of the KL terms (0: CE on the highest "
                                                                "frame count only, an ablation)")
-    group.add_argument("--ce-all-rates", action="store_true",
+    group.add_argument("--ce-all-frames", action="store_true",
                        help="FFN: cross-entropy at every frame count (not the official loss: CE at the highest only)")
     group = parser.add_argument_group("data")
     group.add_argument("--workers", type=int, default=4, help="loader worker processes per process")
@@ -185,18 +185,18 @@ def build_network(args: argparse.Namespace, num_classes: int, channels_last: boo
     return build_model(
         arch=args.arch,
         num_classes=num_classes,
-        ffn_frames=tuple(args.frames) if args.mode == "ffn" else None,
+        trained_frames=tuple(args.frames) if args.mode == "ffn" else None,
         pretrained=pretrained,
         shift_mode=args.shift_mode,
         dropout=args.dropout,
         channels_last=channels_last,
-        private_bn=args.private_bn,
+        private_norms=args.private_norms,
         weight_alteration=args.weight_alteration,
     )
 
 
 def compute_loss(mode: str, logits_by_frames: dict[int, torch.Tensor], labels: torch.Tensor, lam: float,
-                 ce_all_rates: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 ce_all_frames: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return (loss, parts): cross-entropy (tsm) or the FFN distillation loss (ffn), computed in float32.
 
     The parts are detached scalar tensors, read (a device sync) only when they are logged.
@@ -206,7 +206,7 @@ def compute_loss(mode: str, logits_by_frames: dict[int, torch.Tensor], labels: t
         (logits,) = logits_by_frames.values()
         loss = F.cross_entropy(logits, labels)
         return loss, {"ce": loss.detach()}
-    return distillation_loss(logits_by_frames, labels, lam=lam, ce_all_rates=ce_all_rates)
+    return distillation_loss(logits_by_frames, labels, lam=lam, ce_all_frames=ce_all_frames)
 
 
 # The run: what one process builds
@@ -429,7 +429,7 @@ def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int, step: int) -
     frames_by_count, labels = batch_on_device(batch, run.frames, run.device)
     with autocast_context(run.precision, run.device):
         logits_by_frames = run.model(frames_by_count)
-    loss, parts = compute_loss(args.mode, logits_by_frames, labels, args.lam, args.ce_all_rates)
+    loss, parts = compute_loss(args.mode, logits_by_frames, labels, args.lam, args.ce_all_frames)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if args.clip_grad:

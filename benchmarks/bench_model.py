@@ -88,7 +88,7 @@ def make_step(name: str, arch: str, settings: dict, device: torch.device) -> Cal
         network = network.to(device=device, memory_format=memory_format)
     else:
         network = build_model(
-            arch, NUM_CLASSES, ffn_frames=FFN_FRAMES if name == "ffn" else None,
+            arch, NUM_CLASSES, trained_frames=FFN_FRAMES if name == "ffn" else None,
             channels_last=settings["channels_last"], shift_impl="naive" if name == "tsm_naive" else "autograd",
         ).to(device)
     network.train()
@@ -111,7 +111,7 @@ def make_step(name: str, arch: str, settings: dict, device: torch.device) -> Cal
 
     def loss_value() -> torch.Tensor:
         if name == "ffn":
-            return distillation_loss(network.forward_rates(inputs), labels)[0]
+            return distillation_loss(network.forward_by_frames(inputs), labels)[0]
         if name == "plain":
             flat = inputs.reshape(-1, 3, size, size).contiguous(memory_format=memory_format)
             logits = network(flat).view(num_videos, TSM_FRAMES, -1).mean(dim=1)

@@ -136,19 +136,19 @@ def model_parity(context: Context) -> dict[str, Any]:
     """
     sizes = context.sizes
     torch.manual_seed(context.seed)
-    reference_model = build_model(sizes.arch, NUM_CLASSES, ffn_frames=FFN_FRAMES).eval()
+    reference_model = build_model(sizes.arch, NUM_CLASSES, trained_frames=FFN_FRAMES).eval()
     generator = torch.Generator().manual_seed(context.seed)
     inputs = {rate: torch.randn(1, rate, 3, sizes.crop, sizes.crop, generator=generator) for rate in FFN_FRAMES}
     with torch.no_grad():
-        reference = reference_model.forward_rates(inputs)
+        reference = reference_model.forward_by_frames(inputs)
     if context.on_cuda:
         target_model, label = reference_model.to(context.device), f"{context.device} fp32, TF32 off"
     else:
-        target_model = build_model(sizes.arch, NUM_CLASSES, ffn_frames=FFN_FRAMES, channels_last=True).eval()
+        target_model = build_model(sizes.arch, NUM_CLASSES, trained_frames=FFN_FRAMES, channels_last=True).eval()
         target_model.load_state_dict(reference_model.state_dict())
         label = "cpu channels_last (smoke stand-in for CUDA)"
     with torch.no_grad(), tf32_disabled():
-        target = target_model.forward_rates({rate: video.to(context.device) for rate, video in inputs.items()})
+        target = target_model.forward_by_frames({rate: video.to(context.device) for rate, video in inputs.items()})
     reference_flat = torch.cat([reference[rate].flatten() for rate in FFN_FRAMES]).double()
     target_flat = torch.cat([target[rate].float().cpu().flatten() for rate in FFN_FRAMES]).double()
     relative = ((reference_flat - target_flat).norm() / reference_flat.norm()).item()
@@ -236,7 +236,7 @@ class FfnStep:
     def __call__(self, frames: dict[int, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """Forward every frame count, FFN loss, backward, optimiser step; return the detached loss."""
         with autocast_context(self.precision, self.device):
-            logits = self.model.forward_rates(frames)
+            logits = self.model.forward_by_frames(frames)
             loss, _ = distillation_loss(logits, labels)
         loss.backward()
         self.optimizer.step()
@@ -247,7 +247,7 @@ class FfnStep:
 def make_ffn_step(context: Context, arch: str, num_classes: int, learning_rate: float = 1e-3) -> FfnStep:
     """TSM-FFN (4, 8, 16) training in the CUDA training setting (bf16 autocast, channels_last) or fp32 on CPU."""
     torch.manual_seed(context.seed)
-    model = build_model(arch, num_classes, ffn_frames=FFN_FRAMES, channels_last=context.on_cuda).to(context.device)
+    model = build_model(arch, num_classes, trained_frames=FFN_FRAMES, channels_last=context.on_cuda).to(context.device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, weight_decay=5e-4)
     return FfnStep(model, optimizer, context.device, context.precision)
@@ -481,7 +481,7 @@ def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
     train_loader = temporal_loader(context, shards, "train", True, sizes.train_batch)
     classes = context.temporal_classes
     torch.manual_seed(context.seed)
-    model = build_model("tiny", classes, ffn_frames=FFN_FRAMES, dropout=0.0, channels_last=context.on_cuda)
+    model = build_model("tiny", classes, trained_frames=FFN_FRAMES, dropout=0.0, channels_last=context.on_cuda)
     model = model.to(context.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
     train_step = FfnStep(model, optimizer, context.device, context.precision)
@@ -527,7 +527,7 @@ def section_cost(context: Context, seconds: float) -> dict[str, Any]:
     sizes = context.sizes
     networks = {
         "tsm": build_model(sizes.arch, NUM_CLASSES, channels_last=context.on_cuda),
-        "ffn": build_model(sizes.arch, NUM_CLASSES, ffn_frames=FFN_FRAMES, channels_last=context.on_cuda),
+        "ffn": build_model(sizes.arch, NUM_CLASSES, trained_frames=FFN_FRAMES, channels_last=context.on_cuda),
     }
     for network in networks.values():
         network.to(context.device).eval()

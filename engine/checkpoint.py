@@ -17,6 +17,27 @@ BEST_CHECKPOINT = "best.pt"
 CONFIG_KEYS_IGNORED_ON_RESUME = ("channels_last", "pretrained")
 
 
+# Older checkpoints: model-config keys renamed since, and the plain norms of a vanilla TSM (once "<bn>.norms.shared.").
+LEGACY_CONFIG_KEYS = {"ffn_frames": "trained_frames", "private_bn": "private_norms"}
+LEGACY_SHARED_NORM = ".norms.shared."
+
+
+def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring a checkpoint written by an older version to today's names (config keys, vanilla norm keys), in place.
+
+    A checkpoint already in today's names is returned unchanged.
+    """
+    config = payload.get("config")
+    if isinstance(config, dict):
+        for old, new in LEGACY_CONFIG_KEYS.items():
+            if old in config:
+                config[new] = config.pop(old)
+    state = payload.get("model")
+    if isinstance(state, dict) and any(LEGACY_SHARED_NORM in key for key in state):
+        payload["model"] = {key.replace(LEGACY_SHARED_NORM, "."): value for key, value in state.items()}
+    return payload
+
+
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary name, fsync, then rename: a reader never sees half a checkpoint."""
     with atomic_file(path) as handle:
@@ -38,7 +59,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in CHECKPOINT_KEYS if key not in payload]
     if missing:
         raise SystemExit(f"{path}: not a train.py checkpoint (missing {', '.join(missing)}); give a last.pt")
-    return payload
+    return upgrade_checkpoint(payload)
 
 
 def same_model(first: dict[str, Any], second: dict[str, Any]) -> bool:

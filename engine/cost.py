@@ -31,6 +31,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.precision import autocast_context
+from model.ffn_parts import WeightAlteration
 
 FLOPS_PER_MULTIPLY_ADD = 2
 GIGA = 1e9
@@ -85,7 +86,7 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
     """Return the multiply-adds the paper's form of the Weight Alteration adds, as a share of the whole network.
 
     The paper applies a depthwise 1x1 conv to each block's shifted input (s + wa(s): C x H x W multiply-adds per
-    frame and block). Our blocks fold it into conv1's weights instead (conv1 of the input scaled per channel by
+    frame and block). TSM's blocks (``FOLDS_WEIGHT_ALTERATION``) fold it into conv1's weights instead (conv1 of the input scaled per channel by
     1 + w: a product of the small weight tensor, which the counter does not count), so the FLOP counter gives FFN
     the same figure as TSM; this share bounds the difference. It is counted by the same counter, running each
     block's Weight Alteration conv on the block's input during one counted forward.
@@ -93,17 +94,17 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
     Returns
     -------
     float or None
-        (network + the Weight Alteration convs) / network - 1, or None for a network without Weight Alteration.
+        (network + the Weight Alteration convs) / network - 1, or None for a network without folded Weight
+        Alteration (families that run it as a convolution are counted with it already).
     """
-    blocks = [module for module in network.modules() if getattr(module, "wa", None) is not None]
+    blocks = [module for module in network.modules()
+              if getattr(module, "FOLDS_WEIGHT_ALTERATION", False) and isinstance(module.wa, WeightAlteration)]
     if not blocks:
         return None
 
     def run_weight_alteration(block: nn.Module, inputs: tuple[Any, ...]) -> None:
-        features, route = inputs
-        if route.wa_key is not None:
-            conv = block.wa.convs[route.wa_key]
-            nn.functional.conv2d(features, torch.empty_like(conv.weight, device=META), groups=conv.groups)
+        conv = block.wa.active_conv()
+        nn.functional.conv2d(inputs[0], torch.empty_like(conv.weight, device=META), groups=conv.groups)
 
     base = count_multiply_adds(network, frames, crop_size)
     handles = [block.register_forward_pre_hook(run_weight_alteration) for block in blocks]
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--views", type=int, default=1, help="test crops x test clips")
     parser.add_argument("--num-classes", type=int, default=174)
-    parser.add_argument("--ffn-frames", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--trained-frames", type=int, nargs="+", default=[4, 8, 16], help="the FFN's branches")
     return parser
 
 
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     tsm = build_model(arch=args.arch, num_classes=args.num_classes).eval()
-    ffn = build_model(arch=args.arch, num_classes=args.num_classes, ffn_frames=args.ffn_frames).eval()
+    ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
     for count in args.frames:
         tsm_gflops = count_multiply_adds(tsm, count, args.crop_size, args.views) / GIGA

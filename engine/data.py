@@ -17,21 +17,20 @@ import torch
 
 from data_pipeline import build_loader
 from data_pipeline.stream import ShardDataError
-from model.factory import DEFAULT_NUM_CLASSES as SSV2_NUM_CLASSES
 from preprocess.shard_format import ManifestError, manifest_path, read_manifest
 
 NUM_CLASSES_KEY = "num_classes"
 
 
 def read_num_classes(shards: Path, split: str) -> int:
-    """Return the class count recorded in a split's manifest settings, else SSv2's 174 (with a notice).
+    """Return the class count recorded in a split's manifest settings.
 
-    ``make shards`` records ``settings["num_classes"]`` (the size of labels.json) in every manifest.
+    ``make shards`` records ``settings["num_classes"]`` (the size of the dataset's class list) in every manifest.
 
     Raises
     ------
     SystemExit
-        If the manifest is missing or unreadable (the message names the file and the fix).
+        If the manifest is missing, unreadable or records no class count (the message names the file and the fix).
     """
     path = manifest_path(shards, split)
     try:
@@ -41,9 +40,7 @@ def read_num_classes(shards: Path, split: str) -> int:
     value = manifest.get("settings", {}).get(NUM_CLASSES_KEY)
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    print(f"{path}: records no class count; using SSv2's {SSV2_NUM_CLASSES} (pass --num-classes otherwise)",
-          flush=True)
-    return SSV2_NUM_CLASSES
+    raise SystemExit(f"{path}: records no class count; pass --num-classes, or rebuild the shards with make shards")
 
 
 def read_shard_facts(shards: Path, split: str) -> dict[str, Any]:

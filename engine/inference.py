@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from data_pipeline.augment import default_test_resize
+from engine.checkpoint import upgrade_checkpoint
 from model import CheckpointPayloadError, build_model, load_checkpoint_file, load_official_state_dict
 
 OFFICIAL_ARCH = "resnet50"
@@ -117,7 +118,10 @@ def load_checkpoint_network(path: Path, arch: str, channels_last: bool, trust_pi
     path = Path(path)
     payload = read_checkpoint(path, trust_pickle, flag, script)
     if "config" in payload and "model" in payload:
-        config = dict(payload["config"], pretrained=None, channels_last=channels_last)
+        upgrade_checkpoint(payload)
+        config = dict(payload["config"], pretrained=None)
+        if "channels_last" in config:
+            config["channels_last"] = channels_last
         network = build_model(**config)
         network.load_state_dict(payload["model"])
         settings = payload.get("metrics", {}).get("settings", {})
@@ -127,7 +131,7 @@ def load_checkpoint_network(path: Path, arch: str, channels_last: bool, trust_pi
         raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
     num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
     network = build_model(arch=arch, num_classes=num_classes, pretrained=None, channels_last=channels_last,
-                          ffn_frames=OFFICIAL_FFN_FRAMES if is_ffn_state_dict(state_dict) else None)
+                          trained_frames=OFFICIAL_FFN_FRAMES if is_ffn_state_dict(state_dict) else None)
     try:
         load_official_state_dict(network, state_dict, strict=True)
     except ValueError as error:

@@ -1,24 +1,42 @@
-"""TSM-ResNet and TSM-FFN models, temporal shift, official checkpoint loading, loss and optimizer factory."""
+"""Video models of every family behind one registry, FFN's parts, official checkpoint loading, loss and optimizer.
+
+``build_model(arch, num_classes, trained_frames=None, ...)`` builds any registered model (`model_names()`); every
+model is a `VideoModel` (model/interface.py); `convert_to_ffn` (model/ffn_parts.py) turns a plain network into an
+FFN.
+"""
 
 from model.device import get_device
-from model.factory import build_model
+from model.ffn_parts import BranchNorm, WeightAlteration, WeightAlterationSlot, branch_scope, convert_to_ffn
+from model.interface import InputSpec, VideoModel, nearest_branch
 from model.losses import distillation_loss
 from model.official_checkpoints import CheckpointPayloadError, load_checkpoint_file, load_official_state_dict
 from model.optim import build_optimizer, build_param_groups
+from model.registry import build_model, model_family, model_names, register_model
 from model.temporal_shift import naive_temporal_shift, temporal_shift
 from model.tsm_resnet import TSMResNet, count_parameters
 
 __all__ = [
+    "BranchNorm",
     "CheckpointPayloadError",
+    "InputSpec",
     "TSMResNet",
+    "VideoModel",
+    "WeightAlteration",
+    "WeightAlterationSlot",
+    "branch_scope",
     "build_model",
     "build_optimizer",
     "build_param_groups",
+    "convert_to_ffn",
     "count_parameters",
     "distillation_loss",
     "get_device",
     "load_checkpoint_file",
     "load_official_state_dict",
+    "model_family",
+    "model_names",
     "naive_temporal_shift",
+    "nearest_branch",
+    "register_model",
     "temporal_shift",
 ]

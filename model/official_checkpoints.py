@@ -1,13 +1,9 @@
-"""Loading official FFN / TSM checkpoints (and torchvision ResNet weights) into our TSMResNet.
+"""Loading official checkpoints (and pretrained backbone files) into our models, and reading checkpoint files.
 
-Recognised key layouts (an optional DataParallel "module." prefix is removed first):
-
-- FFN-pytorch TSM-FFN: ``base_model.conv1.weight``, ``base_model.bn1_{4,8,16}.*``,
-  ``base_model.layer{l}.{i}.conv{1,2,3}.weight``, ``...bn{1,2,3}_{4,8,16}.*``, ``layer{l}.0.downsample_conv.weight``,
-  ``layer{l}.0.downsample_bn_{4,8,16}.*``, ``layer{l}.{i}.adaconv_{4,8,16}.weight``, ``new_fc.*``.
-- FFN-pytorch TSM baseline: torchvision names under ``base_model.`` (``downsample.0`` / ``downsample.1``), ``new_fc.*``.
-- mit-han-lab temporal-shift-module: as the baseline, but each block's conv1 is ``conv1.net.weight``.
-- torchvision ResNet (ImageNet init): torchvision names without prefix; ``fc.*`` is not used.
+Each family declares how official keys map onto its own names: ``OFFICIAL_KEY_PREFIX`` (removed, like the
+DataParallel "module." prefix) and ``OFFICIAL_KEY_RULES`` ((pattern, replacement) pairs, the first match wins;
+see e.g. model.tsm_resnet.OFFICIAL_TSM_KEY_RULES). A plain norm key of the source fills every private copy of an
+FFN's norm when ``expand_shared_norms`` is set (pretrained initialisation: each branch starts from the same norm).
 """
 
 from __future__ import annotations
@@ -19,12 +15,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from model.tsm_resnet import SHARED_BRANCH
 
 DATA_PARALLEL_PREFIX = "module."
-OFFICIAL_BACKBONE_PREFIX = "base_model."
 IGNORED_BUFFER_SUFFIX = "num_batches_tracked"
-HEAD_PREFIXES = ("fc.", "new_fc.")
 MAX_KEYS_IN_MESSAGE = 6
 
 
@@ -41,58 +34,48 @@ class CheckpointPayloadError(ValueError):
         super().__init__(message)
         self.payload_type = payload_type
 
-# (pattern, replacement) applied to a key without "module." / "base_model."; the first match wins.
-_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^new_fc\.(weight|bias)$", r"fc.\1"),
-        (r"^conv1\.weight$", r"conv1.weight"),
-        (r"^bn1_(\d+)\.(\w+)$", r"bn1.norms.\1.\2"),
-        (r"^bn1\.(\w+)$", rf"bn1.norms.{SHARED_BRANCH}.\1"),
-        (r"^(layer\d+\.\d+)\.conv1\.net\.weight$", r"\1.conv1.weight"),
-        (r"^(layer\d+\.\d+)\.(conv\d)\.weight$", r"\1.\2.weight"),
-        (r"^(layer\d+\.\d+)\.(bn\d)_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
-        (r"^(layer\d+\.\d+)\.(bn\d)\.(\w+)$", rf"\1.\2.norms.{SHARED_BRANCH}.\3"),
-        (r"^(layer\d+\.\d+)\.downsample\.0\.weight$", r"\1.downsample_conv.weight"),
-        (r"^(layer\d+\.\d+)\.downsample\.1\.(\w+)$", rf"\1.downsample_bn.norms.{SHARED_BRANCH}.\2"),
-        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample_conv.weight"),
-        (r"^(layer\d+\.\d+)\.downsample_bn_(\d+)\.(\w+)$", r"\1.downsample_bn.norms.\2.\3"),
-        (r"^(layer\d+\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
-    )
-)
-
-
 def strip_prefix(key: str, prefix: str) -> str:
     """``key`` without a leading ``prefix`` (unchanged when it does not start with it)."""
     return key[len(prefix):] if key.startswith(prefix) else key
 
 
-def translate_official_key(key: str) -> str | None:
-    """Our parameter name for one official (or torchvision) key, or None when it has no counterpart."""
-    name = strip_prefix(strip_prefix(key, DATA_PARALLEL_PREFIX), OFFICIAL_BACKBONE_PREFIX)
-    for pattern, replacement in _KEY_RULES:
+def bare_official_key(model: nn.Module, key: str) -> str:
+    """An official key without the DataParallel "module." prefix and the family's own prefix."""
+    return strip_prefix(strip_prefix(key, DATA_PARALLEL_PREFIX), getattr(model, "OFFICIAL_KEY_PREFIX", ""))
+
+
+def translate_official_key(model: nn.Module, key: str) -> str | None:
+    """Our parameter name for one official key of `model`'s family, or None when it has no counterpart.
+
+    The family's ``OFFICIAL_KEY_RULES`` ((pattern, replacement) pairs, the first match wins) apply to the key
+    without its prefixes.
+    """
+    name = bare_official_key(model, key)
+    for pattern, replacement in getattr(model, "OFFICIAL_KEY_RULES", ()):
         if pattern.match(name):
             return pattern.sub(replacement, name)
     return None
 
 
 def _expand_shared_norms(key: str, model_keys: set[str]) -> list[str]:
-    """Targets for a shared-BN key: itself if the model has it, else the same BN in every private branch."""
-    marker = f".norms.{SHARED_BRANCH}."
-    if key in model_keys or marker not in key:
+    """Targets for a plain norm key: itself if the model has it, else the same norm in every private branch.
+
+    ``layer1.0.bn1.weight`` becomes ``layer1.0.bn1.norms.<T>.weight`` for every trained frame count T.
+    """
+    if key in model_keys or "." not in key:
         return [key]
-    head, tail = key.split(marker, 1)
-    pattern = re.compile(re.escape(head) + r"\.norms\.[^.]+\." + re.escape(tail) + "$")
+    head, leaf = key.rsplit(".", 1)
+    pattern = re.compile(re.escape(head) + r"\.norms\.[^.]+\." + re.escape(leaf) + "$")
     return sorted(candidate for candidate in model_keys if pattern.match(candidate)) or [key]
 
 
 def map_state_dict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
-    expand_shared_bn: bool = False,
-    skip_head: bool = False,
+    expand_shared_norms: bool = False,
+    skip_prefixes: tuple[str, ...] = (),
 ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Translate an official or torchvision state dict into our names.
+    """Translate an official (or pretrained backbone) state dict into our names.
 
     Parameters
     ----------
@@ -100,10 +83,10 @@ def map_state_dict(
         The target model.
     state_dict : mapping
         Official keys to tensors.
-    expand_shared_bn : bool
-        Copy a shared BatchNorm into every private branch of an FFN model (ImageNet init).
-    skip_head : bool
-        Ignore classifier keys (``fc.*`` / ``new_fc.*``): the ImageNet head is not used.
+    expand_shared_norms : bool
+        Copy a plain norm layer into every private copy of an FFN model (pretrained initialisation).
+    skip_prefixes : tuple of str
+        Ignore source keys starting with these (after the prefixes are removed): e.g. a pretraining classifier.
 
     Returns
     -------
@@ -116,11 +99,10 @@ def map_state_dict(
     translated: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     for source_key, value in state_dict.items():
-        bare_key = strip_prefix(strip_prefix(source_key, DATA_PARALLEL_PREFIX), OFFICIAL_BACKBONE_PREFIX)
-        if skip_head and bare_key.startswith(HEAD_PREFIXES):
+        if skip_prefixes and bare_official_key(model, source_key).startswith(skip_prefixes):
             continue
-        our_key = translate_official_key(source_key)
-        targets = _expand_shared_norms(our_key, model_keys) if (our_key and expand_shared_bn) else [our_key]
+        our_key = translate_official_key(model, source_key)
+        targets = _expand_shared_norms(our_key, model_keys) if (our_key and expand_shared_norms) else [our_key]
         for key in targets:
             if key is None or key not in model_keys:
                 unexpected.append(source_key)
@@ -130,41 +112,6 @@ def map_state_dict(
                 translated[key] = value
     missing = [key for key in target if key not in translated and not key.endswith(IGNORED_BUFFER_SUFFIX)]
     return translated, missing, unexpected
-
-
-# Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
-_TORCHVISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
-        (rf"^(layer\d+\.\d+)\.downsample_bn\.norms\.{SHARED_BRANCH}\.(\w+)$", r"\1.downsample.1.\2"),
-        (rf"^(.*bn\d)\.norms\.{SHARED_BRANCH}\.(\w+)$", r"\1.\2"),
-    )
-)
-
-
-def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of a vanilla model under torchvision ResNet names (the inverse of ``map_state_dict``).
-
-    A file holding it loads through the same path as torchvision's ImageNet weights (``pretrained=<path>``).
-
-    Raises
-    ------
-    ValueError
-        If the model has private BatchNorm sets or Weight Alteration (no torchvision counterpart).
-    """
-    exported: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        if ".wa.convs." in key or (".norms." in key and f".norms.{SHARED_BRANCH}." not in key):
-            raise ValueError(f"to_torchvision_state_dict: {key} has no torchvision name; export a vanilla model "
-                             "(ffn_frames=None)")
-        name = key
-        for pattern, replacement in _TORCHVISION_RULES:
-            if pattern.match(key):
-                name = pattern.sub(replacement, key)
-                break
-        exported[name] = value.detach().clone()
-    return exported
 
 
 def _summarise(keys: list[str]) -> str:
@@ -181,7 +128,8 @@ def load_official_state_dict(
     ----------
     model : nn.Module
         A model from ``build_model`` whose architecture matches the checkpoint (FFN checkpoints need
-        ``ffn_frames`` equal to the checkpoint's frame counts and private BN; TSM checkpoints need ``ffn_frames=None``).
+        ``trained_frames`` equal to the checkpoint's frame counts and private norms; vanilla checkpoints need
+        ``trained_frames=None``).
     state_dict : mapping
         The checkpoint's "state_dict" (a whole checkpoint dict holding "state_dict" is accepted too), with or
         without the "module." prefix.
@@ -200,7 +148,7 @@ def load_official_state_dict(
     if strict and (missing or unexpected):
         raise ValueError(
             f"official checkpoint does not match this model: missing {_summarise(missing)}; unexpected "
-            f"{_summarise(unexpected)}. Build the model with the checkpoint's architecture (ffn_frames, "
+            f"{_summarise(unexpected)}. Build the model with the checkpoint's architecture (trained_frames, "
             "num_classes, arch) or pass strict=False"
         )
     model.load_state_dict(translated, strict=False)

@@ -11,12 +11,15 @@ HEAD_WEIGHT_LR_MULT = 5.0
 HEAD_BIAS_LR_MULT = 10.0
 
 
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
 def _classify_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split parameters into the official groups: conv weights, BN affine, head weight, head bias, other biases."""
+    """Split parameters into the official groups: weights, norm affine, head weight, head bias, other biases."""
     groups: dict[str, list[nn.Parameter]] = {
-        "conv_weight": [], "bn": [], "head_weight": [], "head_bias": [], "other_bias": [],
+        "conv_weight": [], "norm": [], "head_weight": [], "head_bias": [], "other_bias": [],
     }
-    head = getattr(model, "fc", None)
+    head = getattr(model, "classifier", None)
     for module in model.modules():
         direct = list(module.named_parameters(recurse=False))
         if not direct:
@@ -24,8 +27,8 @@ def _classify_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
         if module is head:
             groups["head_weight"].append(module.weight)
             groups["head_bias"].extend([module.bias] if module.bias is not None else [])
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            groups["bn"].extend(parameter for _, parameter in direct)
+        elif isinstance(module, NORM_LAYERS):
+            groups["norm"].extend(parameter for _, parameter in direct)
         else:
             for name, parameter in direct:
                 groups["other_bias" if name == "bias" else "conv_weight"].append(parameter)
@@ -40,11 +43,11 @@ def build_param_groups(
     Parameters
     ----------
     model : nn.Module
-        The model (its classifier must be ``model.fc`` for the head multipliers).
+        The model (``model.classifier``, its final linear layer, gets the head multipliers).
     weight_decay : float
         Weight decay of the decayed groups.
     official_groups : bool
-        False: one group, decay on everything. True: the official recipe: no decay on BatchNorm and biases,
+        False: one group, decay on everything. True: the official recipe: no decay on norm layers and biases,
         classifier weight lr x5 and bias lr x10.
 
     Returns
@@ -56,7 +59,7 @@ def build_param_groups(
     if not official_groups:
         return [{"params": trainable, "weight_decay": weight_decay, "lr_mult": 1.0, "name": "all"}]
     settings = {
-        "conv_weight": (weight_decay, 1.0), "bn": (0.0, 1.0), "other_bias": (0.0, 1.0),
+        "conv_weight": (weight_decay, 1.0), "norm": (0.0, 1.0), "other_bias": (0.0, 1.0),
         "head_weight": (weight_decay, HEAD_WEIGHT_LR_MULT), "head_bias": (0.0, HEAD_BIAS_LR_MULT),
     }
     groups = []

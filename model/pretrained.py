@@ -1,4 +1,5 @@
-"""ImageNet initialisation from torchvision ResNet weights (V1, as the official code used), online or from a file."""
+"""Pretrained initialisation: what a load did (`BackboneLoad`, every family), and the TSM family's ImageNet weights
+(torchvision ResNet V1, as the official code used), online or from a file."""
 
 from __future__ import annotations
 
@@ -7,14 +8,7 @@ import os
 
 from torch import nn
 
-from model.official_checkpoints import (
-    DATA_PARALLEL_PREFIX,
-    HEAD_PREFIXES,
-    OFFICIAL_BACKBONE_PREFIX,
-    load_checkpoint_file,
-    map_state_dict,
-    strip_prefix,
-)
+from model.official_checkpoints import bare_official_key, load_checkpoint_file, map_state_dict
 
 IMAGENET = "imagenet"
 # torchvision weight enum names of the V1 ImageNet weights, per arch.
@@ -26,6 +20,8 @@ TORCHVISION_V1_WEIGHTS = {
 }
 # Model keys an ImageNet ResNet cannot provide: the new head and FFN's Weight Alteration convs.
 NOT_IN_IMAGENET = ("fc.", ".wa.convs.")
+# Source keys of the pretraining classifier (torchvision's fc, the official new_fc), never loaded.
+IMAGENET_HEAD_PREFIXES = ("fc.", "new_fc.")
 
 
 def download_imagenet_state_dict(arch: str) -> dict:
@@ -81,12 +77,12 @@ class BackboneLoad:
 
 
 def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> BackboneLoad:
-    """Initialise the backbone of ``model`` from ImageNet weights; every private BN copy gets the same BN values.
+    """Initialise the backbone of ``model`` from ImageNet weights; every private BN copy gets the same values.
 
     Parameters
     ----------
     model : nn.Module
-        A TSMResNet (vanilla or FFN).
+        A TSM model (vanilla or FFN).
     arch : str
         Its arch name (to choose torchvision's weights when ``source`` is "imagenet").
     source : str
@@ -103,7 +99,8 @@ def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> BackboneL
     else:
         state_dict = load_checkpoint_file(source)
         state_dict = state_dict.get("state_dict", state_dict)
-    translated, missing, unexpected = map_state_dict(model, state_dict, expand_shared_bn=True, skip_head=True)
+    translated, missing, unexpected = map_state_dict(model, state_dict, expand_shared_norms=True,
+                                                     skip_prefixes=IMAGENET_HEAD_PREFIXES)
     not_initialised = [key for key in missing if not any(part in key for part in NOT_IN_IMAGENET)]
     if not_initialised or unexpected:
         where = "torchvision's weights" if source == IMAGENET else source
@@ -113,7 +110,5 @@ def load_imagenet_weights(model: nn.Module, arch: str, source: str) -> BackboneL
             f"torchvision {arch} state dict"
         )
     model.load_state_dict(translated, strict=False)
-    dropped = [key for key in state_dict
-               if strip_prefix(strip_prefix(key, DATA_PARALLEL_PREFIX), OFFICIAL_BACKBONE_PREFIX).startswith(
-                   HEAD_PREFIXES)]
+    dropped = [key for key in state_dict if bare_official_key(model, key).startswith(IMAGENET_HEAD_PREFIXES)]
     return BackboneLoad(source=str(source), loaded=sorted(translated), dropped=dropped, left_at_init=missing)

@@ -1,22 +1,29 @@
-"""TSM-ResNet and TSM-FFN: one network class whose BatchNorms and Weight Alteration can be private per frame count.
+"""The TSM family: TSM-ResNet and TSM-FFN (registered as "resnet18", "resnet34", "resnet50", "resnet101", "tiny").
 
-Vanilla TSM is the case with one shared BatchNorm set and no Weight Alteration. TSM-FFN (Frame Flexible Network)
-shares every convolution and the classifier and keeps, per trained frame count ("branch"), a private copy of every
-BatchNorm (stem, every block, every downsample) and a depthwise 1x1 Weight Alteration conv per block, applied as a
-residual after the shift and before conv1. Module names are ours; ``model.official_checkpoints`` maps the official
-names onto them.
+Vanilla TSM is a ResNet whose blocks shift part of the channels along time. TSM-FFN (Frame Flexible Network) is the
+same network converted by ``model.ffn_parts.convert_to_ffn``: every convolution and the classifier stay shared,
+and per trained frame count ("branch") it keeps a private copy of every BatchNorm (stem, every block, every
+downsample) and a depthwise 1x1 Weight Alteration conv per block, applied as a residual after the shift and before
+conv1. Module names are ours; ``OFFICIAL_TSM_KEY_RULES`` maps the official names onto them.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from model.temporal_shift import SHIFT_IMPLEMENTATIONS
+from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
+from model.interface import VideoModel
+from model.pretrained import BackboneLoad, load_imagenet_weights
+from model.registry import register_model
+from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
-SHARED_BRANCH = "shared"
+FAMILY = "tsm"
+DEFAULT_DROPOUT = 0.5
 SHIFT_MODES = ("per-video", "official")
 WA_INITS = ("as-run", "paper")
 PAPER_WA_STD = 1e-3
@@ -61,55 +68,36 @@ ARCH_SPECS: dict[str, ArchSpec] = {
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
-class BranchNorm(nn.Module):
-    """A BatchNorm2d per branch (private BN) or one shared BatchNorm2d (key "shared")."""
 
-    def __init__(self, channels: int, branch_keys: tuple[str, ...]) -> None:
-        super().__init__()
-        self.norms = nn.ModuleDict({key: nn.BatchNorm2d(channels) for key in branch_keys})
-
-    def forward(self, features: torch.Tensor, branch_key: str) -> torch.Tensor:
-        return self.norms[branch_key](features)
-
-
-class WeightAlteration(nn.Module):
-    """Per-branch depthwise 1x1 conv applied as a residual: s + wa(s) (FFN's Weight Alteration).
-
-    Blocks never run it on features: ``channel_scale`` folds s + wa(s) into the following conv1's weights.
-    """
-
-    def __init__(self, channels: int, branch_keys: tuple[str, ...]) -> None:
-        super().__init__()
-        self.convs = nn.ModuleDict(
-            {key: nn.Conv2d(channels, channels, kernel_size=1, groups=channels, bias=False) for key in branch_keys}
-        )
-
-    def channel_scale(self, branch_key: str) -> torch.Tensor:
-        """(C,) factors 1 + w: s + wa(s) equals s scaled per channel, since wa is a depthwise 1x1 conv."""
-        return 1.0 + self.convs[branch_key].weight.view(-1)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Which parameters a forward uses and how the shift groups frames.
-
-    Attributes
-    ----------
-    norm_key : str
-        Key of the BatchNorm set ("shared" or the branch's frame count as text).
-    wa_key : str or None
-        Key of the Weight Alteration convs, or None when the model has none.
-    clip_len : int
-        Frames per clip for the temporal shift.
-    """
-
-    norm_key: str
-    wa_key: str | None
-    clip_len: int
+# Official key (without "module." and "base_model.") -> ours. FFN-pytorch's TSM-FFN suffixes every BatchNorm with
+# its frame count (bn1_4) and names Weight Alteration adaconv_<T>; its TSM baseline and torchvision use plain names
+# (downsample.0 / downsample.1); mit-han-lab's TSM wraps conv1 of each block (conv1.net).
+OFFICIAL_TSM_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^new_fc\.(weight|bias)$", r"fc.\1"),
+        (r"^conv1\.weight$", r"conv1.weight"),
+        (r"^bn1_(\d+)\.(\w+)$", r"bn1.norms.\1.\2"),
+        (r"^bn1\.(\w+)$", r"bn1.\1"),
+        (r"^(layer\d+\.\d+)\.conv1\.net\.weight$", r"\1.conv1.weight"),
+        (r"^(layer\d+\.\d+)\.(conv\d)\.weight$", r"\1.\2.weight"),
+        (r"^(layer\d+\.\d+)\.(bn\d)_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
+        (r"^(layer\d+\.\d+)\.(bn\d)\.(\w+)$", r"\1.\2.\3"),
+        (r"^(layer\d+\.\d+)\.downsample\.0\.weight$", r"\1.downsample_conv.weight"),
+        (r"^(layer\d+\.\d+)\.downsample\.1\.(\w+)$", r"\1.downsample_bn.\2"),
+        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample_conv.weight"),
+        (r"^(layer\d+\.\d+)\.downsample_bn_(\d+)\.(\w+)$", r"\1.downsample_bn.norms.\2.\3"),
+        (r"^(layer\d+\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
+    )
+)
 
 
 class TemporalBlock(nn.Module):
-    """A ResNet BasicBlock or Bottleneck with the temporal shift (and optional WA) at the start of its residual branch.
+    """A ResNet BasicBlock or Bottleneck with the temporal shift at the start of its residual branch.
+
+    The Weight Alteration slot sits between the shift and conv1 (an identity in vanilla TSM; per-branch depthwise
+    1x1 convolutions in TSM-FFN, folded into conv1's weights: ``conv1(s + wa(s)) == conv1 with its input channels
+    scaled by 1 + w``, the same map without an extra pass over the activation).
 
     Parameters
     ----------
@@ -117,71 +105,61 @@ class TemporalBlock(nn.Module):
         "basic" or "bottleneck".
     in_channels, planes, stride : int
         As in torchvision (the stride sits on the 3x3 conv, ResNet v1.5).
-    norm_keys, wa_keys : tuple of str
-        BatchNorm set keys and Weight Alteration keys (empty: no WA).
     fold_div : int
         1/fold_div of the channels shifted each way.
     shift_impl : str
-        "autograd" (the fast Function) or "naive" (benchmark baseline).
+        "autograd" (the fast Function), "naive" (benchmark baseline) or "none".
     """
 
-    def __init__(
-        self,
-        kind: str,
-        in_channels: int,
-        planes: int,
-        stride: int,
-        norm_keys: tuple[str, ...],
-        wa_keys: tuple[str, ...],
-        fold_div: int,
-        shift_impl: str,
-    ) -> None:
+    FOLDS_WEIGHT_ALTERATION = True  # engine.cost counts the unfolded form separately
+
+    def __init__(self, kind: str, in_channels: int, planes: int, stride: int, fold_div: int, shift_impl: str) -> None:
         super().__init__()
         self.kind = kind
         self.fold_div = fold_div
         self.shift = SHIFT_IMPLEMENTATIONS[shift_impl]
         out_channels = planes * BLOCK_EXPANSION[kind]
-        self.wa = WeightAlteration(in_channels, wa_keys) if wa_keys else None
+        self.wa = WeightAlterationSlot(in_channels, dims=2)
         if kind == "bottleneck":
             self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
             self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
             self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
-            self.bn3 = BranchNorm(out_channels, norm_keys)
+            self.bn3 = nn.BatchNorm2d(out_channels)
         else:
             self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
             self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn1 = BranchNorm(planes, norm_keys)
-        self.bn2 = BranchNorm(planes, norm_keys)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         needs_downsample = stride != 1 or in_channels != out_channels
         self.downsample_conv = None
         self.downsample_bn = None
         if needs_downsample:
             self.downsample_conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-            self.downsample_bn = BranchNorm(out_channels, norm_keys)
+            self.downsample_bn = nn.BatchNorm2d(out_channels)
 
-    def _conv1_after_wa(self, shifted: torch.Tensor, wa_key: str | None) -> torch.Tensor:
-        """conv1(s + wa(s)) computed as conv1 with its input channels scaled by (1 + w): the same map, but the
-        per-channel scaling touches the small weight instead of the activation (no extra pass over memory)."""
-        if self.wa is None or wa_key is None:
+    def _conv1_after_wa(self, shifted: torch.Tensor) -> torch.Tensor:
+        """conv1(s + wa(s)), with the per-channel factors 1 + w folded into conv1's weight."""
+        scale = self.wa.channel_scale()
+        if scale is None:
             return self.conv1(shifted)
-        scale = self.wa.channel_scale(wa_key).to(self.conv1.weight.dtype)
-        weight = self.conv1.weight * scale.view(1, -1, 1, 1)
+        weight = self.conv1.weight * scale.to(self.conv1.weight.dtype).view(1, -1, 1, 1)
         return nn.functional.conv2d(shifted, weight, None, self.conv1.stride, self.conv1.padding)
 
-    def forward(self, features: torch.Tensor, route: Route) -> torch.Tensor:
-        residual = self.shift(features, route.clip_len, self.fold_div)
-        residual = self.relu(self.bn1(self._conv1_after_wa(residual, route.wa_key), route.norm_key))
-        residual = self.bn2(self.conv2(residual), route.norm_key)
+    def forward(self, features: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """The block on (N*T, C, H, W) features whose clips are `clip_frames` consecutive frames."""
+        residual = self.shift(features, clip_frames, self.fold_div)
+        residual = self.relu(self.bn1(self._conv1_after_wa(residual)))
+        residual = self.bn2(self.conv2(residual))
         if self.kind == "bottleneck":
-            residual = self.bn3(self.conv3(self.relu(residual)), route.norm_key)
+            residual = self.bn3(self.conv3(self.relu(residual)))
         identity = features
         if self.downsample_conv is not None:
-            identity = self.downsample_bn(self.downsample_conv(features), route.norm_key)
+            identity = self.downsample_bn(self.downsample_conv(features))
         return self.relu(residual + identity)
 
 
-class TSMResNet(nn.Module):
+class TSMResNet(VideoModel):
     """TSM-ResNet (vanilla) or TSM-FFN, taking videos (N, T, 3, H, W) and returning frame-averaged logits.
 
     Parameters
@@ -190,18 +168,18 @@ class TSMResNet(nn.Module):
         A key of ``ARCH_SPECS``.
     num_classes : int
         Classifier outputs.
-    ffn_frames : tuple of int or None
+    trained_frames : tuple of int or None
         The trained frame counts of TSM-FFN (one branch each); None for vanilla TSM.
     shift_mode : str
-        "per-video" (the shift never crosses videos) or "official" (``forward_rates`` groups every branch's batch in
-        clips of the highest frame count, as the official FFN training did).
+        "per-video" (the shift never crosses videos) or "official" (a multi-frame-count training step groups every
+        branch's batch in clips of the highest frame count, as the official FFN training did).
     fold_div : int
         1/fold_div of the channels shifted each way.
     dropout : float
         Dropout before the classifier.
     channels_last : bool
         Run the (N*T, 3, H, W) view and the weights in channels_last memory format.
-    private_bn : bool
+    private_norms : bool
         FFN: a BatchNorm set per branch (True) or one shared set (ablation).
     weight_alteration : bool
         FFN: per-branch Weight Alteration (True) or none (ablation).
@@ -211,36 +189,43 @@ class TSMResNet(nn.Module):
         "autograd", "naive" (benchmark baseline only) or "none" (a 2D ResNet, for single-image pretraining).
     """
 
+    OFFICIAL_KEY_PREFIX = "base_model."
+    OFFICIAL_KEY_RULES = OFFICIAL_TSM_KEY_RULES
+
     def __init__(
         self,
         arch: str,
         num_classes: int,
-        ffn_frames: tuple[int, ...] | None,
+        trained_frames: tuple[int, ...] | None,
         shift_mode: str,
         fold_div: int,
         dropout: float,
         channels_last: bool,
-        private_bn: bool,
+        private_norms: bool,
         weight_alteration: bool,
         wa_init: str,
         shift_impl: str,
     ) -> None:
         super().__init__()
         spec = ARCH_SPECS[arch]
+        self.arch = arch
         self.spec = spec
-        self.trained_frames: tuple[int, ...] | None = tuple(sorted(ffn_frames)) if ffn_frames else None
+        self.trained_frames = tuple(sorted(trained_frames)) if trained_frames else None
         self.shift_mode = shift_mode
         self.channels_last = channels_last
-        branch_keys = tuple(str(frames) for frames in self.trained_frames) if self.trained_frames else ()
-        self.norm_keys = branch_keys if (branch_keys and private_bn) else (SHARED_BRANCH,)
-        self.wa_keys = branch_keys if (branch_keys and weight_alteration) else ()
         self._build_stem(spec)
         self.layer_names = self._build_stages(spec, fold_div, shift_impl)
         self.feature_dim = spec.widths[-1] * BLOCK_EXPANSION[spec.block]
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
+        if self.trained_frames:
+            convert_to_ffn(self, self.trained_frames, private_norms, weight_alteration)
         self._init_weights(wa_init)
-        self.config: dict = {}
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The shared classifier."""
+        return self.fc
 
     def _build_stem(self, spec: ArchSpec) -> None:
         if spec.stem == "imagenet":
@@ -249,7 +234,7 @@ class TSMResNet(nn.Module):
         else:
             self.conv1 = nn.Conv2d(3, spec.stem_channels, 3, stride=2, padding=1, bias=False)
             self.maxpool = nn.Identity()
-        self.bn1 = BranchNorm(spec.stem_channels, self.norm_keys)
+        self.bn1 = nn.BatchNorm2d(spec.stem_channels)
         self.relu = nn.ReLU(inplace=True)
 
     def _build_stages(self, spec: ArchSpec, fold_div: int, shift_impl: str) -> list[str]:
@@ -258,12 +243,8 @@ class TSMResNet(nn.Module):
         for stage_index, (blocks, width, stride) in enumerate(zip(spec.layers, spec.widths, spec.stage_strides)):
             stage = []
             for block_index in range(blocks):
-                stage.append(
-                    TemporalBlock(
-                        spec.block, in_channels, width, stride if block_index == 0 else 1,
-                        self.norm_keys, self.wa_keys, fold_div, shift_impl,
-                    )
-                )
+                block_stride = stride if block_index == 0 else 1
+                stage.append(TemporalBlock(spec.block, in_channels, width, block_stride, fold_div, shift_impl))
                 in_channels = width * BLOCK_EXPANSION[spec.block]
             name = f"layer{stage_index + 1}"
             setattr(self, name, nn.ModuleList(stage))
@@ -279,89 +260,143 @@ class TSMResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         if wa_init == "paper":
-            for module in self.modules():
-                if isinstance(module, WeightAlteration):
-                    for conv in module.convs.values():
-                        nn.init.normal_(conv.weight, 0.0, PAPER_WA_STD)
+            for alteration in weight_alteration_modules(self):
+                for conv in alteration.convs.values():
+                    nn.init.normal_(conv.weight, 0.0, PAPER_WA_STD)
         nn.init.normal_(self.fc.weight, 0.0, HEAD_INIT_STD)
         nn.init.zeros_(self.fc.bias)
 
-    def branch_for(self, num_frames: int) -> int | None:
-        """The trained frame count used at ``num_frames``: nearest, ties to the larger; None for vanilla TSM."""
-        if self.trained_frames is None:
-            return None
-        if num_frames < 1:
-            raise ValueError(f"frame count must be positive, got {num_frames}")
-        return min(self.trained_frames, key=lambda trained: (abs(trained - num_frames), -trained))
+    def training_clip_frames(self, frames: int, highest: int) -> int:
+        """Frames per shift clip in a multi-frame-count step: the official mode groups by the highest count."""
+        return highest if self.shift_mode == "official" else frames
 
-    def _route(self, branch: int | None, clip_len: int) -> Route:
-        branch_key = SHARED_BRANCH if branch is None else str(branch)
-        norm_key = branch_key if branch_key in self.norm_keys else SHARED_BRANCH
-        wa_key = branch_key if branch_key in self.wa_keys else None
-        return Route(norm_key=norm_key, wa_key=wa_key, clip_len=clip_len)
-
-    def _frame_logits(self, frames: torch.Tensor, route: Route) -> torch.Tensor:
+    def _frame_logits(self, images: torch.Tensor, clip_frames: int) -> torch.Tensor:
         """Per-frame logits of (N*T, 3, H, W) frames."""
         if self.channels_last:
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        features = self.maxpool(self.relu(self.bn1(self.conv1(frames), route.norm_key)))
+            images = images.contiguous(memory_format=torch.channels_last)
+        features = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         for name in self.layer_names:
             for block in getattr(self, name):
-                features = block(features, route)
+                features = block(features, clip_frames)
         pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1)
         return self.fc(self.dropout(pooled))
 
-    def _video_logits(self, videos: torch.Tensor, branch: int | None, clip_len: int) -> torch.Tensor:
-        if videos.dim() != 5 or videos.shape[2] != 3:
-            raise ValueError(f"model input must be (N, T, 3, H, W), got shape {tuple(videos.shape)}")
-        num_videos, num_frames = videos.shape[:2]
-        frames = videos.reshape(num_videos * num_frames, *videos.shape[2:])
-        logits = self._frame_logits(frames, self._route(branch, clip_len))
-        return logits.view(num_videos, num_frames, -1).mean(dim=1)
+    def forward_branch(self, videos: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """Frame-averaged logits (N, classes) of videos (N, T, 3, H, W) with the branch in scope."""
+        num_videos, frames = videos.shape[:2]
+        images = videos.reshape(num_videos * frames, *videos.shape[2:])
+        logits = self._frame_logits(images, clip_frames)
+        return logits.view(num_videos, frames, -1).mean(dim=1)
 
-    def forward(self, videos: torch.Tensor | dict[int, torch.Tensor]) -> torch.Tensor | dict[int, torch.Tensor]:
-        """Logits (N, num_classes) of videos (N, T, 3, H, W), averaged over frames; FFN uses ``branch_for(T)``.
+    def load_pretrained(self, source: str) -> BackboneLoad:
+        """ImageNet initialisation: "imagenet" (torchvision's V1 weights) or a torchvision-style ResNet file."""
+        return load_imagenet_weights(self, self.arch, source)
 
-        A dict {T: videos} is passed to ``forward_rates`` (so DistributedDataParallel, which only wraps
-        ``forward``, can run the multi-rate training step: ``ddp_model({4: x4, 8: x8, 16: x16})``).
-        """
-        if isinstance(videos, dict):
-            return self.forward_rates(videos)
-        num_frames = videos.shape[1]
-        return self._video_logits(videos, self.branch_for(num_frames), clip_len=num_frames)
 
-    def forward_rates(self, videos_by_rate: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Logits for each frame count of a multi-rate batch, each through its own branch.
+def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    """Raise ValueError naming the choices when `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
 
-        Parameters
-        ----------
-        videos_by_rate : dict
-            {T: (N, T, 3, H, W)}. For TSM-FFN every T must be a trained frame count; vanilla TSM accepts any.
 
-        Returns
-        -------
-        dict
-            {T: logits (N, num_classes)}.
-        """
-        if not videos_by_rate:
-            raise ValueError("forward_rates needs at least one {frames: tensor} entry")
-        highest = max(videos_by_rate)
-        results = {}
-        for rate in sorted(videos_by_rate):
-            videos = videos_by_rate[rate]
-            if videos.dim() != 5 or videos.shape[1] != rate:
-                raise ValueError(f"forward_rates: the tensor under key {rate} has shape {tuple(videos.shape)}, "
-                                 f"expected (N, {rate}, 3, H, W)")
-            if self.trained_frames is not None and rate not in self.trained_frames:
-                raise ValueError(f"forward_rates: {rate} frames is not a trained frame count "
-                                 f"{self.trained_frames}; use model(x) for other frame counts")
-            branch = rate if self.trained_frames is not None else None
-            clip_len = highest if self.shift_mode == "official" else rate
-            results[rate] = self._video_logits(videos, branch, clip_len)
-        return results
+def build_tsm(
+    arch: str,
+    num_classes: int,
+    trained_frames: tuple[int, ...] | None = None,
+    *,
+    shift_mode: str = "per-video",
+    fold_div: int = DEFAULT_FOLD_DIV,
+    dropout: float = DEFAULT_DROPOUT,
+    channels_last: bool = False,
+    private_norms: bool = True,
+    weight_alteration: bool = True,
+    wa_init: str = "as-run",
+    shift_impl: str = "autograd",
+) -> TSMResNet:
+    """Build a TSM-ResNet (``trained_frames=None``) or a TSM-FFN (``trained_frames=(4, 8, 16)``).
+
+    The registry's entry points ("resnet18", "resnet34", "resnet50", "resnet101", "tiny") call this with their
+    ``arch``; use ``model.build_model(arch, ...)``.
+
+    Parameters
+    ----------
+    arch : str
+        A key of ARCH_SPECS.
+    num_classes : int
+        Classifier outputs.
+    trained_frames : tuple of int, optional
+        Trained frame counts of TSM-FFN; None builds vanilla TSM.
+    shift_mode : str
+        "per-video" (default; the shift never crosses videos) or "official" (reproduces the official FFN training,
+        where a multi-frame-count step groups each branch's batch in clips of the highest frame count).
+    fold_div : int
+        1/fold_div of the channels shifted in each direction (8).
+    dropout : float
+        Dropout before the classifier (0.5).
+    channels_last : bool
+        Weights and the (N*T, 3, H, W) view in channels_last memory format (faster with CUDA + AMP).
+    private_norms : bool
+        FFN: private BatchNorm per frame count (False: one shared set, an ablation).
+    weight_alteration : bool
+        FFN: Weight Alteration convs (False: none, an ablation).
+    wa_init : str
+        "as-run" (kaiming fan_out, as the official code ran) or "paper" (N(0, 1e-3)).
+    shift_impl : str
+        "autograd" (the fast shift), "naive" (slice-assignment baseline, for benchmarks) or "none" (no shift: a
+        plain 2D ResNet, used to pretrain a backbone on single images).
+    """
+    check_choice("shift_mode", shift_mode, SHIFT_MODES)
+    check_choice("wa_init", wa_init, WA_INITS)
+    check_choice("shift_impl", shift_impl, list(SHIFT_IMPLEMENTATIONS))
+    model = TSMResNet(
+        arch=arch, num_classes=num_classes, trained_frames=trained_frames, shift_mode=shift_mode,
+        fold_div=int(fold_div), dropout=float(dropout), channels_last=bool(channels_last),
+        private_norms=bool(private_norms), weight_alteration=bool(weight_alteration), wa_init=wa_init,
+        shift_impl=shift_impl,
+    )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+for _arch in ARCH_SPECS:
+    register_model(_arch, family=FAMILY)(functools.partial(build_tsm, _arch))
+
+
+# Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
+TORCHVISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
+        (r"^(layer\d+\.\d+)\.downsample_bn\.(\w+)$", r"\1.downsample.1.\2"),
+    )
+)
+
+
+def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a vanilla TSM under torchvision ResNet names (the inverse of the official key rules).
+
+    A file holding it loads through the same path as torchvision's ImageNet weights (``pretrained=<path>``).
+
+    Raises
+    ------
+    ValueError
+        If the model has private BatchNorm sets or Weight Alteration (no torchvision counterpart).
+    """
+    exported: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if ".wa.convs." in key or ".norms." in key:
+            raise ValueError(f"to_torchvision_state_dict: {key} has no torchvision name; export a vanilla model "
+                             "(trained_frames=None)")
+        name = key
+        for pattern, replacement in TORCHVISION_RULES:
+            if pattern.match(key):
+                name = pattern.sub(replacement, key)
+                break
+        exported[name] = value.detach().clone()
+    return exported
 
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(parameter.numel() for parameter in module.parameters() if parameter.requires_grad)
-

@@ -80,7 +80,7 @@ MODELS: dict[str, list[str]] = {
 MODEL_LOSSES = {"tsm16": "cross-entropy", "ffn": OFFICIAL_LOSS, "tsm4": "cross-entropy", "tsm8": "cross-entropy",
                 "ffn_ce_all": VARIANT_LOSS}
 VARIANT_NAME = "ffn_ce_all"
-VARIANT_ARGS = [*FFN_ARGS, "--ce-all-rates"]
+VARIANT_ARGS = [*FFN_ARGS, "--ce-all-frames"]
 PRETRAINED, RANDOM = "pretrained", "random"
 STUDY_EPOCHS = 20  # the studies' schedule: half the demo preset's, where the official loss has not converged yet
 
@@ -100,7 +100,7 @@ SHORT_RUNS: dict[str, StudyModel] = {f"{name}_e{STUDY_EPOCHS}": StudyModel(MODEL
 STUDIES: dict[str, dict[str, StudyModel]] = {
     "ablations": {
         f"ffn_e{STUDY_EPOCHS}": SHORT_RUNS[f"ffn_e{STUDY_EPOCHS}"],
-        "ffn_shared_bn": StudyModel([*FFN_ARGS, "--no-private-bn"], PRETRAINED, OFFICIAL_LOSS + "; one shared BN set"),
+        "ffn_shared_bn": StudyModel([*FFN_ARGS, "--no-private-norms"], PRETRAINED, OFFICIAL_LOSS + "; one shared BN set"),
         "ffn_no_wa": StudyModel([*FFN_ARGS, "--no-weight-alteration"], PRETRAINED,
                                 OFFICIAL_LOSS + "; no Weight Alteration"),
         "ffn_lam0": StudyModel([*FFN_ARGS, "--lam", "0"], PRETRAINED, "CE on 16F only (lambda 0)"),

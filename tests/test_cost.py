@@ -33,7 +33,7 @@ CROP = 224
 def resnet50_networks() -> dict[str, torch.nn.Module]:
     """TSM-ResNet50 and TSM-FFN-ResNet50 on the CPU (the count itself runs on meta tensors: no arithmetic)."""
     return {"tsm": build_model(arch="resnet50", num_classes=SSV2_CLASSES).eval(),
-            "ffn": build_model(arch="resnet50", num_classes=SSV2_CLASSES, ffn_frames=FFN_FRAMES).eval()}
+            "ffn": build_model(arch="resnet50", num_classes=SSV2_CLASSES, trained_frames=FFN_FRAMES).eval()}
 
 
 @pytest.mark.parametrize("frames", sorted(TSM_R50_PAPER_MULTIPLY_ADDS))
@@ -63,13 +63,13 @@ def test_count_scales_with_frames_views_and_crop(resnet50_networks):
 
 
 def test_no_weight_alteration_ablation_has_no_share():
-    network = build_model(arch="tiny", ffn_frames=FFN_FRAMES, weight_alteration=False)
+    network = build_model(arch="tiny", num_classes=4, trained_frames=FFN_FRAMES, weight_alteration=False)
     assert weight_alteration_share(network, 8, CROP) is None
 
 
 def test_costs_of_the_tiny_network_on_the_cpu():
     """Every frame count gets GFLOPs and a latency; the count does not need the network's device."""
-    network = build_model(arch="tiny", num_classes=4, ffn_frames=FFN_FRAMES).eval()
+    network = build_model(arch="tiny", num_classes=4, trained_frames=FFN_FRAMES).eval()
     state = torch.get_rng_state()
     costs = measure_costs({"ffn": network}, [2, 4, 16], 32, 1, torch.device("cpu"), "fp32", latency_runs=1)
     assert torch.equal(torch.get_rng_state(), state)  # the timing input comes from a private generator

@@ -50,7 +50,7 @@ def test_predict_target_prints_the_top_classes_of_a_video(tmp_path: Path) -> Non
     video = tmp_path / "clip.webm"
     subprocess.run([resolve_ffmpeg().path, "-v", "error", "-f", "lavfi", "-i", "testsrc=s=48x32:r=10:d=1",
                     "-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", str(video)], check=True)  # fmt: skip
-    network = build_model("tiny", num_classes=7, ffn_frames=(4, 8))
+    network = build_model("tiny", num_classes=7, trained_frames=(4, 8))
     save_atomic({"model": network.state_dict(), "config": network.config}, tmp_path / "ffn.pt")
     arguments = "--device cpu --decode cpu --short-side 32 --crop-size 32 --repeats 1 --warmup 0"
     completed = run_make("predict", f"CKPT={tmp_path / 'ffn.pt'}", f"VIDEO={video}", "FRAMES=2 8",

@@ -37,15 +37,15 @@ def norm_stats(model: torch.nn.Module, branch: str) -> dict[str, torch.Tensor]:
 
 def test_parameter_counts_match_the_official_models() -> None:
     assert count_parameters(build_model("resnet50", SSV2_CLASSES)) == 23_864_558
-    assert count_parameters(build_model("resnet50", SSV2_CLASSES, ffn_frames=FFN_FRAMES)) == 24_010_158
+    assert count_parameters(build_model("resnet50", SSV2_CLASSES, trained_frames=FFN_FRAMES)) == 24_010_158
 
 
 def test_tiny_variant_size_and_ablation_switches() -> None:
     tiny = build_model("tiny", num_classes=16)
     assert 300_000 < count_parameters(tiny) < 320_000
-    ffn = build_model("tiny", num_classes=16, ffn_frames=FFN_FRAMES)
-    shared = build_model("tiny", num_classes=16, ffn_frames=FFN_FRAMES, private_bn=False)
-    no_wa = build_model("tiny", num_classes=16, ffn_frames=FFN_FRAMES, weight_alteration=False)
+    ffn = build_model("tiny", num_classes=16, trained_frames=FFN_FRAMES)
+    shared = build_model("tiny", num_classes=16, trained_frames=FFN_FRAMES, private_norms=False)
+    no_wa = build_model("tiny", num_classes=16, trained_frames=FFN_FRAMES, weight_alteration=False)
     assert not any(".wa." in name for name, _ in no_wa.named_parameters())
     assert not any(".norms.4." in name for name, _ in shared.named_parameters())
     assert count_parameters(ffn) > count_parameters(shared) > count_parameters(tiny)
@@ -53,8 +53,8 @@ def test_tiny_variant_size_and_ablation_switches() -> None:
 
 
 def test_weight_alteration_init_as_run_and_paper() -> None:
-    as_run = build_model("tiny", num_classes=4, ffn_frames=FFN_FRAMES)
-    paper = build_model("tiny", num_classes=4, ffn_frames=FFN_FRAMES, wa_init="paper")
+    as_run = build_model("tiny", num_classes=4, trained_frames=FFN_FRAMES)
+    paper = build_model("tiny", num_classes=4, trained_frames=FFN_FRAMES, wa_init="paper")
     block = as_run.layer4[0]
     as_run_weights = torch.cat([conv.weight.detach().flatten() for conv in block.wa.convs.values()])
     expected_std = math.sqrt(2.0 / block.conv1.in_channels)  # kaiming_normal fan_out of a depthwise 1x1 conv
@@ -64,7 +64,7 @@ def test_weight_alteration_init_as_run_and_paper() -> None:
 
 
 def test_branch_for_uses_nearest_trained_count_ties_to_larger() -> None:
-    model = build_model("tiny", num_classes=4, ffn_frames=FFN_FRAMES)
+    model = build_model("tiny", num_classes=4, trained_frames=FFN_FRAMES)
     expected = {1: 4, 2: 4, 5: 4, 6: 8, 10: 8, 11: 8, 12: 16, 14: 16, 18: 16, 32: 16}
     assert {frames: model.branch_for(frames) for frames in expected} == expected
     assert model.trained_frames == FFN_FRAMES
@@ -78,7 +78,7 @@ ROUTES = [(4, "4"), (2, "4"), (6, "8"), (10, "8"), (12, "16"), (14, "16"), (18, 
 @pytest.mark.parametrize("num_frames,branch", ROUTES)
 def test_training_forward_changes_only_its_branch_statistics(num_frames: int, branch: str) -> None:
     torch.manual_seed(num_frames)
-    model = build_model("tiny", num_classes=4, ffn_frames=FFN_FRAMES).train()
+    model = build_model("tiny", num_classes=4, trained_frames=FFN_FRAMES).train()
     before = {key: norm_stats(model, key) for key in ("4", "8", "16")}
     model(torch.randn(2, num_frames, 3, 32, 32)).sum().backward()
     for key, stats in before.items():
@@ -89,23 +89,23 @@ def test_training_forward_changes_only_its_branch_statistics(num_frames: int, br
     assert all((grad is not None) == (f".convs.{branch}." in name) for name, grad in wa_grads.items())
 
 
-def test_forward_rates_returns_every_rate_and_checks_input() -> None:
-    model = build_model("tiny", num_classes=5, ffn_frames=FFN_FRAMES).eval()
+def test_forward_by_frames_returns_every_frame_count_and_checks_input() -> None:
+    model = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES).eval()
     videos = {rate: torch.randn(2, rate, 3, 32, 32) for rate in FFN_FRAMES}
     with torch.no_grad():
-        logits = model.forward_rates(videos)
+        logits = model.forward_by_frames(videos)
         assert set(logits) == set(FFN_FRAMES) and all(v.shape == (2, 5) for v in logits.values())
         torch.testing.assert_close(logits[8], model(videos[8]))
-        torch.testing.assert_close(model(videos)[4], logits[4])  # a dict goes to forward_rates (DDP path)
+        torch.testing.assert_close(model(videos)[4], logits[4])  # a dict goes to forward_by_frames (DDP path)
     with pytest.raises(ValueError, match="not a trained frame count"):
-        model.forward_rates({6: torch.randn(1, 6, 3, 32, 32)})
+        model.forward_by_frames({6: torch.randn(1, 6, 3, 32, 32)})
     vanilla = build_model("tiny", num_classes=5).eval()
-    assert set(vanilla.forward_rates({16: videos[16]})) == {16}
+    assert set(vanilla.forward_by_frames({16: videos[16]})) == {16}
 
 
 def test_channels_last_option_gives_the_same_logits() -> None:
-    plain = build_model("tiny", num_classes=5, ffn_frames=FFN_FRAMES).eval()
-    fast = build_model("tiny", num_classes=5, ffn_frames=FFN_FRAMES, channels_last=True).eval()
+    plain = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES).eval()
+    fast = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES, channels_last=True).eval()
     fast.load_state_dict(plain.state_dict())
     videos = torch.randn(2, 8, 3, 32, 32)
     with torch.no_grad():
@@ -128,9 +128,9 @@ def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return path, reference.state_dict()
 
 
-def test_imagenet_mapping_fills_every_private_bn_copy(imagenet_file: tuple[Path, dict]) -> None:
+def test_imagenet_mapping_fills_every_private_norm_copy(imagenet_file: tuple[Path, dict]) -> None:
     path, reference = imagenet_file
-    model = build_model("resnet50", SSV2_CLASSES, ffn_frames=FFN_FRAMES, pretrained=str(path))
+    model = build_model("resnet50", SSV2_CLASSES, trained_frames=FFN_FRAMES, pretrained=str(path))
     ours = model.state_dict()
     assert torch.equal(ours["conv1.weight"], reference["conv1.weight"])
     assert torch.equal(ours["layer3.0.downsample_conv.weight"], reference["layer3.0.downsample.0.weight"])
@@ -144,7 +144,7 @@ def test_imagenet_mapping_fills_every_private_bn_copy(imagenet_file: tuple[Path,
     assert float(ours["fc.weight"].std()) < 0.01  # the new head keeps its N(0, 1e-3) init
     vanilla = build_model("resnet50", SSV2_CLASSES, pretrained=str(path))
     vanilla_state = vanilla.state_dict()
-    assert torch.equal(vanilla_state["layer4.2.bn3.norms.shared.running_var"], reference["layer4.2.bn3.running_var"])
+    assert torch.equal(vanilla_state["layer4.2.bn3.running_var"], reference["layer4.2.bn3.running_var"])
 
 
 def test_imagenet_mapping_refuses_the_wrong_architecture(imagenet_file: tuple[Path, dict]) -> None:
@@ -158,10 +158,10 @@ def test_imagenet_mapping_refuses_the_wrong_architecture(imagenet_file: tuple[Pa
 
 
 def test_own_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
-    model = build_model("tiny", num_classes=6, ffn_frames=(2, 4), shift_mode="official", wa_init="paper", dropout=0.3)
+    model = build_model("tiny", num_classes=6, trained_frames=(2, 4), shift_mode="official", wa_init="paper", dropout=0.3)
     model.train()
     build_optimizer(model, lr=0.1).zero_grad()
-    distillation_loss(model.forward_rates({2: torch.randn(2, 2, 3, 32, 32), 4: torch.randn(2, 4, 3, 32, 32)}),
+    distillation_loss(model.forward_by_frames({2: torch.randn(2, 2, 3, 32, 32), 4: torch.randn(2, 4, 3, 32, 32)}),
                       torch.tensor([0, 5]))[0].backward()
     path = tmp_path / "ckpt.pt"
     torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
@@ -208,7 +208,7 @@ def numbered_state_dict(spec: list[dict], rename=lambda key: key) -> dict[str, t
 
 def test_official_ffn_keys_with_module_prefix_map_completely(golden_specs: dict) -> None:
     state_dict = numbered_state_dict(golden_specs["ffn"], rename=lambda key: "module." + key)
-    model = build_model("resnet50", SSV2_CLASSES, ffn_frames=FFN_FRAMES)
+    model = build_model("resnet50", SSV2_CLASSES, trained_frames=FFN_FRAMES)
     assert load_official_state_dict(model, {"state_dict": state_dict, "epoch": 3}) == ([], [])
     ours = model.state_dict()
     source = "module.base_model.layer"
@@ -234,8 +234,8 @@ def test_official_loading_refuses_mismatches(golden_specs: dict) -> None:
     with pytest.raises(ValueError, match="does not match this model"):
         load_official_state_dict(vanilla, ffn_state)
     missing, unexpected = load_official_state_dict(vanilla, ffn_state, strict=False)
-    assert "bn1.norms.shared.weight" in missing and "base_model.bn1_4.weight" in unexpected
-    other_classes = build_model("resnet50", 10, ffn_frames=FFN_FRAMES)
+    assert "bn1.weight" in missing and "base_model.bn1_4.weight" in unexpected
+    other_classes = build_model("resnet50", 10, trained_frames=FFN_FRAMES)
     with pytest.raises(ValueError, match="shape"):
         load_official_state_dict(other_classes, ffn_state)
 
@@ -253,32 +253,34 @@ def test_distillation_loss_is_ce_on_highest_plus_kl_per_lower_rate() -> None:
     total.backward()
     ce_only = torch.autograd.grad(torch.nn.functional.cross_entropy(logits[16], labels), logits[16])[0]
     torch.testing.assert_close(logits[16].grad, ce_only)  # the teacher is detached
-    total_all, parts_all = distillation_loss(logits, labels, lam=0.5, ce_all_rates=True)
+    total_all, parts_all = distillation_loss(logits, labels, lam=0.5, ce_all_frames=True)
     extra = sum(torch.nn.functional.cross_entropy(logits[rate], labels) for rate in (4, 8))
     torch.testing.assert_close(total_all, total.detach() + extra.detach(), rtol=1e-5, atol=1e-6)
     assert {"ce_4", "ce_8"} <= set(parts_all)
 
 
 def test_official_param_groups() -> None:
-    model = build_model("tiny", num_classes=5, ffn_frames=FFN_FRAMES)
+    model = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES)
     groups = {group["name"]: group for group in build_param_groups(model, 5e-4, official_groups=True)}
     grouped = [id(p) for group in groups.values() for p in group["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters()) and len(set(grouped)) == len(grouped)
-    assert groups["bn"]["weight_decay"] == 0.0 and groups["head_bias"]["weight_decay"] == 0.0
+    assert groups["norm"]["weight_decay"] == 0.0 and groups["head_bias"]["weight_decay"] == 0.0
     assert groups["head_weight"]["lr_mult"] == 5.0 and groups["head_bias"]["lr_mult"] == 10.0
     assert groups["head_weight"]["params"][0] is model.fc.weight
     assert any(p is model.layer1[0].wa.convs["4"].weight for p in groups["conv_weight"]["params"])
     optimizer = build_optimizer(model, lr=0.01, official_groups=True)
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-    assert lrs["head_bias"] == pytest.approx(0.1) and lrs["bn"] == pytest.approx(0.01)
+    assert lrs["head_bias"] == pytest.approx(0.1) and lrs["norm"] == pytest.approx(0.01)
     plain = build_optimizer(model, lr=0.01)
     assert len(plain.param_groups) == 1 and plain.param_groups[0]["weight_decay"] == 5e-4
 
 
 def test_bad_options_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="arch='resnet9'"):
-        build_model("resnet9")
+        build_model("resnet9", 3)
     with pytest.raises(ValueError, match="shift_mode"):
-        build_model("tiny", shift_mode="global")
+        build_model("tiny", 3, shift_mode="global")
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['shift_modes'\]"):
+        build_model("tiny", 3, shift_modes="official")
     with pytest.raises(ValueError, match=r"\(N, T, 3, H, W\)"):
         build_model("tiny", 3)(torch.randn(2, 3, 32, 32))

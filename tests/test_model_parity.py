@@ -14,48 +14,13 @@ import pytest
 import torch
 
 from model import build_model, load_official_state_dict
+from parity_helpers import golden_input, rebuild_state_dict, relative_l2
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 PARITY_FILE = GOLDEN_DIR / "ffn_tsm_parity.json"
 MAX_RELATIVE_L2 = 1e-5
 FFN_FRAMES = (4, 8, 16)
 NUM_CLASSES = 174
-
-
-def relative_l2(ours: torch.Tensor, reference: np.ndarray) -> float:
-    """||ours - reference|| / ||reference||."""
-    reference_tensor = torch.as_tensor(reference, dtype=torch.float64)
-    return float(torch.linalg.norm(ours.double() - reference_tensor) / torch.linalg.norm(reference_tensor))
-
-
-def rebuild_state_dict(spec: list[dict], seed: int, stats_file: Path) -> dict[str, torch.Tensor]:
-    """The official state dict of the golden README: per-key rng = default_rng(seed + index), then calibrated stats."""
-    state_dict = {}
-    for entry in spec:
-        shape = tuple(entry["shape"])
-        rule = entry["rule"]
-        if rule is None:
-            state_dict[entry["key"]] = torch.zeros(shape, dtype=torch.long)
-            continue
-        rng = np.random.default_rng(seed + entry["index"])
-        if rule[0] == "normal":
-            values = rng.standard_normal(shape) * rule[1] + rule[2]
-        elif rule[0] == "uniform":
-            values = rng.uniform(rule[1], rule[2], shape)
-        else:
-            raise ValueError(f"unknown rule {rule} in {PARITY_FILE}")
-        state_dict[entry["key"]] = torch.from_numpy(np.asarray(values, dtype=np.float32))
-    with np.load(stats_file) as stats:
-        for key in stats.files:
-            assert key in state_dict, f"{stats_file} names {key}, absent from the spec"
-            state_dict[key] = torch.from_numpy(stats[key].astype(np.float32))
-    return state_dict
-
-
-def golden_input(seed: int, num_videos: int, num_frames: int, size: int) -> torch.Tensor:
-    """The README's input: default_rng(seed).standard_normal((n, T, 3, hw, hw)) as float32."""
-    values = np.random.default_rng(seed).standard_normal((num_videos, num_frames, 3, size, size))
-    return torch.from_numpy(values.astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +36,7 @@ def ffn_state_dict(golden: dict) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def ffn_model(ffn_state_dict: dict) -> torch.nn.Module:
-    model = build_model("resnet50", NUM_CLASSES, ffn_frames=FFN_FRAMES, shift_mode="official")
+    model = build_model("resnet50", NUM_CLASSES, trained_frames=FFN_FRAMES, shift_mode="official")
     missing, unexpected = load_official_state_dict(model, ffn_state_dict)
     assert missing == [] and unexpected == []
     return model
@@ -122,19 +87,19 @@ def test_ffn_train_mode_official_shift_matches_official(golden: dict, ffn_state_
     videos = {
         int(rate): golden_input(seed, case["n"], int(rate), golden["hw"]) for rate, seed in case["input_seeds"].items()
     }
-    official = build_model("resnet50", NUM_CLASSES, ffn_frames=FFN_FRAMES, shift_mode="official")
+    official = build_model("resnet50", NUM_CLASSES, trained_frames=FFN_FRAMES, shift_mode="official")
     load_official_state_dict(official, ffn_state_dict)
     official.train()
     official.dropout.eval()
     with torch.no_grad():
-        logits = official.forward_rates(videos)
+        logits = official.forward_by_frames(videos)
     errors = {rate: relative_l2(logits[rate], np.asarray(case["logits"][str(rate)])) for rate in videos}
     assert max(errors.values()) < MAX_RELATIVE_L2, errors
     # The correct per-video shift differs from the official grouping where the bug acts (the 4F branch here).
-    per_video = build_model("resnet50", NUM_CLASSES, ffn_frames=FFN_FRAMES, shift_mode="per-video")
+    per_video = build_model("resnet50", NUM_CLASSES, trained_frames=FFN_FRAMES, shift_mode="per-video")
     load_official_state_dict(per_video, ffn_state_dict)
     per_video.train()
     per_video.dropout.eval()
     with torch.no_grad():
-        per_video_logits = per_video.forward_rates({4: videos[4]})[4]
+        per_video_logits = per_video.forward_by_frames({4: videos[4]})[4]
     assert relative_l2(per_video_logits, np.asarray(case["logits"]["4"])) > 100 * MAX_RELATIVE_L2

@@ -5,38 +5,38 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import build_model, naive_temporal_shift, temporal_shift
+from model import branch_scope, build_model, naive_temporal_shift, temporal_shift
 
 FFN_FRAMES = (4, 8, 16)
 NUM_VIDEOS = 4  # official mode groups 16 frames: 4 videos at 4F, 2 at 8F share one clip
 FRAME_SIZE = 32
 
 
-def shift_by_definition(frames: torch.Tensor, clip_len: int, fold_div: int) -> torch.Tensor:
+def shift_by_definition(frames: torch.Tensor, clip_frames: int, fold_div: int) -> torch.Tensor:
     """Element-by-element statement of the shift, written independently of both implementations."""
     total, channels = frames.shape[:2]
     fold = channels // fold_div
     expected = frames.clone()
     for index in range(total):
-        position = index % clip_len
+        position = index % clip_frames
         for channel in range(2 * fold):
             source = position + 1 if channel < fold else position - 1
-            inside = 0 <= source < clip_len
+            inside = 0 <= source < clip_frames
             expected[index, channel] = frames[index - position + source, channel] if inside else 0.0
     return expected
 
 
-@pytest.mark.parametrize("clip_len", [1, 2, 3, 5])
-def test_shift_matches_definition(clip_len: int) -> None:
-    frames = torch.randn(2 * clip_len, 16, 3, 2)
-    expected = shift_by_definition(frames, clip_len, fold_div=8)
-    assert torch.equal(temporal_shift(frames, clip_len), expected)
-    assert torch.equal(naive_temporal_shift(frames, clip_len), expected)
+@pytest.mark.parametrize("clip_frames", [1, 2, 3, 5])
+def test_shift_matches_definition(clip_frames: int) -> None:
+    frames = torch.randn(2 * clip_frames, 16, 3, 2)
+    expected = shift_by_definition(frames, clip_frames, fold_div=8)
+    assert torch.equal(temporal_shift(frames, clip_frames), expected)
+    assert torch.equal(naive_temporal_shift(frames, clip_frames), expected)
 
 
 def test_shift_direction_channel_zero_reads_next_frame() -> None:
     frames = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 8, 1, 1).contiguous()
-    shifted = temporal_shift(frames, clip_len=4, fold_div=8)
+    shifted = temporal_shift(frames, clip_frames=4, fold_div=8)
     assert shifted[:, 0].flatten().tolist() == [1.0, 2.0, 3.0, 0.0]
     assert shifted[:, 1].flatten().tolist() == [0.0, 0.0, 1.0, 2.0]
     assert shifted[:, 2].flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -68,7 +68,7 @@ def test_shift_channels_last_keeps_format_and_values() -> None:
 
 def test_shift_rejects_batch_not_divisible_by_clip() -> None:
     with pytest.raises(ValueError, match="multiple of the clip length"):
-        temporal_shift(torch.randn(6, 8, 2, 2), clip_len=4)
+        temporal_shift(torch.randn(6, 8, 2, 2), clip_frames=4)
 
 
 def cross_video_gradients(model: torch.nn.Module, seed: int) -> dict[int, tuple[float, float]]:
@@ -78,7 +78,7 @@ def cross_video_gradients(model: torch.nn.Module, seed: int) -> dict[int, tuple[
         rate: torch.randn(NUM_VIDEOS, rate, 3, FRAME_SIZE, FRAME_SIZE, generator=generator).requires_grad_(True)
         for rate in FFN_FRAMES
     }
-    logits = model.forward_rates(inputs)
+    logits = model.forward_by_frames(inputs)
     results = {}
     for rate in FFN_FRAMES:
         cross, own = 0.0, float("inf")
@@ -93,11 +93,11 @@ def cross_video_gradients(model: torch.nn.Module, seed: int) -> dict[int, tuple[
 
 @pytest.fixture(scope="module")
 def isolation_weights() -> dict:
-    return build_model("tiny", num_classes=10, ffn_frames=FFN_FRAMES).state_dict()
+    return build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES).state_dict()
 
 
 def test_per_video_shift_never_leaks_across_videos(isolation_weights: dict) -> None:
-    model = build_model("tiny", num_classes=10, ffn_frames=FFN_FRAMES, shift_mode="per-video")
+    model = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, shift_mode="per-video")
     model.load_state_dict(isolation_weights)
     model.eval()  # frozen BN: batch statistics cannot couple the videos
     for rate, (cross, own) in cross_video_gradients(model, seed=0).items():
@@ -106,7 +106,7 @@ def test_per_video_shift_never_leaks_across_videos(isolation_weights: dict) -> N
 
 
 def test_official_shift_leaks_across_videos_in_lower_branches(isolation_weights: dict) -> None:
-    model = build_model("tiny", num_classes=10, ffn_frames=FFN_FRAMES, shift_mode="official")
+    model = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, shift_mode="official")
     model.load_state_dict(isolation_weights)
     model.eval()
     gradients = cross_video_gradients(model, seed=0)
@@ -115,8 +115,8 @@ def test_official_shift_leaks_across_videos_in_lower_branches(isolation_weights:
 
 
 def test_naive_and_autograd_models_agree_forward_and_backward() -> None:
-    fast = build_model("tiny", num_classes=10, ffn_frames=FFN_FRAMES, dropout=0.0)
-    naive = build_model("tiny", num_classes=10, ffn_frames=FFN_FRAMES, dropout=0.0, shift_impl="naive")
+    fast = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, dropout=0.0)
+    naive = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, dropout=0.0, shift_impl="naive")
     naive.load_state_dict(fast.state_dict())
     videos = torch.randn(2, 8, 3, FRAME_SIZE, FRAME_SIZE)
     fast(videos).sum().backward()
@@ -129,9 +129,11 @@ def test_naive_and_autograd_models_agree_forward_and_backward() -> None:
 
 
 def test_weight_alteration_folded_into_conv1_equals_residual_form() -> None:
-    model = build_model("tiny", num_classes=3, ffn_frames=FFN_FRAMES, wa_init="as-run").double()
+    model = build_model("tiny", num_classes=3, trained_frames=FFN_FRAMES, wa_init="as-run").double()
     block = model.layer2[0]
     shifted = torch.randn(8, block.conv1.in_channels, 6, 6, dtype=torch.float64)
     reference = block.conv1(shifted + block.wa.convs["8"](shifted))  # s + wa(s), then conv1, as the paper writes it
-    torch.testing.assert_close(block._conv1_after_wa(shifted, "8"), reference, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(block._conv1_after_wa(shifted, "4"), reference)
+    with branch_scope(8):
+        torch.testing.assert_close(block._conv1_after_wa(shifted), reference, rtol=1e-12, atol=1e-12)
+    with branch_scope(4):
+        assert not torch.allclose(block._conv1_after_wa(shifted), reference)

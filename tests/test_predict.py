@@ -21,7 +21,7 @@ from engine.checkpoint import save_atomic
 from engine.data import read_shard_facts
 from engine.inference import INFERENCE_KEY, inference_record
 from model import build_model
-from model.official_checkpoints import to_torchvision_state_dict
+from model.tsm_resnet import to_torchvision_state_dict
 from preprocess import make_shards
 from preprocess.annotations import class_names, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
@@ -86,7 +86,7 @@ def checkpoints(shards: Path, tmp_path_factory) -> dict[str, Path]:
     """An FFN checkpoint with the inference record, an older-style TSM one without it, an official-format TSM."""
     folder = tmp_path_factory.mktemp("predict_checkpoints")
     torch.manual_seed(0)
-    ffn = build_model("tiny", NUM_CLASSES, ffn_frames=FFN_FRAMES)
+    ffn = build_model("tiny", NUM_CLASSES, trained_frames=FFN_FRAMES)
     record = inference_record(ffn.config, "ffn", list(FFN_FRAMES), CROP_SIZE, TEST_RESIZE,
                               read_shard_facts(shards, "validation"))
     tsm = build_model("tiny", NUM_CLASSES)

@@ -11,8 +11,9 @@ import torch
 import pretrain
 import train
 from model import build_model, distillation_loss
-from model.official_checkpoints import to_torchvision_state_dict
-from model.tsm_resnet import SHARED_BRANCH, BranchNorm, TemporalBlock
+from model.tsm_resnet import to_torchvision_state_dict
+from model.ffn_parts import BranchNorm, WeightAlteration
+from model.tsm_resnet import TemporalBlock
 from preprocess.synthetic_images import APPEARANCE_CLASSES, SIZE_RANGES, appearance_dataset, render_appearance_image
 
 SMOKE_ARGS = ["--images-per-class", "2", "--val-images-per-class", "1", "--epochs", "1", "--batch-size", "8",
@@ -78,32 +79,32 @@ def test_images_are_normalised_as_the_demo_backbone_was_trained():
     assert batch.shape == (4, 1, 3, 32, 32) and torch.equal(batch[:, 0], reference)
 
 
-@pytest.mark.parametrize("ffn_frames", [None, (4, 8, 16)], ids=["tsm", "ffn"])
-def test_pretrained_backbone_loads_every_backbone_key(backbone, ffn_frames):
+@pytest.mark.parametrize("trained_frames", [None, (4, 8, 16)], ids=["tsm", "ffn"])
+def test_pretrained_backbone_loads_every_backbone_key(backbone, trained_frames):
     path, _ = backbone
     saved = torch.load(path, weights_only=True)["state_dict"]
-    model = build_model("tiny", 12, ffn_frames=ffn_frames, pretrained=str(path))
+    model = build_model("tiny", 12, trained_frames=trained_frames, pretrained=str(path))
     report = model.backbone_load
     assert report.dropped == HEAD_KEYS
     assert sorted(report.left_at_init) == sorted(
         key for key in model.state_dict() if key in HEAD_KEYS or ".wa.convs." in key)
-    if ffn_frames is None:
+    if trained_frames is None:
         assert sorted(report.left_at_init) == sorted(HEAD_KEYS)
     state = model.state_dict()
     for key, value in saved.items():
         if key in HEAD_KEYS:
             continue
         targets = [name for name in report.loaded if to_torchvision_name(name) == key]
-        assert len(targets) == (1 if ffn_frames is None or "bn" not in key and "downsample.1" not in key else 3), key
+        assert len(targets) == (1 if trained_frames is None or "bn" not in key and "downsample.1" not in key else 3), key
         for name in targets:
             assert torch.equal(state[name], value), name
 
 
 def to_torchvision_name(key: str) -> str:
-    """Our key with any private branch folded to the shared one, under torchvision's name."""
+    """Our key with any private branch folded to the plain norm, under torchvision's name."""
     parts = key.split(".")
     if "norms" in parts:
-        parts[parts.index("norms") + 1] = SHARED_BRANCH
+        del parts[parts.index("norms"):parts.index("norms") + 2]
     probe = build_probe()
     return probe.get(".".join(parts), "")
 
@@ -121,7 +122,7 @@ def build_probe() -> dict[str, str]:
 
 def test_torchvision_export_refuses_ffn_models():
     with pytest.raises(ValueError, match="vanilla"):
-        to_torchvision_state_dict(build_model("tiny", 12, ffn_frames=(4, 8)))
+        to_torchvision_state_dict(build_model("tiny", 12, trained_frames=(4, 8)))
 
 
 def build_from_flags(*flags: str) -> torch.nn.Module:
@@ -131,20 +132,23 @@ def build_from_flags(*flags: str) -> torch.nn.Module:
     return train.build_network(args, num_classes=12, channels_last=False)
 
 
-def test_shared_bn_flag_leaves_one_bn_set_per_layer():
+def test_shared_norms_flag_leaves_one_bn_set_per_layer():
     private = build_from_flags()
-    shared = build_from_flags("--no-private-bn")
-    for model, sets in ((private, 3), (shared, 1)):
-        norms = [module for module in model.modules() if isinstance(module, BranchNorm)]
-        assert norms and all(len(norm.norms) == sets for norm in norms)
-    assert all(list(norm.norms) == [SHARED_BRANCH] for norm in shared.modules() if isinstance(norm, BranchNorm))
+    shared = build_from_flags("--no-private-norms")
+    norms = [module for module in private.modules() if isinstance(module, BranchNorm)]
+    assert norms and all(list(norm.norms) == ["4", "8", "16"] for norm in norms)
+    assert not any(isinstance(module, BranchNorm) for module in shared.modules())
+    plain = [module for module in shared.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    assert len(plain) == len(norms)
 
 
 def test_no_weight_alteration_flag_leaves_no_per_rate_conv_scale():
     with_wa = build_from_flags()
     without = build_from_flags("--no-weight-alteration")
-    assert all(block.wa is not None for block in with_wa.modules() if isinstance(block, TemporalBlock))
-    assert all(block.wa is None for block in without.modules() if isinstance(block, TemporalBlock))
+    blocks = [block for block in with_wa.modules() if isinstance(block, TemporalBlock)]
+    assert blocks and all(isinstance(block.wa, WeightAlteration) for block in blocks)
+    assert not any(isinstance(block.wa, WeightAlteration) for block in without.modules()
+                   if isinstance(block, TemporalBlock))
     assert not any(".wa." in key for key in without.state_dict())
     videos = torch.randn(2, 4, 3, 32, 32)
     without.eval()
@@ -154,13 +158,13 @@ def test_no_weight_alteration_flag_leaves_no_per_rate_conv_scale():
 @pytest.mark.parametrize("lam", [0.0, 1.0])
 def test_lambda_zero_gives_kl_terms_zero_gradient(lam):
     torch.manual_seed(0)
-    logits = {rate: torch.randn(6, 12, requires_grad=True) for rate in (4, 8, 16)}
+    logits = {frames: torch.randn(6, 12, requires_grad=True) for frames in (4, 8, 16)}
     labels = torch.randint(0, 12, (6,))
     loss, parts = distillation_loss(logits, labels, lam=lam)
     loss.backward()
     assert float(parts["kl_4"]) > 0 and float(parts["kl_8"]) > 0
-    for rate in (4, 8):
-        assert (logits[rate].grad.abs().max() == 0) == (lam == 0.0)
+    for frames in (4, 8):
+        assert (logits[frames].grad.abs().max() == 0) == (lam == 0.0)
     assert logits[16].grad.abs().max() > 0
     args = train.resolve_args(["--mode", "ffn", "--frames", "4", "8", "16", "--shards", "x", "--output", "y",
                                "--lam", str(lam)])

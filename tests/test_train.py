@@ -122,17 +122,17 @@ def branch_norm_grads(network: torch.nn.Module, loss: torch.Tensor) -> dict[str,
 
 def test_each_loss_term_reaches_only_its_branch():
     torch.manual_seed(0)
-    network = build_model(arch="tiny", num_classes=NUM_CLASSES, ffn_frames=(4, 8, 16), dropout=0.0).train()
+    network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16), dropout=0.0).train()
     videos = {rate: torch.randn(4, rate, 3, 32, 32) for rate in (4, 8, 16)}
     labels = torch.tensor([0, 1, 2, 3])
-    logits = network.forward_rates(videos)
-    ce_only, _ = train.compute_loss("ffn", logits, labels, lam=0.0, ce_all_rates=False)
+    logits = network.forward_by_frames(videos)
+    ce_only, _ = train.compute_loss("ffn", logits, labels, lam=0.0, ce_all_frames=False)
     ce_grads = branch_norm_grads(network, ce_only)
     assert ce_grads["16"] > 0 and ce_grads["4"] == 0 and ce_grads["8"] == 0
     for student, other in ((4, 8), (8, 4)):
         pair = {student: logits[student], 16: logits[16]}
-        with_kl, _ = train.compute_loss("ffn", pair, labels, lam=1.0, ce_all_rates=False)
-        without_kl, _ = train.compute_loss("ffn", pair, labels, lam=0.0, ce_all_rates=False)
+        with_kl, _ = train.compute_loss("ffn", pair, labels, lam=1.0, ce_all_frames=False)
+        without_kl, _ = train.compute_loss("ffn", pair, labels, lam=0.0, ce_all_frames=False)
         kl_grads = branch_norm_grads(network, with_kl - without_kl)
         assert kl_grads[str(student)] > 0, f"KL at {student}F must train the {student}F BatchNorms"
         assert kl_grads["16"] == 0 and kl_grads[str(other)] == 0, kl_grads
@@ -199,7 +199,7 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
     entry = report["models"]["ffn"]
     assert entry["n"] == 12  # every video once, its 6 views averaged
     assert entry["latency_ms"] == {"4": None, "16": None}  # --no-latency
-    network = build_model(arch="tiny", num_classes=NUM_CLASSES, ffn_frames=(4, 8, 16))
+    network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16))
     per_view = count_multiply_adds(network, 16, 36) / 1e9
     assert entry["gflops"]["16"] == pytest.approx(6 * per_view, rel=1e-5)  # per video: 3 crops x 2 clips
     assert settings["cost"]["views_per_video"] == 6
@@ -276,7 +276,7 @@ def test_demo_end_to_end_writes_tfd_json_and_png(tmp_path):
     assert {"ffn", "tsm16", "tsm4", "tsm8", "ffn_e20", "ffn_shared_bn", "ffn_no_wa", "ffn_lam0"} <= set(
         ablations["models"])
     commands = ablations["settings"]["commands"]
-    assert "--no-private-bn" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]
+    assert "--no-private-norms" in commands["ffn_shared_bn"] and "--lam 0" in commands["ffn_lam0"]
     assert set(ablations["curves"]["ffn_lam0"]) == {"4", "8", "16"}
     assert (tmp_path / "demo" / "ablations_curves.png").read_bytes()[:4] == b"\x89PNG"
     alone = subprocess.run([*command, "--study", "ablations", "--study-only", "--models", "ffn_lam0", "ffn_no_wa",

@@ -1,0 +1,150 @@
+"""The model registry: `build_model(arch, ...)` looks the name up among the entry points of every family.
+
+A family is one module under model/ whose entry functions are decorated with `register_model`; the module is
+listed once in `FAMILY_MODULES` (imported on the first lookup). An entry function takes ``num_classes`` and
+``trained_frames`` plus its own keyword options (with defaults) and returns a `model.interface.VideoModel`.
+`build_model` records the name, the class count, the trained frame counts and every option (defaults included)
+in ``model.config``, so ``build_model(**model.config)`` rebuilds the same network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from model.interface import VideoModel
+
+# One entry per family: the module that registers its names.
+FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet",)
+
+_REGISTRY: dict[str, "ModelEntry"] = {}
+_FAMILIES_LOADED = False
+BUILD_KEYS = ("arch", "num_classes", "trained_frames", "pretrained")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model name: its family and its entry function."""
+
+    name: str
+    family: str
+    builder: Callable[..., VideoModel]
+
+
+def register_model(name: str, family: str) -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
+    """Decorator registering an entry function under `name` (unique across families)."""
+
+    def decorate(builder: Callable[..., VideoModel]) -> Callable[..., VideoModel]:
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            raise ValueError(f"model name {name!r} is registered twice ({_REGISTRY[name].family} and {family})")
+        _REGISTRY[name] = ModelEntry(name, family, builder)
+        return builder
+
+    return decorate
+
+
+def _load_families() -> None:
+    """Import every family module once (their decorators fill the registry)."""
+    global _FAMILIES_LOADED
+    if not _FAMILIES_LOADED:
+        for module in FAMILY_MODULES:
+            importlib.import_module(module)
+        _FAMILIES_LOADED = True
+
+
+def model_names() -> list[str]:
+    """Every registered model name, sorted."""
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def model_entry(arch: str) -> ModelEntry:
+    """The registry entry of `arch` (ValueError naming the choices when unknown)."""
+    _load_families()
+    if arch not in _REGISTRY:
+        raise ValueError(f"arch={arch!r} is not a registered model; choose one of {model_names()}")
+    return _REGISTRY[arch]
+
+
+def model_family(arch: str) -> str:
+    """The family of a registered model name ("tsm", "tea", ...)."""
+    return model_entry(arch).family
+
+
+def normalise_trained_frames(trained_frames: Any) -> tuple[int, ...] | None:
+    """Sorted distinct positive frame counts (an int is one count), or None for a vanilla model."""
+    if trained_frames is None:
+        return None
+    if isinstance(trained_frames, int):
+        trained_frames = (trained_frames,)
+    frames = tuple(sorted({int(count) for count in trained_frames}))
+    if not frames or frames[0] < 1:
+        raise ValueError(f"trained_frames must be positive frame counts such as (4, 8, 16), got {trained_frames!r}")
+    return frames
+
+
+def resolved_options(builder: Callable[..., VideoModel], options: dict[str, Any]) -> dict[str, Any]:
+    """The entry function's keyword options with the given values and every default filled in.
+
+    Raises
+    ------
+    ValueError
+        For an option the entry function does not take (naming the options it takes).
+    """
+    signature = inspect.signature(builder)
+    accepted = [name for name in signature.parameters if name not in BUILD_KEYS]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}; this model takes {accepted}")
+    resolved = {}
+    for name in accepted:
+        parameter = signature.parameters[name]
+        if name in options:
+            resolved[name] = options[name]
+        elif parameter.default is not inspect.Parameter.empty:
+            resolved[name] = parameter.default
+    return resolved
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    trained_frames: Sequence[int] | int | None = None,
+    pretrained: str | None = None,
+    **options: Any,
+) -> VideoModel:
+    """Build a registered model.
+
+    Parameters
+    ----------
+    arch : str
+        A registered name (`model_names()`), e.g. "resnet50" (TSM), "tiny" (the CPU demo TSM).
+    num_classes : int
+        Classifier outputs.
+    trained_frames : sequence of int, optional
+        The frame counts of an FFN's branches, e.g. (4, 8, 16); None builds the vanilla model.
+    pretrained : str, optional
+        Initialise the backbone from pretrained weights (a path, or a family's named source such as "imagenet");
+        what was loaded is in ``model.backbone_load``.
+    **options
+        The family's own options (its entry function's keywords).
+
+    Returns
+    -------
+    VideoModel
+        The model, with ``config`` set (``pretrained`` recorded as None: the weights are in the checkpoint).
+    """
+    entry = model_entry(arch)
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    frames = normalise_trained_frames(trained_frames)
+    settings = resolved_options(entry.builder, options)
+    model = entry.builder(num_classes=int(num_classes), trained_frames=frames, **settings)
+    if pretrained is not None:
+        model.backbone_load = model.load_pretrained(pretrained)
+    model.config = {"arch": arch, "num_classes": int(num_classes),
+                    "trained_frames": list(frames) if frames else None, "pretrained": None, **settings}
+    return model

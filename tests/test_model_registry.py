@@ -1,0 +1,141 @@
+"""The model registry, the VideoModel interface and FFN's generic parts (private norms, Weight Alteration)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from model import (
+    BranchNorm,
+    InputSpec,
+    VideoModel,
+    WeightAlteration,
+    WeightAlterationSlot,
+    branch_scope,
+    build_model,
+    convert_to_ffn,
+    model_family,
+    model_names,
+    nearest_branch,
+    register_model,
+)
+
+
+class TinyVideoNet(VideoModel):
+    """A small plain network with one BatchNorm, one LayerNorm and one Weight Alteration slot."""
+
+    def __init__(self, num_classes: int, trained_frames: tuple[int, ...] | None, width: int) -> None:
+        super().__init__()
+        self.trained_frames = trained_frames
+        self.input_spec = InputSpec(frames_multiple=2, min_frames=2)
+        self.wa = WeightAlterationSlot(3, dims=3)
+        self.conv = nn.Conv3d(3, width, 3, padding=1)
+        self.bn = nn.BatchNorm3d(width)
+        self.ln = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, num_classes)
+        if trained_frames:
+            convert_to_ffn(self, trained_frames)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
+    def forward_branch(self, videos: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        features = self.bn(self.conv(self.wa(videos.transpose(1, 2))))
+        return self.fc(self.ln(features.mean(dim=(2, 3, 4))))
+
+
+@register_model("test_tiny_video_net", family="test")
+def tiny_video_net(num_classes: int, trained_frames: tuple[int, ...] | None = None, *, width: int = 4) -> VideoModel:
+    return TinyVideoNet(num_classes, trained_frames, width)
+
+
+def test_registry_lists_tsm_and_rebuilds_from_config() -> None:
+    assert {"resnet18", "resnet50", "tiny", "test_tiny_video_net"} <= set(model_names())
+    assert model_family("resnet50") == "tsm" and model_family("test_tiny_video_net") == "test"
+    model = build_model("test_tiny_video_net", 5, trained_frames=(8, 4), width=6)
+    assert model.config == {"arch": "test_tiny_video_net", "num_classes": 5, "trained_frames": [4, 8],
+                            "pretrained": None, "width": 6}
+    rebuilt = build_model(**model.config)
+    assert [name for name, _ in rebuilt.named_parameters()] == [name for name, _ in model.named_parameters()]
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("tiny", family="test")(tiny_video_net)
+    with pytest.raises(ValueError, match=r"this model takes \['width'\]"):
+        build_model("test_tiny_video_net", 5, depth=3)
+
+
+def test_convert_makes_one_norm_copy_per_branch_and_fills_the_slot() -> None:
+    model = build_model("test_tiny_video_net", 5, trained_frames=(4, 8))
+    assert isinstance(model.bn, BranchNorm) and list(model.bn.norms) == ["4", "8"]
+    assert isinstance(model.ln, BranchNorm) and isinstance(model.ln.norms["4"], nn.LayerNorm)
+    assert isinstance(model.wa, WeightAlteration) and isinstance(model.wa.convs["8"], nn.Conv3d)
+    vanilla = build_model("test_tiny_video_net", 5)
+    assert isinstance(vanilla.bn, nn.BatchNorm3d) and isinstance(vanilla.wa, WeightAlterationSlot)
+    only_norms = convert_to_ffn(TinyVideoNet(5, None, 4), (4, 8), weight_alteration=False)
+    assert isinstance(only_norms.bn, BranchNorm) and isinstance(only_norms.wa, WeightAlterationSlot)
+    assert isinstance(convert_to_ffn(nn.BatchNorm2d(3), (2,)), BranchNorm)  # a norm layer itself is replaced
+    with pytest.raises(ValueError, match="at least one"):
+        convert_to_ffn(TinyVideoNet(5, None, 4), ())
+
+
+def test_each_frame_count_uses_its_branch_and_training_touches_only_it() -> None:
+    torch.manual_seed(0)
+    model = build_model("test_tiny_video_net", 5, trained_frames=(4, 8)).train()
+    videos = {4: torch.randn(2, 4, 3, 8, 8), 8: torch.randn(2, 8, 3, 8, 8)}
+    logits = model(videos)
+    assert set(logits) == {4, 8}
+    assert float(model.bn.norms["4"].running_mean.abs().sum()) > 0
+    before = model.bn.norms["8"].running_mean.clone()
+    model({4: videos[4]})
+    assert torch.equal(model.bn.norms["8"].running_mean, before)
+    model.eval()
+    for frames, branch in ((2, 4), (6, 8), (10, 8)):
+        assert model.branch_for(frames) == branch
+        torch.testing.assert_close(model(torch.ones(1, frames, 3, 8, 8)), _with_branch(model, branch, frames))
+
+
+def _with_branch(model: VideoModel, branch: int, frames: int) -> torch.Tensor:
+    with branch_scope(branch):
+        return model.forward_branch(torch.ones(1, frames, 3, 8, 8), frames)
+
+
+def test_weight_alteration_is_x_plus_depthwise_conv_and_its_channel_scale() -> None:
+    alteration = WeightAlteration(3, 2, ("4",))
+    nn.init.normal_(alteration.convs["4"].weight)
+    features = torch.randn(2, 3, 5, 5)
+    with branch_scope(4):
+        expected = features + alteration.convs["4"](features)
+        torch.testing.assert_close(alteration(features), expected)
+        torch.testing.assert_close(features * alteration.channel_scale().view(1, 3, 1, 1), expected)
+
+
+def test_branch_layers_refuse_to_run_outside_a_scope_and_scopes_nest() -> None:
+    norm = BranchNorm(nn.BatchNorm1d(3), ("4", "8"))
+    with pytest.raises(RuntimeError, match="outside model.ffn_parts.branch_scope"):
+        norm(torch.randn(2, 3))
+    with branch_scope(4):
+        with branch_scope(8):
+            norm.train()(torch.randn(4, 3) + 5)
+        with pytest.raises(KeyError):
+            with branch_scope(16):
+                norm(torch.randn(2, 3))
+        norm(torch.randn(4, 3))
+    assert float(norm.norms["8"].running_mean.mean()) > float(norm.norms["4"].running_mean.mean())
+
+
+def test_nearest_branch_rule_and_input_spec_checks() -> None:
+    assert [nearest_branch((4, 8, 16), frames) for frames in (1, 5, 6, 11, 12, 40)] == [4, 4, 8, 8, 16, 16]
+    spec = InputSpec(frames_multiple=4, min_frames=4)
+    assert spec.accepts_frames(8) and not spec.accepts_frames(6) and not spec.accepts_frames(0)
+    with pytest.raises(ValueError, match="use 4 or 8"):
+        spec.check_frames(6)
+    with pytest.raises(ValueError, match="use 4$"):
+        spec.check_frames(2)
+    model = build_model("test_tiny_video_net", 5).eval()
+    with pytest.raises(ValueError, match="does not run at 3 frames"):
+        model(torch.randn(1, 3, 3, 8, 8))
+    with pytest.raises(ValueError, match="not a trained frame count"):
+        build_model("test_tiny_video_net", 5, trained_frames=(4, 8))({6: torch.randn(1, 6, 3, 8, 8)})
+    with pytest.raises(ValueError, match="channel_order"):
+        InputSpec(channel_order="RBG")
