@@ -39,18 +39,21 @@ import torch
 from torch import nn
 
 from common.atomic import write_json_atomic
-from data_pipeline.augment import TEST_CROP_COUNTS, default_test_resize
-from data_pipeline.sampling import SHORT_VIDEO_RULES
+from data_pipeline import add_loader_arguments, loader_options
+from data_pipeline.augment import DEFAULT_CROP_SIZE, default_test_resize
 from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
 from engine.data import make_loader
-from engine.distributed import close_distributed, init_distributed
+from common.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
-from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, load_network
+from engine.inference import OFFICIAL_ARCH, load_network
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.reporting import format_table, plot_top1
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
 DEFAULT_TAG = "eval"
+# Loader options with an evaluation flag (the crop's default comes from the training run, else 224).
+LOADER_FLAGS = ("num_workers", "decode", "tar_reader", "short_video", "crop_size", "test_resize", "test_crops",
+                "test_clips")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,21 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="folder for <tag>.json and <tag>.png")
     parser.add_argument("--tag", default=DEFAULT_TAG, help="file name stem of the JSON and the PNG")
     parser.add_argument("--batch-size", type=int, default=8, help="videos per batch per process")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--decode", default="auto", help="auto, dali, torchvision or cpu")
-    parser.add_argument("--crop-size", type=int, default=None, help="default: the training crop, else 224")
-    parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: "
-                        "the training run's, else crop * 256 // 224: 256 for 224)")
-    parser.add_argument("--test-crops", type=int, choices=TEST_CROP_COUNTS, default=1,
-                        help="1: centre crop; 3: TSM's GroupFullResSample (left, right, centre)")
-    parser.add_argument("--test-clips", type=int, default=1, help="2: TSM's twice_sample (centre, then start)")
+    add_loader_arguments(parser, LOADER_FLAGS, defaults={"crop_size": None})
     parser.add_argument("--full-res", action="store_true",
                         help="crops as large as the test resize (256 x 256 for 224), as TSM's --full_res")
-    parser.add_argument("--short-video", choices=SHORT_VIDEO_RULES, default="official",
-                        help="frame indices of videos with at most T frames: official (all 0, FFN), segments "
-                        "(TSM's test script) or spread")
-    parser.add_argument("--tar-reader", choices=("lean", "webdataset"), default="lean",
-                        help="shard tar reader (webdataset: WebDataset's own, slower; a fallback)")
     parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
@@ -154,10 +145,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.test_resize = settings_default(all_settings, "test_resize", None)
     if args.full_res:
         args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
-    args.sampling, args.multi_scale = "independent", False  # training-only options that make_loader reads
     frames = sorted(set(args.frames))
-    loader = make_loader(args, args.split, frames, False, args.batch_size, device, rank, world_size,
-                         test_crops=args.test_crops, test_clips=args.test_clips)
+    loader = make_loader(args.shards, args.split, frames=tuple(frames), batch_size=args.batch_size, train=False,
+                         device=device, rank=rank, world_size=world_size, seed=args.seed,
+                         **loader_options(args, LOADER_FLAGS))
     start = time.perf_counter()
     results = evaluate_networks(networks, loader, frames, device, precision)
     seconds = time.perf_counter() - start

@@ -40,19 +40,21 @@ from typing import Any
 import torch
 
 from common.atomic import write_json_atomic
-from data_pipeline import Decoder, PipelineConfig, decode_one_video, make_decoder
-from data_pipeline.decode import BACKENDS, choose_backend
-from data_pipeline.sampling import SHORT_VIDEO_RULES
+from common.device import get_device
+from data_pipeline import Decoder, PipelineConfig, add_loader_arguments, decode_one_video, make_decoder
+from data_pipeline.augment import DEFAULT_CROP_SIZE
+from data_pipeline.decode import choose_backend
 from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forward
-from engine.inference import DEFAULT_CROP_SIZE, OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
+from engine.inference import OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
-from model import get_device
 from preprocess.annotations import AnnotationError, class_names, read_labels
 from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
-from preprocess.make_shards import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE
 from preprocess.video_decode import DecodedVideo, decode_videos
+from shard_format import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE
 
 DEFAULT_FRAMES = (4, 8, 16)
+# Loader options with a flag here (the crop's default comes from the checkpoint, else 224).
+LOADER_FLAGS = ("decode", "crop_size", "test_resize", "short_video")
 DEFAULT_TOP_K = 5
 MS_PER_S = 1000.0
 PROB_SCALE = 1e6  # probabilities keep 6 decimals
@@ -92,17 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint, else class indices)")
     parser.add_argument("--json", type=Path, default=None, help="also write the predictions to this JSON file")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
-    parser.add_argument("--decode", choices=BACKENDS, default="auto", help="JPEG decoder (as evaluate.py)")
+    add_loader_arguments(parser, LOADER_FLAGS, defaults={"crop_size": None})
     parser.add_argument("--short-side", type=int, default=None, help="frames' short side before the transform "
                         f"(default: the training shards', else {DEFAULT_SHORT_SIDE}; 0: native size)")
     parser.add_argument("--jpeg-quality", type=int, default=None,
                         help=f"JPEG quality of the frames (default: the training shards', else {DEFAULT_QUALITY})")
-    parser.add_argument("--crop-size", type=int, default=None, help=f"default: the training crop, else "
-                        f"{DEFAULT_CROP_SIZE}")
-    parser.add_argument("--test-resize", type=int, default=None, help="short side before the crop (default: the "
-                        "training run's, else crop * 256 // 224)")
-    parser.add_argument("--short-video", choices=SHORT_VIDEO_RULES, default="official",
-                        help="frame indices of videos with at most T frames (as evaluate.py)")
     parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
     parser.add_argument("--trained-frames", type=int, nargs="+", default=None,
                         help="frame count an official TSM was trained at (default: the file name's segmentN)")
@@ -171,7 +167,7 @@ def official_trained_frames(loaded: LoadedCheckpoint, path: Path) -> list[int]:
 
 
 def chosen_device(name: str | None) -> torch.device:
-    """The device named by --device (checked to exist), else model.get_device(); a bad name is one line."""
+    """The device named by --device (checked to exist), else common.device.get_device(); a bad name is one line."""
     try:
         return get_device(name)
     except ValueError as error:
@@ -187,10 +183,10 @@ def chosen_trained_frames(args: argparse.Namespace, loaded: LoadedCheckpoint) ->
     branches = getattr(loaded.network, "trained_frames", None)
     if branches:
         if args.trained_frames:
-            listed = "/".join(str(count) for count in sorted(branches))
+            listed = "/".join(str(frames) for frames in sorted(branches))
             print(f"note: --trained-frames is ignored for an FFN: its branches ({listed}) are its trained frame "
                   "counts", flush=True)
-        return sorted(int(count) for count in branches)
+        return sorted(int(frames) for frames in branches)
     return sorted(args.trained_frames or trained_frames(loaded) or official_trained_frames(loaded, args.checkpoint))
 
 
@@ -209,7 +205,7 @@ def prepare(args: argparse.Namespace) -> Predictor:
     test_resize = first_set(args.test_resize, record.get("test_resize"), settings.get("test_resize"))
     try:
         backend = choose_backend(args.decode, device)
-        config = PipelineConfig(rates=tuple(args.frames), batch_size=1, train=False, decode=backend, device=device,
+        config = PipelineConfig(frames=tuple(args.frames), batch_size=1, train=False, decode=backend, device=device,
                                 num_workers=0, crop_size=crop_size, test_resize=test_resize,
                                 short_video=args.short_video, multi_scale=False)
     except ValueError as error:
@@ -254,14 +250,14 @@ def video_batch(predictor: Predictor, video: DecodedVideo) -> dict[str, Any]:
         raise SystemExit(f"{video.path}: {error}; {VIDEO_HINT}") from error
 
 
-def forward_counts(predictor: Predictor, batch: dict[str, Any], frames: Sequence[int], repeats: int,
-                   warmup: int) -> dict[int, tuple[torch.Tensor, float]]:
+def forward_by_frames(predictor: Predictor, batch: dict[str, Any], requested_frames: Sequence[int], repeats: int,
+                      warmup: int) -> dict[int, tuple[torch.Tensor, float]]:
     """Run the model at every frame count: {T: (logits of the video (C,), median forward seconds)}."""
     results = {}
-    for count in frames:
-        logits, seconds = median_forward(predictor.loaded.network, batch["frames"][count], predictor.device,
+    for frames in requested_frames:
+        logits, seconds = median_forward(predictor.loaded.network, batch["videos"][frames], predictor.device,
                                          predictor.precision, repeats, warmup)
-        results[count] = (logits[0].float().cpu(), seconds)
+        results[frames] = (logits[0].float().cpu(), seconds)
     return results
 
 
@@ -278,18 +274,18 @@ def top_classes(logits: torch.Tensor, names: list[str] | None, top_k: int) -> li
     ]
 
 
-def tsm_note(predictor: Predictor, count: int) -> str | None:
-    """The one-line note for a vanilla TSM at a frame count it was not trained at (None otherwise)."""
+def tsm_note(predictor: Predictor, frames: int) -> str | None:
+    """The one-line note for a vanilla TSM at a frame frames it was not trained at (None otherwise)."""
     if predictor.is_ffn:
         return None
     if not predictor.trained:
-        return (f"note: {count} frames on a vanilla TSM whose training frame count is unknown "
+        return (f"note: {frames} frames on a vanilla TSM whose training frame frames is unknown "
                 "(pass --trained-frames); no branch to switch to")
-    if count in predictor.trained:
+    if frames in predictor.trained:
         return None
     trained = "/".join(str(value) for value in predictor.trained)
-    return (f"note: this vanilla TSM was trained at {trained} frames; at {count} it runs the same weights "
-            "(no branch for other counts: expect lower accuracy)")
+    return (f"note: this vanilla TSM was trained at {trained} frames; at {frames} it runs the same weights "
+            "(no branch for other framess: expect lower accuracy)")
 
 
 def settings_record(predictor: Predictor, args: argparse.Namespace) -> dict[str, Any]:
@@ -306,9 +302,9 @@ def settings_record(predictor: Predictor, args: argparse.Namespace) -> dict[str,
 def print_video(path: Path, results: dict[str, Any], top_key: str, device: torch.device) -> None:
     """Print one video's predictions per frame count."""
     print(path, flush=True)
-    for count, result in results.items():
+    for frames, result in results.items():
         branch = "none (vanilla TSM)" if result["branch"] is None else result["branch"]
-        print(f"  {count} frames: branch {branch}, forward {result['latency_ms']:.1f} ms on {device}")
+        print(f"  {frames} frames: branch {branch}, forward {result['latency_ms']:.1f} ms on {device}")
         for rank, entry in enumerate(result[top_key], start=1):
             print(f"    {rank}. {100.0 * entry['prob']:6.2f}%  {entry['label']}")
     sys.stdout.flush()
@@ -322,21 +318,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     top_key = f"top{args.top_k}"
     print(f"latency: the model's forward pass alone on {predictor.device} ({predictor.precision}), median of "
           f"{args.repeats} runs after {args.warmup} warm-up; decoding and the transform are not timed", flush=True)
-    for count in args.frames:
-        note = tsm_note(predictor, count)
+    for frames in args.frames:
+        note = tsm_note(predictor, frames)
         if note:
             print(note, flush=True)
     entries, warmup = [], args.warmup
     for video in videos:
-        outputs = forward_counts(predictor, video_batch(predictor, video), args.frames, args.repeats, warmup)
-        warmup = 0  # the first video warmed every count up
+        outputs = forward_by_frames(predictor, video_batch(predictor, video), args.frames, args.repeats, warmup)
+        warmup = 0  # the first video warmed every frame count up
         results = {
-            str(count): {
+            str(frames): {
                 top_key: top_classes(logits, predictor.names, args.top_k),
-                "branch": predictor.loaded.network.branch_for(count),
+                "branch": predictor.loaded.network.branch_for(frames),
                 "latency_ms": round(seconds * MS_PER_S, 3),
             }
-            for count, (logits, seconds) in outputs.items()
+            for frames, (logits, seconds) in outputs.items()
         }
         print_video(video.path, results, top_key, predictor.device)
         entries.append({"video": str(video.path), "results": results})

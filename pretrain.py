@@ -42,7 +42,8 @@ from engine.backbone_cache import (
 from engine.checkpoint import save_atomic
 from engine.rng import seed_everything
 from engine.schedule import LearningRateShape
-from model import build_model, build_optimizer, get_device
+from common.device import get_device
+from model import build_model, build_optimizer
 from model.tsm_resnet import to_torchvision_state_dict
 from preprocess.synthetic_images import APPEARANCE_CLASSES, appearance_dataset
 

@@ -1,7 +1,7 @@
 """How many distinct training videos one epoch yields: the re-read streaming rule against the exact-epoch rule.
 
 A simulation on video ids only (no tar is read, nothing is decoded): the shard sizes are those `make shards` writes
-(preprocess.shard_format.shard_bounds), the shuffle buffer is data_pipeline.stream.ShuffleBuffer, the deal, quotas
+(shard_format.shard_bounds), the shuffle buffer is data_pipeline.stream.ShuffleBuffer, the deal, quotas
 and pieces are data_pipeline.stream's own functions.
 
 - re-read rule (``previous`` in the JSON): each worker streams its own shards into the shuffle buffer and, when the stream ends, reads the
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from common.atomic import write_json_atomic
-from data_pipeline.loader import DEFAULT_SHUFFLE_BUFFER, WORKER_STREAM
+from data_pipeline.loader import WORKER_STREAM
+from data_pipeline.options import DEFAULT_SHUFFLE_BUFFER
 from data_pipeline.stream import (
     ShardEntry,
     ShuffleBuffer,
@@ -36,7 +37,7 @@ from data_pipeline.stream import (
     train_pieces,
     worker_quota,
 )
-from preprocess.shard_format import shard_bounds
+from shard_format import shard_bounds
 
 RESULT_NAME = "bench_epoch_coverage.json"
 SEED = 0

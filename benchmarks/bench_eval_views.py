@@ -43,7 +43,7 @@ from data_pipeline.augment import (
     scaled_size,
 )
 from data_pipeline.decode import decode_jpegs_torchvision
-from preprocess import shard_format
+from common.atomic import write_json_atomic
 from preprocess.synthetic import render_clip
 
 STORED_SIZES = ((455, 256), (640, 360), (427, 240), (320, 180))
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print_table(figures)
     args.out.mkdir(parents=True, exist_ok=True)
-    shard_format.write_json_atomic(args.out / "bench_eval_views.json", json.loads(json.dumps(figures)))
+    write_json_atomic(args.out / "bench_eval_views.json", json.loads(json.dumps(figures)))
     return figures
 
 

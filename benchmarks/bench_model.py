@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from model import build_model, distillation_loss, get_device, naive_temporal_shift, temporal_shift
+from common.device import get_device
+from model import build_model, distillation_loss, naive_temporal_shift, temporal_shift
 from common.atomic import write_json_atomic
 
 TSM_FRAMES = 16

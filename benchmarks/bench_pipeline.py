@@ -51,10 +51,13 @@ from data_pipeline.augment import (
 )
 from data_pipeline.host_memory import keep_freed_memory
 from data_pipeline.decode import DECODERS, make_decoder
-from data_pipeline.loader import PipelineConfig, ShardVideoDataset
+from data_pipeline.loader import EpochPlan, ShardVideoDataset
+from data_pipeline.options import PipelineConfig
 from data_pipeline.sampling import train_indices
-from data_pipeline.stream import iterate_tar, parse_meta, read_split, slice_frames
-from preprocess import shard_format
+from data_pipeline.stream import iterate_tar, parse_meta, read_split
+from shard_format import slice_frames
+import shard_format
+from common.atomic import write_json_atomic
 from preprocess.synthetic import render_clip
 
 WIDTH, HEIGHT = 427, 240
@@ -230,11 +233,11 @@ def run_baseline(entries: list[tuple[Path, int]], clips: int, seed: int, variant
 def ours_dataset(shards: Path, sampling: str, batches: int, shuffle_buffer: int, decode: bool = True) -> Any:
     """One loader worker's dataset for FFN training clips: the cpu decoder in the worker, or none (`decode`)."""
     config = PipelineConfig(
-        rates=RATES, batch_size=BATCH, train=True, device="cpu", seed=1, sampling=sampling, crop_size=CROP_SIZE,
-        multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1, batches_per_rank=batches,
+        frames=RATES, batch_size=BATCH, train=True, device="cpu", seed=1, sampling=sampling, crop_size=CROP_SIZE,
+        multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1,
     )  # fmt: skip
     decoder = make_decoder("cpu", torch.device("cpu"), max_frames=BATCH * sum(RATES)) if decode else None
-    return ShardVideoDataset(read_split(shards, SPLIT), config, decoder)
+    return ShardVideoDataset(read_split(shards, SPLIT), config, EpochPlan(batches_per_rank=batches), decoder)
 
 
 def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) -> tuple[float, float]:
@@ -249,7 +252,7 @@ def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) ->
     done, decoded = 0, 0
     for batch, stats in dataset:
         if normalise:
-            floats = {rate: normalise_views(frames, mean, std) for rate, frames in batch["frames"].items()}
+            floats = {rate: normalise_views(frames, mean, std) for rate, frames in batch["videos"].items()}
             del floats
         done += len(batch["id"])
         decoded += stats["frames_decoded"]
@@ -331,7 +334,7 @@ def gpu_backends(shards: Path, clips: int) -> dict[str, Any]:
         start, frames = time.perf_counter(), 0
         for group in groups:
             batch, _ = decoder.decode(group)
-            frames += sum(tensor.shape[0] * tensor.shape[1] for tensor in batch["frames"].values())
+            frames += sum(tensor.shape[0] * tensor.shape[1] for tensor in batch["videos"].values())
         torch.cuda.synchronize()
         results[name] = {"output_frames_per_s": frames / (time.perf_counter() - start),
                          "device": torch.cuda.get_device_name(device)}  # fmt: skip
@@ -509,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     print_table(figures)
     args.out.mkdir(parents=True, exist_ok=True)
-    shard_format.write_json_atomic(args.out / "bench_pipeline.json", json.loads(json.dumps(figures, default=str)))
+    write_json_atomic(args.out / "bench_pipeline.json", json.loads(json.dumps(figures, default=str)))
     return figures
 
 

@@ -47,7 +47,7 @@ from common.atomic import write_json_atomic
 from preprocess import make_shards
 from preprocess.annotations import video_path
 from preprocess.ffmpeg_tools import FFMPEG_ENV_VAR, resolve_ffmpeg
-from preprocess.shard_format import manifest_path, read_manifest
+from shard_format import manifest_path, read_manifest
 from preprocess.video_decode import PPM_HEADER, decode_videos, ffmpeg_command
 
 SHORT_SIDE = 256

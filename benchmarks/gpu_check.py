@@ -31,10 +31,10 @@ skipped with the reason. Targets are judged only in a full CUDA run.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,11 @@ from data_pipeline import build_loader  # noqa: E402
 from data_pipeline.decode import DECODERS  # noqa: E402
 from engine.cost import measure_costs, weight_alteration_share  # noqa: E402
 from engine.evaluation import evaluate_networks  # noqa: E402
-from engine.precision import autocast_context, tf32_disabled  # noqa: E402
-from engine.schedule import cosine_decay  # noqa: E402
-from model import build_model, distillation_loss  # noqa: E402
+from engine.precision import tf32_disabled  # noqa: E402
+from engine.schedule import LearningRateShape  # noqa: E402
+from engine.training import make_criterion, train_step  # noqa: E402
+from model import build_model  # noqa: E402
+from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
 
 IMPORT_S = time.perf_counter() - IMPORTS_STARTED
 NUM_CLASSES = 174
@@ -78,6 +80,7 @@ FRAMES_PER_FFN_VIDEO = sum(FFN_FRAMES)  # frames one FFN training video feeds th
 BACKENDS = tuple(DECODERS)  # registry order: dali, torchvision, cpu
 # Rough seconds per training step of the four bench_model networks together (224 frames, H100), to size its run.
 BENCH_STEP_S = {"bf16": 0.4, "fp32": 1.0}
+CONSTANT_RATE = LearningRateShape("step", steps_per_epoch=1, epochs=1, warmup_epochs=0.0, lr_steps=[])
 
 
 # Shards
@@ -113,7 +116,7 @@ def backend_parity(context: Context) -> dict[str, Any]:
     shards = context.need_shards("throughput")
     samples = select_samples(shards, sizes.parity_videos, sizes.crop, context.seed, FFN_FRAMES)
     max_frames = len(samples) * FRAMES_PER_FFN_VIDEO
-    reference = BatchDecoder("cpu", torch.device("cpu"), max_frames)(samples)["frames"]
+    reference = BatchDecoder("cpu", torch.device("cpu"), max_frames)(samples)["videos"]
     results: dict[str, Any] = {"videos": len(samples), "crop": sizes.crop}
     for backend in ("torchvision", "dali"):
         device = backend_device(backend, context.device, context.smoke)
@@ -122,7 +125,7 @@ def backend_parity(context: Context) -> dict[str, Any]:
             continue
 
         def compare_backend(backend: str = backend, device: torch.device = device) -> dict[str, Any]:
-            frames = BatchDecoder(backend, device, max_frames)(samples)["frames"]
+            frames = BatchDecoder(backend, device, max_frames)(samples)["videos"]
             return {"status": "ok", "device": str(device), **differences_255(reference, frames)}
 
         results[backend] = guarded(compare_backend)
@@ -138,7 +141,7 @@ def model_parity(context: Context) -> dict[str, Any]:
     torch.manual_seed(context.seed)
     reference_model = build_model(sizes.arch, NUM_CLASSES, trained_frames=FFN_FRAMES).eval()
     generator = torch.Generator().manual_seed(context.seed)
-    inputs = {rate: torch.randn(1, rate, 3, sizes.crop, sizes.crop, generator=generator) for rate in FFN_FRAMES}
+    inputs = {frames: torch.randn(1, frames, 3, sizes.crop, sizes.crop, generator=generator) for frames in FFN_FRAMES}
     with torch.no_grad():
         reference = reference_model.forward_by_frames(inputs)
     if context.on_cuda:
@@ -148,9 +151,9 @@ def model_parity(context: Context) -> dict[str, Any]:
         target_model.load_state_dict(reference_model.state_dict())
         label = "cpu channels_last (smoke stand-in for CUDA)"
     with torch.no_grad(), tf32_disabled():
-        target = target_model.forward_by_frames({rate: video.to(context.device) for rate, video in inputs.items()})
-    reference_flat = torch.cat([reference[rate].flatten() for rate in FFN_FRAMES]).double()
-    target_flat = torch.cat([target[rate].float().cpu().flatten() for rate in FFN_FRAMES]).double()
+        target = target_model.forward_by_frames({frames: video.to(context.device) for frames, video in inputs.items()})
+    reference_flat = torch.cat([reference[frames].flatten() for frames in FFN_FRAMES]).double()
+    target_flat = torch.cat([target[frames].float().cpu().flatten() for frames in FFN_FRAMES]).double()
     relative = ((reference_flat - target_flat).norm() / reference_flat.norm()).item()
     return {"arch": sizes.arch, "crop": sizes.crop, "compared": label, "relative_l2": relative,
             "reference_norm": reference_flat.norm().item()}  # fmt: skip
@@ -201,8 +204,8 @@ def section_decode(context: Context, seconds: float) -> dict[str, Any]:
     results: dict[str, Any] = {
         "videos_selected": len(samples),
         "mean_decoded_frames_per_video": float(np.mean([len(sample.jpegs) for sample in samples])),
-        "note": "decoded = JPEGs decoded (unique frames); output = frames delivered (sum of the rates per video); "
-                "the cpu backend is one process here (the loader runs it in its workers)",
+        "note": "decoded = JPEGs decoded (unique frames); output = frames delivered (sum of the frame counts per "
+                "video); the cpu backend is one process here (the loader runs it in its workers)",
     }  # fmt: skip
     for backend in BACKENDS:
         if backend_device(backend, context.device, context.smoke) is None:
@@ -224,33 +227,33 @@ def section_decode(context: Context, seconds: float) -> dict[str, Any]:
 # Training throughput with the real loader (section 3)
 
 
-@dataclass
-class FfnStep:
-    """One TSM-FFN optimiser step on multi-frame-count batches (bf16 autocast on CUDA, fp32 elsewhere)."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    device: torch.device
-    precision: str
-
-    def __call__(self, frames: dict[int, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Forward every frame count, FFN loss, backward, optimiser step; return the detached loss."""
-        with autocast_context(self.precision, self.device):
-            logits = self.model.forward_by_frames(frames)
-            loss, _ = distillation_loss(logits, labels)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+FfnStep = Callable[[dict[int, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
-def make_ffn_step(context: Context, arch: str, num_classes: int, learning_rate: float = 1e-3) -> FfnStep:
+def make_ffn_step(context: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  schedule: LearningRateShape | None = None) -> FfnStep:
+    """engine.training.train_step with the FFN loss, as train.py runs it; returns the detached loss.
+
+    Without a schedule the rate stays constant (throughput and memory sections).
+    """
+    criterion = make_criterion("ffn")
+    scheduler = LambdaLR(optimizer, schedule or CONSTANT_RATE)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=context.precision == "fp16")
+
+    def step(videos_by_frames: dict[int, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        return train_step(model, criterion, optimizer, scheduler, scaler, videos_by_frames, labels,
+                          context.device, context.precision).loss
+
+    return step
+
+
+def ffn_training(context: Context, arch: str, num_classes: int, learning_rate: float = 1e-3) -> FfnStep:
     """TSM-FFN (4, 8, 16) training in the CUDA training setting (bf16 autocast, channels_last) or fp32 on CPU."""
     torch.manual_seed(context.seed)
     model = build_model(arch, num_classes, trained_frames=FFN_FRAMES, channels_last=context.on_cuda).to(context.device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, weight_decay=5e-4)
-    return FfnStep(model, optimizer, context.device, context.precision)
+    return make_ffn_step(context, model, optimizer)
 
 
 def endless(loader: Any) -> Iterator[dict[str, Any]]:
@@ -275,9 +278,9 @@ class LoaderFeed:
         self.wait_s = 0.0
 
     def step(self) -> None:
-        """Train on the current batch, then fetch the next one."""
-        labels = self.batch["label"].to(self.train_step.device, non_blocking=True)
-        self.train_step(self.batch["frames"], labels)
+        """Train on the current batch (already on the device), then fetch the next one."""
+        labels = self.batch["label"]
+        self.train_step(self.batch["videos"], labels)
         self.videos += len(labels)
         waited = time.perf_counter()
         self.batch = next(self.iterator)
@@ -294,7 +297,7 @@ def loader_rate(context: Context, train_step: FfnStep, loader: Any, seconds: flo
     for _ in range(context.warmup_steps):
         feed.step()
     feed.reset_counts()
-    steps, elapsed = run_for(feed.step, seconds, context.min_steps, train_step.device)
+    steps, elapsed = run_for(feed.step, seconds, context.min_steps, context.device)
     feed.iterator.close()
     frames = feed.videos * FRAMES_PER_FFN_VIDEO
     return {"steps": steps, "seconds": elapsed, "frames_per_s": frames / elapsed, "first_batch_s": feed.first_batch_s,
@@ -303,11 +306,12 @@ def loader_rate(context: Context, train_step: FfnStep, loader: Any, seconds: flo
 
 def in_device_rate(context: Context, train_step: FfnStep, batch: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Train on one batch already on the device for `seconds` after warm-up: the loader-free ceiling."""
-    frames = {count: video.to(train_step.device) for count, video in batch["frames"].items()}
-    labels = batch["label"].to(train_step.device)
+    videos_by_frames = {frames: videos.to(context.device) for frames, videos in batch["videos"].items()}
+    labels = batch["label"].to(context.device)
     for _ in range(context.warmup_steps):
-        train_step(frames, labels)
-    steps, elapsed = run_for(lambda: train_step(frames, labels), seconds, context.min_steps, train_step.device)
+        train_step(videos_by_frames, labels)
+    steps, elapsed = run_for(lambda: train_step(videos_by_frames, labels), seconds, context.min_steps,
+                             context.device)
     return {"steps": steps, "seconds": elapsed,
             "frames_per_s": steps * len(labels) * FRAMES_PER_FFN_VIDEO / elapsed}  # fmt: skip
 
@@ -316,14 +320,14 @@ def section_loader_training(context: Context, seconds: float) -> dict[str, Any]:
     """Section 3: TSM-FFN training frames/s in-device vs with the real loader of each backend; data stall."""
     sizes = context.sizes
     shards = context.need_shards("throughput")
-    train_step = make_ffn_step(context, sizes.arch, NUM_CLASSES)
+    train_step = ffn_training(context, sizes.arch, NUM_CLASSES)
     per_run = 0.7 * seconds / (1 + len(BACKENDS))
     samples = select_samples(shards, sizes.batch, sizes.crop, context.seed, FFN_FRAMES)
     batch = BatchDecoder("cpu", torch.device("cpu"), 0)(samples)
     ceiling = in_device_rate(context, train_step, batch, per_run)
     results: dict[str, Any] = {
-        "arch": sizes.arch, "batch_videos": sizes.batch, "rates": list(FFN_FRAMES), "crop": sizes.crop,
-        "bf16": train_step.precision == "bf16", "channels_last": context.on_cuda, "in_device": ceiling, "backends": {},
+        "arch": sizes.arch, "batch_videos": sizes.batch, "frames": list(FFN_FRAMES), "crop": sizes.crop,
+        "bf16": context.precision == "bf16", "channels_last": context.on_cuda, "in_device": ceiling, "backends": {},
     }  # fmt: skip
     for backend in BACKENDS:
         if DECODERS[backend].needs_cuda and not context.on_cuda:
@@ -410,17 +414,17 @@ def memory_at(context: Context, videos: int) -> dict[str, Any]:
     free, total = torch.cuda.mem_get_info(context.device)
     context_mib = (total - free - torch.cuda.memory_reserved(context.device)) / 2**20
     torch.cuda.reset_peak_memory_stats(context.device)
-    train_step = make_ffn_step(context, sizes.arch, NUM_CLASSES)
-    frames = {
-        rate: torch.randn(videos, rate, 3, sizes.crop, sizes.crop, device=context.device) for rate in FFN_FRAMES
+    train_step = ffn_training(context, sizes.arch, NUM_CLASSES)
+    videos_by_frames = {
+        frames: torch.randn(videos, frames, 3, sizes.crop, sizes.crop, device=context.device) for frames in FFN_FRAMES
     }
     labels = torch.randint(0, NUM_CLASSES, (videos,), device=context.device)
     for _ in range(3):
-        train_step(frames, labels)
+        train_step(videos_by_frames, labels)
     synchronize(context.device)
     allocated = torch.cuda.max_memory_allocated(context.device) / 2**20
     reserved = torch.cuda.max_memory_reserved(context.device) / 2**20
-    del train_step, frames, labels
+    del train_step, videos_by_frames, labels
     gc.collect()
     torch.cuda.empty_cache()
     footprint = context_mib + reserved
@@ -450,14 +454,6 @@ TRAIN_WEIGHT_DECAY = 0.05
 TRAIN_WARMUP_FRACTION = 0.1
 
 
-def learning_rate_at(progress: float) -> float:
-    """Linear warm-up over the first TRAIN_WARMUP_FRACTION of training, then cosine decay to zero."""
-    if progress < TRAIN_WARMUP_FRACTION:
-        return TRAIN_LR * max(progress, 0.01) / TRAIN_WARMUP_FRACTION
-    fraction = (progress - TRAIN_WARMUP_FRACTION) / (1.0 - TRAIN_WARMUP_FRACTION)
-    return TRAIN_LR * cosine_decay(min(1.0, fraction))
-
-
 def temporal_loader(context: Context, shards: Path, split: str, train: bool, batch: int) -> Any:
     """The real loader over the temporal shards (whole 32 px frames: no multi-scale crop, like the demo)."""
     size = context.sizes.temporal_size
@@ -470,12 +466,13 @@ def temporal_loader(context: Context, shards: Path, split: str, train: bool, bat
 def evaluate_accuracy(model: torch.nn.Module, loader: Any, context: Context) -> dict[str, float]:
     """Top-1 accuracy (a fraction) of every FFN branch on an evaluation loader, and the videos seen."""
     results = evaluate_networks({"ffn": model}, loader, FFN_FRAMES, context.device, context.precision)["ffn"]
-    accuracy: dict[str, float] = {str(count): results[count]["top1"] / 100.0 for count in FFN_FRAMES}
+    accuracy: dict[str, float] = {str(frames): results[frames]["top1"] / 100.0 for frames in FFN_FRAMES}
     return accuracy | {"videos": results[FFN_FRAMES[0]]["n"]}
 
 
 def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
-    """Section 6: TSM-FFN (tiny network, AdamW, cosine) on the temporal shards for about `seconds`."""
+    """Section 6: TSM-FFN (tiny network, AdamW, warm-up and cosine: engine's step and schedule) on the temporal
+    shards, stopped early when its share of the budget runs out (a smoke run, with no time allotted, runs them all)."""
     shards = context.need_shards("temporal")
     sizes = context.sizes
     train_loader = temporal_loader(context, shards, "train", True, sizes.train_batch)
@@ -484,27 +481,25 @@ def section_short_training(context: Context, seconds: float) -> dict[str, Any]:
     model = build_model("tiny", classes, trained_frames=FFN_FRAMES, dropout=0.0, channels_last=context.on_cuda)
     model = model.to(context.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
-    train_step = FfnStep(model, optimizer, context.device, context.precision)
+    schedule = LearningRateShape("cosine", len(train_loader), sizes.train_epochs,
+                                 TRAIN_WARMUP_FRACTION * sizes.train_epochs, [])
+    train_step = make_ffn_step(context, model, optimizer, schedule)
     planned = sizes.train_epochs * len(train_loader)
-    train_seconds = 0.8 * seconds
+    deadline = time.perf_counter() + 0.8 * seconds if seconds > 0 else float("inf")
     started = time.perf_counter()
-    steps, progress, losses = 0, 0.0, []
+    losses: list[float] = []
     batches = endless(train_loader)
-    for batch in batches:
-        time_progress = (time.perf_counter() - started) / train_seconds if train_seconds > 0 else 0.0
-        progress = max(steps / planned, time_progress)
-        if progress >= 1.0:
+    for batch in itertools.islice(batches, planned):
+        if time.perf_counter() > deadline:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(progress)
-        losses.append(float(train_step(batch["frames"], batch["label"].to(context.device))))
-        steps += 1
+        losses.append(float(train_step(batch["videos"], batch["label"])))
     batches.close()
     synchronize(context.device)
     train_elapsed = time.perf_counter() - started
+    steps = len(losses)
     eval_loader = temporal_loader(context, shards, "validation", False, sizes.eval_batch)
     accuracy = evaluate_accuracy(model, eval_loader, context)
-    mean_accuracy = float(np.mean([accuracy[str(rate)] for rate in FFN_FRAMES]))
+    mean_accuracy = float(np.mean([accuracy[str(frames)] for frames in FFN_FRAMES]))
     return {
         "arch": "tiny", "classes": classes, "chance": 1.0 / classes, "size": sizes.temporal_size,
         "batch_videos": sizes.train_batch, "steps": steps, "planned_steps": planned,

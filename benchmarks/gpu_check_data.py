@@ -1,7 +1,7 @@
 """The shards that ``benchmarks.gpu_check`` makes for itself, with numpy and Pillow only (no ffmpeg).
 
 The check must run where ffmpeg is not installed, so it does not use ``make synthetic`` / ``make shards``: it
-writes the shard format directly (``preprocess.shard_format.write_jpeg_split``):
+writes the shard format directly (``shard_format.write_jpeg_split``):
 
 - throughput shards: textured 427x240 frames (about 20-25 kB per JPEG at Pillow quality 90, like SSv2 frames),
   thousands of videos of 30-60 frames. To make them in seconds, a pool of distinct textured clips is rendered
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from preprocess.shard_format import write_jpeg_split
+from shard_format import write_jpeg_split
 from preprocess.synthetic import CLASS_TEMPLATES, clip_rng, plan_dataset, render_clip
 
 JPEG_QUALITY = 90
@@ -199,17 +199,16 @@ def make_temporal_shards(
 
 def select_samples(shards: Path, count: int, crop: int, seed: int, frames: Sequence[int]) -> list[Any]:
     """Read `count` videos of the train split and choose frames and crop boxes as the loader workers do."""
-    from data_pipeline.loader import PipelineConfig, select_sample
+    from data_pipeline.loader import select_sample
+    from data_pipeline.options import PipelineConfig
     from data_pipeline.stream import iterate_tar, read_split
 
-    config = PipelineConfig(
-        rates=tuple(frames), batch_size=count, train=True, decode_in_worker=False, crop_size=crop, seed=seed
-    )
+    config = PipelineConfig(frames=tuple(frames), batch_size=count, train=True, crop_size=crop, seed=seed)
     rng = np.random.default_rng([seed, 0x5E1])
     samples: list[Any] = []
     for entry in read_split(shards, "train"):
         for raw in iterate_tar(entry.path):
-            samples.append(select_sample(raw, entry.path, config, rng))
+            samples.append(select_sample(raw, entry.path, config, rng, check_headers=True))
             if len(samples) == count:
                 return samples
     return samples
@@ -258,7 +257,7 @@ class BatchDecoder:
         self.decoder = make_decoder(backend, device, max_frames)
 
     def __call__(self, samples: Sequence[Any]) -> dict[str, Any]:
-        """Decode, augment and collate `samples`: {"frames": {T: (B, T, 3, S, S)}, "label", "id", "views"}.
+        """Decode, augment and collate `samples`: {"videos": {T: (B, T, 3, S, S)}, "label", "id", "views"}.
 
         The loader's own batch path (the backend's `decode`, then `batch_on_device`, which normalises uint8 pixels
         on the device), so the timings are the training path's.

@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.gpu_check_data import dali_version
 from common.atomic import atomic_file, write_json_atomic
-from model import get_device
+from common.device import get_device
 
 JSON_NAME = "gpu_check.json"
 DEFAULT_BUDGET_S = 220.0

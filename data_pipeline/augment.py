@@ -41,6 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TEST_SCALE_NUMERATOR, TEST_SCALE_DENOMINATOR = 256, 224  # official scale_size = crop * 256 // 224
 TEST_CROP_COUNTS = (1, 3)
+DEFAULT_CROP_SIZE = 224  # the crop of every official protocol (train and test)
 # Frames normalised per step on the CPU: 4 frames of 224 x 224 are 2.4 MB of float, which stay in cache between
 # the conversion and the two arithmetic passes (faster than whole-batch passes, see benchmarks/bench_pipeline.py).
 CPU_NORMALISE_CHUNK_FRAMES = 4
@@ -187,7 +188,8 @@ def choose_boxes(
     flip: bool = False,
     test_crops: int = 1,
 ) -> list[CropBox]:
-    """Return the crop boxes of one video: one in training (shared by all its frames and rates), else the test crops.
+    """Return the crop boxes of one video: one in training (shared by all its frames and frame counts), else the test
+    crops.
 
     Parameters
     ----------
@@ -279,7 +281,7 @@ def crop_resize(frames: torch.Tensor, box: CropBox) -> torch.Tensor:
 
 
 def render_views(
-    frames: Sequence[torch.Tensor],
+    images: Sequence[torch.Tensor],
     boxes: Sequence[CropBox],
     positions: Sequence[dict[int, np.ndarray]],
     mean: torch.Tensor,
@@ -290,31 +292,32 @@ def render_views(
 
     Parameters
     ----------
-    frames : sequence of torch.Tensor
+    images : sequence of torch.Tensor
         The video's unique decoded frames, uint8 (3, H, W) each (each decoded once).
     boxes : sequence of CropBox
-        The spatial crops (one in training, shared by every frame and rate).
+        The spatial crops (one in training, shared by every frame and frame count).
     positions : sequence of dict
-        Per temporal clip, {rate: positions into `frames`} (see sampling.plan_frames).
+        Per temporal clip, {T: positions into `images`} (see sampling.plan_frames).
     mean, std : torch.Tensor
-        From `normalisation_tensors`, on the frames' device.
+        From `normalisation_tensors`, on the images' device.
     outputs : dict
-        {rate: (V, rate, 3, S, S)}, V = clips x crops, view = clip * crops + crop; filled in place. Float outputs
+        {T: (V, T, 3, S, S)}, V = clips x crops, view = clip * crops + crop; filled in place. Float outputs
         receive normalised values; uint8 outputs (CPU only) the resized 0-255 pixels, for `normalise_views` later
         (on the training device).
     """
     for clip_index, clip in enumerate(positions):
         needed, local_positions = clip_gathers(clip)
-        local = {rate: torch.as_tensor(indices, device=frames[0].device) for rate, indices in local_positions.items()}
+        local = {frames: torch.as_tensor(indices, device=images[0].device)
+                 for frames, indices in local_positions.items()}
         for crop_index, box in enumerate(boxes):
-            resized = resize(crop_frames(frames, needed, box), box)
+            resized = resize(crop_frames(images, needed, box), box)
             view = clip_index * len(boxes) + crop_index
-            for rate, rate_local in local.items():
-                target = outputs[rate][view]
+            for frames, gather in local.items():
+                target = outputs[frames][view]
                 if target.is_floating_point():
-                    normalise_into(target, resized.index_select(0, rate_local), mean, std)
+                    normalise_into(target, resized.index_select(0, gather), mean, std)
                 else:  # uint8 batch held channels-last (allocate_views): a plain gather, no reordering
-                    torch.index_select(resized.permute(0, 2, 3, 1), 0, rate_local, out=target.permute(0, 2, 3, 1))
+                    torch.index_select(resized.permute(0, 2, 3, 1), 0, gather, out=target.permute(0, 2, 3, 1))
 
 
 def normalise_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -328,14 +331,14 @@ def normalise_views(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
 
 
 def allocate_views(
-    rates: Sequence[int],
+    batch_frames: Sequence[int],
     videos: int,
     views: int,
     size: tuple[int, int],
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> dict[int, torch.Tensor]:
-    """Allocate the batch layout {rate: (videos * views, rate, 3, height, width)} of `dtype`.
+    """Allocate the batch layout {T: (videos * views, T, 3, height, width)} for every T of `batch_frames`.
 
     Float batches are contiguous. uint8 batches (the cpu backend's, normalised later by `normalise_views`) are
     (3, height, width) views of (height, width, 3) memory, the layout the CPU resize produces, so filling them is
@@ -345,15 +348,16 @@ def allocate_views(
     """
     channels_last = dtype == torch.uint8
     shapes = {
-        int(rate): (videos * views, int(rate), *size, 3) if channels_last else (videos * views, int(rate), 3, *size)
-        for rate in rates
+        int(frames): (videos * views, int(frames), *size, 3) if channels_last
+        else (videos * views, int(frames), 3, *size)
+        for frames in batch_frames
     }
     if torch.device(device).type == "cpu" and get_worker_info() is not None:
-        outputs = {rate: shared_empty(shape, dtype) for rate, shape in shapes.items()}
+        outputs = {frames: shared_empty(shape, dtype) for frames, shape in shapes.items()}
     else:
-        outputs = {rate: torch.empty(shape, device=device, dtype=dtype) for rate, shape in shapes.items()}
+        outputs = {frames: torch.empty(shape, device=device, dtype=dtype) for frames, shape in shapes.items()}
     if channels_last:
-        return {rate: tensor.permute(0, 1, 4, 2, 3) for rate, tensor in outputs.items()}
+        return {frames: tensor.permute(0, 1, 4, 2, 3) for frames, tensor in outputs.items()}
     return outputs
 
 
@@ -365,17 +369,17 @@ def shared_empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> 
 
 
 def video_views(
-    frames: Sequence[torch.Tensor],
+    images: Sequence[torch.Tensor],
     boxes: Sequence[CropBox],
     positions: Sequence[dict[int, np.ndarray]],
     mean: torch.Tensor,
     std: torch.Tensor,
 ) -> dict[int, torch.Tensor]:
-    """Return every view of one video, {rate: float (V, rate, 3, S, S)} (see `render_views`)."""
-    first = frames[0]
+    """Return every view of one video, {T: float (V, T, 3, S, S)} (see `render_views`)."""
+    first = images[0]
     outputs = allocate_views(
         list(positions[0].keys()), 1, len(boxes) * len(positions), (boxes[0].out_height, boxes[0].out_width),
         first.device,
     )  # fmt: skip
-    render_views(frames, boxes, positions, mean, std, outputs)
+    render_views(images, boxes, positions, mean, std, outputs)
     return outputs

@@ -2,7 +2,7 @@
 
 Every backend takes the same `SelectedSample` objects (the sampled JPEG bytes, the frame plan and the crop boxes)
 through one method, `decode(samples) -> (batch, replaced)`. It writes every video straight into the preallocated
-batch layout {rate: (B*V, T, 3, S, S)} and replaces each video with a corrupt JPEG by another good video of the
+batch layout {T: (B*V, T, 3, S, S)} and replaces each video with a corrupt JPEG by another good video of the
 batch (`finish_batch`), so batch sizes and counts never change.
 
 - cpu (`CpuDecoder`, runs in the loader workers): torchvision.io.decode_jpeg (PIL when it refuses a frame) and
@@ -70,7 +70,7 @@ class Decoder(Protocol):
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch: (batch, number of corrupt videos replaced by good ones of the batch).
 
-        The batch is {"frames": {rate: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}; frames are
+        The batch is {"videos": {T: (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}; frames are
         float normalised with the ImageNet mean/std, or uint8 pixels from an in-worker decoder built to hand them
         over.
         """
@@ -127,7 +127,7 @@ def log_corrupt(sample: SelectedSample, reason: Any) -> None:
 
 
 def batch_geometry(samples: Sequence[SelectedSample]) -> tuple[list[int], int, tuple[int, int]]:
-    """Return (rates, views per video, output size) of a batch."""
+    """Return (the frame counts of its layout, views per video, output size) of a batch."""
     first = samples[0]
     views = len(first.boxes) * len(first.plan.positions)
     return list(first.plan.positions[0].keys()), views, (first.boxes[0].out_height, first.boxes[0].out_width)
@@ -135,7 +135,7 @@ def batch_geometry(samples: Sequence[SelectedSample]) -> tuple[list[int], int, t
 
 def slot(outputs: dict[int, torch.Tensor], index: int, views: int) -> dict[int, torch.Tensor]:
     """The views of video `index` inside the batch layout (contiguous slices, written in place)."""
-    return {rate: tensor[index * views : (index + 1) * views] for rate, tensor in outputs.items()}
+    return {frames: tensor[index * views : (index + 1) * views] for frames, tensor in outputs.items()}
 
 
 class CpuDecoder:
@@ -175,9 +175,9 @@ class CpuDecoder:
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the CPU; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
+        batch_frames, views, size = batch_geometry(samples)
         dtype = torch.float32 if self.normalise else torch.uint8
-        outputs = allocate_views(rates, len(samples), views, size, dtype=dtype)
+        outputs = allocate_views(batch_frames, len(samples), views, size, dtype=dtype)
         samples = list(samples)
         good = [self._into(sample, slot(outputs, index, views)) for index, sample in enumerate(samples)]
         if not any(good) and self.fallback is not None and self._into(self.fallback, slot(outputs, 0, views)):
@@ -222,7 +222,7 @@ def finish_batch(
         for tensor in outputs.values():
             tensor[index * views : (index + 1) * views].copy_(tensor[donor * views : (donor + 1) * views])
     batch = {
-        "frames": outputs,
+        "videos": outputs,
         "label": torch.tensor([sample.label for sample in chosen], dtype=torch.long),
         "id": [sample.video_id for sample in chosen],
         "views": views,
@@ -306,8 +306,8 @@ class TorchvisionDecoder:
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        batch_frames, views, size = batch_geometry(samples)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         good = []
         for index, (sample, frames) in enumerate(zip(samples, self._decode_videos(samples))):
             if frames is None:
@@ -325,7 +325,7 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
     Returns
     -------
     (list, dict)
-        The flat entries (video index, frame position in the video's jpegs, crop box) and, per rate, the flat
+        The flat entries (video index, frame position in the video's jpegs, crop box) and, per frame count, the flat
         index arrays of each output view, in batch order (video-major, then clip, then crop).
     """
     entries: list[tuple[int, int, Any]] = []
@@ -336,8 +336,8 @@ def dali_layout(samples: Sequence[SelectedSample]) -> tuple[list[tuple[int, int,
             for box in sample.boxes:
                 base = len(entries)
                 entries.extend((video_index, int(position), box) for position in needed)
-                for rate, rate_local in local.items():
-                    gathers.setdefault(rate, []).append(base + rate_local)
+                for frames, gather in local.items():
+                    gathers.setdefault(frames, []).append(base + gather)
     return entries, gathers
 
 
@@ -405,7 +405,7 @@ class DaliDecoder:
         return dali_to_torch(output, self.device)
 
     def _good_views(self, samples: Sequence[SelectedSample]) -> tuple[list[int], dict[int, torch.Tensor] | None]:
-        """Run DALI on the videos that pass the header check: (their batch indices, {rate: (G*V, T, 3, S, S)})."""
+        """Run DALI on the videos that pass the header check: (their batch indices, {T: (G*V, T, 3, S, S)})."""
         bad = find_corrupt_headers(samples)
         good_indices = [index for index in range(len(samples)) if index not in bad]
         if not good_indices:
@@ -414,27 +414,27 @@ class DaliDecoder:
         entries, gathers = dali_layout(good)
         flat = self.run_flat(entries, good)
         views = {
-            rate: flat.index_select(0, torch.as_tensor(np.concatenate(indices), device=flat.device)).view(
-                -1, rate, *flat.shape[1:]
+            frames: flat.index_select(0, torch.as_tensor(np.concatenate(indices), device=flat.device)).view(
+                -1, frames, *flat.shape[1:]
             )
-            for rate, indices in gathers.items()
+            for frames, indices in gathers.items()
         }
         return good_indices, views
 
     def decode(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """Decode and augment a batch into the batch layout on the device; (batch, videos replaced)."""
-        rates, views, size = batch_geometry(samples)
+        batch_frames, views, size = batch_geometry(samples)
         try:
             good_indices, good_views = self._good_views(samples)
         except RuntimeError:
             return self._batch_one_by_one(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         if good_views is not None:
             slots = torch.as_tensor(
                 [index * views + view for index in good_indices for view in range(views)], device=self.device
             )
-            for rate, tensor in good_views.items():
-                outputs[rate].index_copy_(0, slots, tensor)
+            for frames, tensor in good_views.items():
+                outputs[frames].index_copy_(0, slots, tensor)
         good = [index in good_indices for index in range(len(samples))]
         for index, flag in enumerate(good):
             if not flag:
@@ -443,8 +443,8 @@ class DaliDecoder:
 
     def _batch_one_by_one(self, samples: Sequence[SelectedSample]) -> tuple[dict[str, Any], int]:
         """After a DALI error: decode video by video, replacing those that fail."""
-        rates, views, size = batch_geometry(samples)
-        outputs = allocate_views(rates, len(samples), views, size, self.device)
+        batch_frames, views, size = batch_geometry(samples)
+        outputs = allocate_views(batch_frames, len(samples), views, size, self.device)
         good = []
         for index, sample in enumerate(samples):
             video = self._video_or_none(sample)
@@ -452,8 +452,8 @@ class DaliDecoder:
             if video is None:
                 log_corrupt(sample, "DALI could not decode it")
                 continue
-            for rate, tensor in video.items():
-                outputs[rate][index * views : (index + 1) * views].copy_(tensor)
+            for frames, tensor in video.items():
+                outputs[frames][index * views : (index + 1) * views].copy_(tensor)
         return finish_batch(samples, outputs, good, views)
 
     def _video_or_none(self, sample: SelectedSample) -> dict[int, torch.Tensor] | None:

@@ -1,4 +1,5 @@
-"""build_loader: the one entry point train.py and evaluate.py use; `PipelineConfig` defines its options once.
+"""build_loader: the one entry point train.py and evaluate.py use; `PipelineConfig` (data_pipeline.options) defines
+its options once.
 
 Loader workers (torch DataLoader over an IterableDataset) read their shards, sample frame indices and crop boxes,
 slice out the sampled JPEG bytes, shuffle compressed samples and cut batches. What decodes them is the loader's
@@ -8,18 +9,18 @@ uint8 batch (a quarter of the bytes of float; pinned when CUDA is available). A 
 (jpeg_header), and decodes it on the device in a background thread on its own CUDA stream that runs `prefetch`
 batches ahead (data_pipeline.prefetch).
 
-Batch contract: every batch the loader yields has its frames on the loader's device (`VideoLoader.device`),
-float and normalised with the ImageNet mean/std; uint8 pixels from the workers are moved and normalised there
-(augment.normalise_views). The caller needs no `.to(device)` of its own.
+Batch contract: every batch the loader yields has its videos and labels on the loader's device
+(`VideoLoader.device`), the videos float and normalised with the ImageNet mean/std; uint8 pixels from the workers
+are moved and normalised there (augment.normalise_views). The caller needs no `.to(device)` of its own.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-import copy
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,12 @@ from data_pipeline.augment import choose_boxes, normalisation_tensors, normalise
 from data_pipeline.decode import Decoder, choose_backend, make_decoder
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
+from data_pipeline.options import LOADER_OPTIONS, PipelineConfig
 from data_pipeline.prefetch import DEFAULT_PREFETCH, prefetch_outputs
-from data_pipeline.sampling import check_sampling, check_short_video, plan_frames
+from data_pipeline.sampling import plan_frames
 from data_pipeline.stream import (
     SelectedSample,
     ShardEntry,
-    TAR_READERS,
     ShuffleBuffer,
     Slot,
     assign,
@@ -46,15 +47,14 @@ from data_pipeline.stream import (
     read_pieces,
     read_split,
     shard_order,
-    slice_frames,
     train_batches_per_rank,
     train_dropped_per_rank,
     train_pieces,
     worker_quota,
 )
+from shard_format import slice_frames
 
 LOGGER = logging.getLogger(__name__)
-DEFAULT_SHUFFLE_BUFFER = 256
 WORKER_TORCH_THREADS = 1
 WORKER_STREAM = 0xF7A  # separates each worker's sampling/crop/shuffle random stream from the shard order
 STATS_KEYS = (
@@ -62,128 +62,40 @@ STATS_KEYS = (
 )
 
 
-@dataclass
-class PipelineConfig:
-    """The loader's options, defined once: build_loader's keywords, and what every worker gets (picklable).
+@dataclass(frozen=True)
+class EpochPlan:
+    """What the loader decides for one pass over a split (not options): every worker gets it.
 
     Attributes
     ----------
-    rates : tuple of int
-        Frame counts per video (one for vanilla TSM).
-    batch_size : int
-        Videos per batch on this rank.
-    train : bool
-        Training (shuffle, augmentation, equal full batches on every rank) or evaluation (every video once).
-    decode : str
-        A backend of data_pipeline.decode.DECODERS ("dali", "torchvision", "cpu") or "auto"
-        (data_pipeline.decode.choose_backend).
-    device : torch.device or str, optional
-        Where batches arrive (default: model.device.get_device() rules: CUDA, MPS, CPU).
-    num_workers : int
-        DataLoader workers per rank (0: in the main process).
-    seed : int
-        Base seed; with the epoch it fixes shard order, shuffle, sampling and crops.
-    sampling, short_video : str
-        See data_pipeline.sampling.
-    crop_size, test_resize, multi_scale, flip, test_crops, test_clips
-        See data_pipeline.augment.choose_boxes and sampling.plan_frames (training always uses one crop, one clip).
-    shuffle_buffer : int
-        Compressed samples held per worker for shuffling (training).
-    rank, world_size : int, optional
-        Default from torch.distributed when initialised, else 0 and 1.
-    prefetch : int, optional
-        Main-process decoders: batches decoded ahead in a background thread on a side CUDA stream, overlapping
-        decode with training (default data_pipeline.prefetch.DEFAULT_PREFETCH; 0: decode in the caller's
-        thread). Ignored by in-worker decoders (their workers already run ahead).
-    tar_reader : str
-        "lean" (data_pipeline.tar_reader, the default) or "webdataset" (WebDataset's tarfile-based iterator; the
-        same samples, slower; a fallback should a shard written by another tool trip the lean reader).
-    keep_freed_memory : bool
-        Let malloc keep freed batch-sized blocks of this process for reuse (data_pipeline.host_memory; glibc
-        only), set when iteration starts: the float batches (and, on the CPU, the training step's own large
-        tensors) then reuse warm pages instead of faulting in fresh ones; the process keeps its peak heap.
-    decode_in_worker, epoch, batches_per_rank
-        Set by the loader, not options: whether the workers decode (the decoder's `in_worker`; else they check
-        JPEG headers), the epoch (`VideoLoader.set_epoch`) and the exact training batches per rank.
+    epoch : int
+        The epoch (`VideoLoader.set_epoch`): with the seed it fixes shard order, shuffle, sampling and crops.
+    batches_per_rank : int
+        Training: the exact full batches each rank yields this epoch (0 in evaluation).
     """
 
-    rates: tuple[int, ...] = (4, 8, 16)
-    batch_size: int = 8
-    train: bool = True
-    decode: str = "auto"
-    device: torch.device | str | None = None
-    num_workers: int = 4
-    seed: int = 0
-    sampling: str = "independent"
-    short_video: str = "official"
-    crop_size: int = 224
-    test_resize: int | None = None
-    multi_scale: bool = True
-    flip: bool = False
-    test_crops: int = 1
-    test_clips: int = 1
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
-    rank: int | None = None
-    world_size: int | None = None
-    prefetch: int | None = None
-    tar_reader: str = "lean"
-    keep_freed_memory: bool = True
-    decode_in_worker: bool = True
     epoch: int = 0
     batches_per_rank: int = 0
 
-    def __post_init__(self) -> None:
-        """Check the options (ValueError naming the fix), fill rank and world_size, fix the types."""
-        check_options(self)
-        self.rank, self.world_size = distributed_defaults(self.rank, self.world_size)
-        self.rates = tuple(int(rate) for rate in self.rates)
-        self.batch_size, self.seed, self.crop_size = int(self.batch_size), int(self.seed), int(self.crop_size)
-        self.train, self.shuffle_buffer = bool(self.train), int(self.shuffle_buffer)
-        self.test_crops = 1 if self.train else int(self.test_crops)
-        self.test_clips = 1 if self.train else int(self.test_clips)
 
-    @property
-    def worker_slots(self) -> int:
-        """Workers sharing this rank's work (1 when loading in the main process)."""
-        return max(1, self.num_workers)
-
-
-LOADER_SET = ("decode_in_worker", "epoch", "batches_per_rank")
-LOADER_OPTIONS = tuple(option.name for option in fields(PipelineConfig) if option.name not in LOADER_SET)
-
-
-def check_options(config: PipelineConfig) -> None:
-    """Raise ValueError with the fix for invalid options."""
-    if not config.rates or any(int(rate) < 1 for rate in config.rates):
-        raise ValueError(f"rates={tuple(config.rates)}; pass positive frame counts, e.g. (4, 8, 16)")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size={config.batch_size}; use at least 1")
-    check_sampling(config.sampling)
-    check_short_video(config.short_video, config.train)
-    if config.crop_size < 1:
-        raise ValueError(f"crop_size={config.crop_size}; use a positive size")
-    if config.tar_reader not in TAR_READERS:
-        raise ValueError(f"tar_reader={config.tar_reader!r}; use one of {TAR_READERS}")
-    if config.prefetch is not None and config.prefetch < 0:
-        raise ValueError(f"prefetch={config.prefetch}; use 0 (off) or a positive queue depth")
-
-
-def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator) -> SelectedSample:
+def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator,
+                  check_headers: bool = False) -> SelectedSample:
     """Parse a raw sample, sample its frame indices and crop boxes, and keep only the needed JPEG bytes.
 
-    For a main-process decoder (config.decode_in_worker False) every kept JPEG's header is checked here, in the
-    worker, and the verdict stored as `header_ok`, so the main process never parses headers.
+    For a main-process decoder (`check_headers`) every kept JPEG's header is checked here, in the worker, and the
+    verdict stored as `header_ok`, so the main process never parses headers.
     """
     meta = parse_meta(raw, shard)
     return select_frames(
         str(meta["id"]), int(meta["label"]), int(meta["num_frames"]), int(meta["width"]), int(meta["height"]),
-        lambda indices: slice_frames(raw["frames"], meta, indices), config, rng,
+        lambda indices: slice_frames(raw["frames"], meta, indices), config, rng, check_headers,
     )  # fmt: skip
 
 
 def select_frames(
     video_id: str, label: int, num_frames: int, width: int, height: int,
     frame_bytes: Callable[[np.ndarray], list[bytes]], config: PipelineConfig, rng: np.random.Generator,
+    check_headers: bool = False,
 ) -> SelectedSample:
     """Sample one video's frame indices and crop boxes (in that order) and keep the JPEG bytes of those frames.
 
@@ -196,12 +108,14 @@ def select_frames(
     frame_bytes : callable
         Returns the JPEG bytes of the given frame indices.
     config : PipelineConfig
-        The sampling and crop options; `decode_in_worker` False checks every kept JPEG's header here.
+        The sampling and crop options.
     rng : numpy.random.Generator
         Training randomness (evaluation draws nothing).
+    check_headers : bool
+        Check every kept JPEG's header here (for a main-process decoder).
     """  # fmt: skip
     plan = plan_frames(
-        num_frames, config.rates, config.train, rng, config.sampling, config.short_video, config.test_clips
+        num_frames, config.frames, config.train, rng, config.sampling, config.short_video, config.test_clips
     )
     boxes = choose_boxes(
         width, height, config.train, config.crop_size, config.test_resize, rng, config.multi_scale, config.flip,
@@ -210,7 +124,7 @@ def select_frames(
     jpegs = frame_bytes(plan.unique)
     return SelectedSample(
         video_id=video_id, label=label, width=width, height=height, jpegs=jpegs, plan=plan, boxes=boxes,
-        header_ok=None if config.decode_in_worker else headers_fit(jpegs, width, height),
+        header_ok=headers_fit(jpegs, width, height) if check_headers else None,
     )
 
 
@@ -229,10 +143,9 @@ def decode_one_video(
     """
     if not jpegs:
         raise ValueError(f"video {video_id!r} has no frame")
-    config = replace(config, decode_in_worker=decoder.in_worker)
     sample = select_frames(
         video_id, -1, len(jpegs), int(width), int(height), lambda indices: [jpegs[index] for index in indices],
-        config, np.random.default_rng([config.seed, config.epoch, 0, WORKER_STREAM]),
+        config, np.random.default_rng([config.seed, 0, 0, WORKER_STREAM]), check_headers=not decoder.in_worker,
     )  # fmt: skip
     batch, _ = decoder.decode([sample])
     return batch_on_device(batch, resolve_device(config.device))
@@ -246,18 +159,22 @@ class ShardVideoDataset(IterableDataset):
     entries : sequence of ShardEntry
         The split's shards.
     config : PipelineConfig
-        The worker configuration (its decode_in_worker is set here from `decoder`).
+        The loader's options.
+    plan : EpochPlan
+        The epoch and the exact training batches per rank.
     decoder : Decoder, optional
         An in-worker decoder: each batch is decoded in the worker. None: the worker yields the selected samples
         (JPEG headers checked) for a main-process decoder.
     """
 
-    def __init__(self, entries: Sequence[ShardEntry], config: PipelineConfig, decoder: Decoder | None = None) -> None:
+    def __init__(self, entries: Sequence[ShardEntry], config: PipelineConfig, plan: EpochPlan,
+                 decoder: Decoder | None = None) -> None:
         super().__init__()
         if decoder is not None and not decoder.in_worker:
             raise ValueError(f"the {decoder.name} decoder runs in the main process, not in the loader workers")
         self.entries = list(entries)
-        self.config = replace(config, decode_in_worker=decoder is not None)
+        self.config = config
+        self.plan = plan
         self.decoder = decoder
 
     def _slot(self) -> Slot:
@@ -270,15 +187,15 @@ class ShardVideoDataset(IterableDataset):
         """Yield this slot's samples, frames selected: training, its exact share of the epoch; evaluation, all."""
         if self.config.train:
             pieces = train_pieces(
-                self.entries, slot, self.config.batch_size, self.config.batches_per_rank, self.config.seed,
-                self.config.epoch,
+                self.entries, slot, self.config.batch_size, self.plan.batches_per_rank, self.config.seed,
+                self.plan.epoch,
             )  # fmt: skip
             samples = read_pieces(self.entries, pieces, self.config.tar_reader)
         else:
-            order = shard_order(len(self.entries), self.config.seed, self.config.epoch, shuffle=False)
+            order = shard_order(len(self.entries), self.config.seed, self.plan.epoch, shuffle=False)
             samples = read_assigned(self.entries, assign(self.entries, slot, order), self.config.tar_reader)
         for raw, shard in samples:
-            yield select_sample(raw, shard, self.config, rng)
+            yield select_sample(raw, shard, self.config, rng, check_headers=self.decoder is None)
 
     def _shuffled(self, samples: Iterator[SelectedSample], rng: np.random.Generator) -> Iterator[SelectedSample]:
         """Pass samples through the compressed shuffle buffer (training only)."""
@@ -294,7 +211,7 @@ class ShardVideoDataset(IterableDataset):
 
     def _groups(self, slot: Slot, rng: np.random.Generator) -> Iterator[list[SelectedSample]]:
         """Cut batches: the worker's exact quota of full batches in training, all samples once in evaluation."""
-        quota = worker_quota(self.config.batches_per_rank, slot.worker, slot.num_workers) if self.config.train else None
+        quota = worker_quota(self.plan.batches_per_rank, slot.worker, slot.num_workers) if self.config.train else None
         if quota == 0:
             return
         group: list[SelectedSample] = []
@@ -314,7 +231,7 @@ class ShardVideoDataset(IterableDataset):
         slot = self._slot()
         if get_worker_info() is not None:
             torch.set_num_threads(WORKER_TORCH_THREADS)
-        rng = np.random.default_rng([self.config.seed, self.config.epoch, slot.index, WORKER_STREAM])
+        rng = np.random.default_rng([self.config.seed, self.plan.epoch, slot.index, WORKER_STREAM])
         decoder = copy.copy(self.decoder)  # each pass starts without a previous pass's fallback video
         for group in self._groups(slot, rng):
             stats = {
@@ -332,24 +249,25 @@ class ShardVideoDataset(IterableDataset):
 def batch_on_device(
     batch: dict[str, Any], device: torch.device, normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> dict[str, Any]:
-    """Bring a decoded batch's frames onto `device` (a no-op where they are), uint8 pixels normalised there.
+    """Bring a decoded batch's videos and labels onto `device` (a no-op where they are), uint8 pixels normalised there.
 
     The loader's last step for every decoder, so any `Decoder.decode` output becomes the float, normalised batch
     on the device; the batch is updated in place and returned. `normalisation` is
-    augment.normalisation_tensors(device), made when omitted.
+    augment.normalisation_tensors(device), made when omitted. This is the one place a batch moves to its device.
     """
     pixels = holds_pixels(batch)
-    frames = {rate: tensor.to(device, non_blocking=True) for rate, tensor in batch["frames"].items()}
+    videos_by_frames = {frames: videos.to(device, non_blocking=True) for frames, videos in batch["videos"].items()}
     if pixels:
         mean, std = normalisation if normalisation is not None else normalisation_tensors(device)
-        frames = {rate: normalise_views(tensor, mean, std) for rate, tensor in frames.items()}
-    batch["frames"] = frames
+        videos_by_frames = {frames: normalise_views(videos, mean, std) for frames, videos in videos_by_frames.items()}
+    batch["videos"] = videos_by_frames
+    batch["label"] = batch["label"].to(device, non_blocking=True)
     return batch
 
 
 def holds_pixels(batch: dict[str, Any]) -> bool:
-    """True when a batch's frames are uint8 pixels, still to be normalised."""
-    return any(tensor.dtype == torch.uint8 for tensor in batch["frames"].values())
+    """True when a batch's videos are uint8 pixels, still to be normalised."""
+    return any(videos.dtype == torch.uint8 for videos in batch["videos"].values())
 
 
 def worker_start_method() -> str | None:
@@ -359,18 +277,6 @@ def worker_start_method() -> str | None:
     workers the same way.
     """
     return "fork" if sys.platform.startswith("linux") else None
-
-
-def distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Return (rank, world_size): the given values, else torch.distributed's when initialised, else (0, 1)."""
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if rank is None:
-        rank = torch.distributed.get_rank() if initialised else 0
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if initialised else 1
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    return rank, world_size
 
 
 @dataclass
@@ -385,12 +291,9 @@ class VideoLoader:
     entries: list[ShardEntry]
     config: PipelineConfig
     decoder: Decoder
+    plan: EpochPlan = EpochPlan()
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
     normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def __post_init__(self) -> None:
-        """Record in the configuration whether the workers decode (the decoder's `in_worker`)."""
-        self.config = replace(self.config, decode_in_worker=self.decoder.in_worker)
 
     @property
     def backend(self) -> str:
@@ -416,12 +319,12 @@ class VideoLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
-        self.config = replace(self.config, epoch=int(epoch))
+        self.plan = replace(self.plan, epoch=int(epoch))
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (exact; in evaluation each worker's last batch may be partial)."""
         if self.config.train:
-            return self.config.batches_per_rank
+            return self.plan.batches_per_rank
         return eval_batches_per_rank(
             self.entries, self.config.rank, self.config.world_size, self.config.worker_slots, self.config.batch_size
         )
@@ -434,7 +337,7 @@ class VideoLoader:
     def _data_loader(self) -> DataLoader:
         """A fresh DataLoader for the current epoch."""
         return DataLoader(
-            ShardVideoDataset(self.entries, self.config, self.decoder if self.decoder.in_worker else None),
+            ShardVideoDataset(self.entries, self.config, self.plan, self.decoder if self.decoder.in_worker else None),
             batch_size=None,
             num_workers=self.config.num_workers,
             pin_memory=self.pin_memory,
@@ -503,7 +406,7 @@ class VideoLoader:
 
 
 def build_loader(shards: str | Path, split: str = "train", *args: Any, **options: Any) -> VideoLoader:
-    """Build the streaming multi-rate video loader of one rank.
+    """Build the streaming multi-frame-count video loader of one rank.
 
     Parameters
     ----------
@@ -512,13 +415,13 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
     split : str
         "train", "validation" or "test".
     *args, **options
-        The options of `PipelineConfig` (its attributes list them with their defaults), by keyword; rates and
-        batch_size may also come positionally, in that order.
+        The options of `PipelineConfig` (data_pipeline.options: its attributes list them with their defaults), by
+        keyword; frames and batch_size may also come positionally, in that order.
 
     Returns
     -------
     VideoLoader
-        Iterable of {"frames": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}, the
+        Iterable of {"videos": {T: float (B*V, T, 3, S, S)}, "label": long (B,), "id": list, "views": V}, the
         frames on the loader's device.
 
     Raises
@@ -534,7 +437,7 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
     backend = choose_backend(config.decode, device)
     entries = read_split(shards, split)
     batches = train_batches_per_rank(entries, config.world_size, config.batch_size) if config.train else 0
-    config = replace(config, decode=backend, device=device, batches_per_rank=batches)
+    config = replace(config, decode=backend, device=device)
     if config.train and batches == 0:
         raise ValueError(
             f"{shards}: {sum(e.num_samples for e in entries)} {split} videos give no full batch of "
@@ -548,14 +451,14 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
             config.world_size * config.worker_slots,
         )  # fmt: skip
     views = config.test_crops * config.test_clips
-    decoder = make_decoder(backend, device, max_frames=config.batch_size * views * sum(config.rates))
-    return VideoLoader(entries, config, decoder)
+    decoder = make_decoder(backend, device, max_frames=config.batch_size * views * sum(config.frames))
+    return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches))
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """The given device, else model.device.get_device() (CUDA, then MPS, then CPU)."""
+    """The given device, else common.device.get_device() (CUDA, then MPS, then CPU)."""
     if device is None:
-        from model.device import get_device
+        from common.device import get_device
 
         device = get_device()
     return torch.device(device)

@@ -16,7 +16,7 @@ short-video branch): at test time every video, short or not, takes ``int(tick * 
 for the second clip of ``twice_sample``), with the official float arithmetic. Training refuses it (ValueError).
 
 FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour) samples every
-rate on its own; ``sampling="nested"`` samples only the largest rate and takes the smaller ones out of it
+frame count on its own; ``sampling="nested"`` samples only the largest count and takes the smaller ones out of it
 (position ``floor((j + u) * T_max / T)`` of the largest set), so a video decodes at most ``T_max`` frames.
 """
 
@@ -41,27 +41,27 @@ def check_short_video(short_video: str, train: bool = False) -> None:
 
 
 def check_sampling(sampling: str) -> None:
-    """Raise ValueError for an unknown multi-rate sampling mode."""
+    """Raise ValueError for an unknown multi-frame-count sampling mode."""
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling={sampling!r}; use one of {SAMPLING_MODES}")
 
 
-def _spread(num_frames: int, num_segments: int, fractions: np.ndarray) -> np.ndarray:
+def _spread(num_frames: int, frames: int, fractions: np.ndarray) -> np.ndarray:
     """Return ``floor((i + fraction_i) * n / T)``: indices spread evenly over a short video."""
-    positions = (np.arange(num_segments) + fractions) * num_frames / num_segments
+    positions = (np.arange(frames) + fractions) * num_frames / frames
     return np.minimum(np.floor(positions).astype(np.int64), num_frames - 1)
 
 
 def train_indices(
-    num_frames: int, num_segments: int, rng: np.random.Generator, short_video: str = "official"
+    num_frames: int, frames: int, rng: np.random.Generator, short_video: str = "official"
 ) -> np.ndarray:
-    """Sample ``num_segments`` training indices: a random frame in each of T equal segments (TSN).
+    """Sample ``frames`` training indices: a random frame in each of T equal segments (TSN).
 
     Parameters
     ----------
     num_frames : int
         Frames in the video (at least 1).
-    num_segments : int
+    frames : int
         Frames to sample (T).
     rng : numpy.random.Generator
         Source of randomness.
@@ -74,17 +74,17 @@ def train_indices(
         int64 indices, shape (T,), non-decreasing, each in [0, num_frames).
     """
     check_short_video(short_video, train=True)
-    segment_length = num_frames // num_segments
+    segment_length = num_frames // frames
     if segment_length > 0:
-        starts = np.arange(num_segments, dtype=np.int64) * segment_length
-        return starts + rng.integers(0, segment_length, size=num_segments)
+        starts = np.arange(frames, dtype=np.int64) * segment_length
+        return starts + rng.integers(0, segment_length, size=frames)
     if short_video == "spread":
-        return _spread(num_frames, num_segments, np.full(num_segments, rng.random()))
-    return np.zeros(num_segments, dtype=np.int64)
+        return _spread(num_frames, frames, np.full(frames, rng.random()))
+    return np.zeros(frames, dtype=np.int64)
 
 
 def eval_indices(
-    num_frames: int, num_segments: int, short_video: str = "official", clip_fraction: float = EVAL_CLIP_CENTRE
+    num_frames: int, frames: int, short_video: str = "official", clip_fraction: float = EVAL_CLIP_CENTRE
 ) -> np.ndarray:
     """Return the test indices: segment centres (``clip_fraction=0.5``) or another fixed point of each segment.
 
@@ -92,7 +92,7 @@ def eval_indices(
     ----------
     num_frames : int
         Frames in the video (at least 1).
-    num_segments : int
+    frames : int
         Frames to sample (T).
     short_video : str
         "official" (every index 0 when ``num_frames <= T``, FFN's and TSM's validation), "spread", or "segments"
@@ -107,18 +107,18 @@ def eval_indices(
         int64 indices, shape (T,).
     """
     check_short_video(short_video)
-    if num_frames > num_segments or short_video == "segments":
-        tick = num_frames / num_segments  # clip_fraction 0.5 gives the official int(tick / 2.0 + tick * i) exactly
-        positions = [int(tick * clip_fraction + tick * index) for index in range(num_segments)]
+    if num_frames > frames or short_video == "segments":
+        tick = num_frames / frames  # clip_fraction 0.5 gives the official int(tick / 2.0 + tick * i) exactly
+        positions = [int(tick * clip_fraction + tick * index) for index in range(frames)]
         return np.minimum(np.asarray(positions, dtype=np.int64), num_frames - 1)
     if short_video == "spread":
-        return _spread(num_frames, num_segments, np.full(num_segments, clip_fraction))
-    return np.zeros(num_segments, dtype=np.int64)
+        return _spread(num_frames, frames, np.full(frames, clip_fraction))
+    return np.zeros(frames, dtype=np.int64)
 
 
 def sample_indices(
     num_frames: int,
-    num_segments: int,
+    frames: int,
     train: bool,
     rng: np.random.Generator | None = None,
     short_video: str = "official",
@@ -131,35 +131,35 @@ def sample_indices(
     ValueError
         If the video has no frame, T < 1, or a training call has no rng.
     """
-    if num_frames < 1 or num_segments < 1:
-        raise ValueError(f"need num_frames >= 1 and num_segments >= 1, got {num_frames} and {num_segments}")
+    if num_frames < 1 or frames < 1:
+        raise ValueError(f"need num_frames >= 1 and frames >= 1, got {num_frames} and {frames}")
     if train:
         if rng is None:
             raise ValueError("training sampling needs an rng")
-        return train_indices(num_frames, num_segments, rng, short_video)
-    return eval_indices(num_frames, num_segments, short_video, clip_fraction)
+        return train_indices(num_frames, frames, rng, short_video)
+    return eval_indices(num_frames, frames, short_video, clip_fraction)
 
 
 def nested_positions(
-    largest: int, num_segments: int, train: bool, rng: np.random.Generator | None = None
+    largest: int, frames: int, train: bool, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Return the positions inside the largest rate's index set that a smaller rate takes in `nested` mode.
+    """Return the positions inside the largest frame count's index set that a smaller one takes in `nested` mode.
 
-    The largest set is cut into ``num_segments`` equal groups; training takes a random member of each group,
+    The largest set is cut into ``frames`` equal groups; training takes a random member of each group,
     test the middle one (``floor((j + 0.5) * largest / T)``).
     """
     if train:
         if rng is None:
             raise ValueError("training sampling needs an rng")
-        fractions = rng.random(num_segments)
+        fractions = rng.random(frames)
     else:
-        fractions = np.full(num_segments, EVAL_CLIP_CENTRE)
-    return _spread(largest, num_segments, fractions)
+        fractions = np.full(frames, EVAL_CLIP_CENTRE)
+    return _spread(largest, frames, fractions)
 
 
-def multi_rate_indices(
+def indices_by_frames(
     num_frames: int,
-    rates: Sequence[int],
+    requested_frames: Sequence[int],
     train: bool,
     rng: np.random.Generator | None = None,
     sampling: str = "independent",
@@ -172,14 +172,15 @@ def multi_rate_indices(
     ----------
     num_frames : int
         Frames in the video.
-    rates : sequence of int
+    requested_frames : sequence of int
         Frame counts, e.g. (4, 8, 16).
     train : bool
         Training (random) or test (deterministic) sampling.
     rng : numpy.random.Generator, optional
         Needed when training.
     sampling : str
-        "independent" (official: every rate on its own) or "nested" (smaller rates taken out of the largest).
+        "independent" (official: every frame count on its own) or "nested" (smaller counts taken out of the
+        largest).
     short_video : str
         "official" or "spread".
     clip_fraction : float
@@ -188,22 +189,19 @@ def multi_rate_indices(
     Returns
     -------
     dict
-        {rate: int64 indices of shape (rate,)}.
+        {T: int64 indices of shape (T,)} for every T of `requested_frames`.
     """
     check_sampling(sampling)
-    if not rates:
-        raise ValueError("rates is empty; pass at least one frame count, e.g. (16,)")
-    if sampling == "independent" or len(rates) == 1:
-        return {
-            int(rate): sample_indices(num_frames, int(rate), train, rng, short_video, clip_fraction) for rate in rates
-        }
-    largest = int(max(rates))
+    if not requested_frames:
+        raise ValueError("requested_frames is empty; pass at least one frame count, e.g. (16,)")
+    requested = [int(frames) for frames in requested_frames]
+    if sampling == "independent" or len(requested) == 1:
+        return {frames: sample_indices(num_frames, frames, train, rng, short_video, clip_fraction)
+                for frames in requested}
+    largest = max(requested)
     base = sample_indices(num_frames, largest, train, rng, short_video, clip_fraction)
-    result = {}
-    for rate in rates:
-        rate = int(rate)
-        result[rate] = base if rate == largest else base[nested_positions(largest, rate, train, rng)]
-    return result
+    return {frames: base if frames == largest else base[nested_positions(largest, frames, train, rng)]
+            for frames in requested}
 
 
 def eval_clip_fractions(num_clips: int) -> list[float]:
@@ -215,14 +213,14 @@ def eval_clip_fractions(num_clips: int) -> list[float]:
 
 @dataclass
 class FramePlan:
-    """The frames one video needs: the unique indices to decode and, per view and rate, positions into them.
+    """The frames one video needs: the unique indices to decode and, per view and frame count, positions into them.
 
     Attributes
     ----------
     unique : numpy.ndarray
         Sorted unique frame indices to decode (each decoded once per video).
     positions : list of dict
-        One dict per temporal clip: {rate: int64 positions into `unique`, shape (rate,)}.
+        One dict per temporal clip: {T: int64 positions into `unique`, shape (T,)}.
     """
 
     unique: np.ndarray
@@ -230,30 +228,33 @@ class FramePlan:
 
 
 def clip_gathers(clip: dict[int, np.ndarray]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Return the sorted positions one clip of a FramePlan needs and, per rate, where its frames sit among them."""
+    """Return the sorted positions one clip of a FramePlan needs and, per frame count, where its frames sit among
+    them."""
     needed = np.unique(np.concatenate(list(clip.values())))
-    return needed, {rate: np.searchsorted(needed, rate_positions) for rate, rate_positions in clip.items()}
+    return needed, {frames: np.searchsorted(needed, positions) for frames, positions in clip.items()}
 
 
 def plan_frames(
     num_frames: int,
-    rates: Sequence[int],
+    requested_frames: Sequence[int],
     train: bool,
     rng: np.random.Generator | None = None,
     sampling: str = "independent",
     short_video: str = "official",
     num_clips: int = 1,
 ) -> FramePlan:
-    """Sample every clip and rate of one video and return the frames to decode with their positions.
+    """Sample every clip and frame count of one video and return the frames to decode with their positions.
 
     Training always uses one clip. Test clips follow `eval_clip_fractions`.
     """
     fractions = [EVAL_CLIP_CENTRE] if train else eval_clip_fractions(num_clips)
     clips = [
-        multi_rate_indices(num_frames, rates, train, rng, sampling, short_video, fraction) for fraction in fractions
+        indices_by_frames(num_frames, requested_frames, train, rng, sampling, short_video, fraction)
+        for fraction in fractions
     ]
     unique = np.unique(np.concatenate([indices for clip in clips for indices in clip.values()]))
     positions = [
-        {rate: np.searchsorted(unique, indices).astype(np.int64) for rate, indices in clip.items()} for clip in clips
+        {frames: np.searchsorted(unique, indices).astype(np.int64) for frames, indices in clip.items()}
+        for clip in clips
     ]
     return FramePlan(unique=unique, positions=positions)

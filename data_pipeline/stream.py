@@ -24,7 +24,6 @@ shuffle buffer holds only the compressed frames a sample will decode.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +35,10 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator  # at impor
 
 from data_pipeline.sampling import FramePlan
 from data_pipeline.tar_reader import read_samples
-from preprocess.shard_format import ManifestError, manifest_path, read_manifest
+from shard_format import ManifestError, MalformedSampleError, manifest_path, read_manifest, read_sample_meta
 
 SHARD_ORDER_STREAM = 0x5A4D  # separates the shard-order random stream from the per-worker one
 EPOCH_OFFSET_STREAM = 0x0FF5  # the random stream of the epoch's rotation of the sample sequence
-REQUIRED_META_KEYS = ("id", "label", "num_frames", "width", "height", "offsets", "lengths")
 TAR_READERS = ("lean", "webdataset")
 
 
@@ -294,22 +292,10 @@ class SelectedSample:
 
 def parse_meta(raw: dict[str, Any], shard: Path) -> dict[str, Any]:
     """Decode and check a sample's JSON member; raise ShardDataError naming the shard on a malformed sample."""
-    key = raw.get("__key__", "?")
-    if "json" not in raw or "frames" not in raw:
-        raise ShardDataError(f"{shard}: sample {key!r} lacks its .json or .frames member; rebuild this shard")
-    meta = json.loads(raw["json"])
-    missing = [name for name in REQUIRED_META_KEYS if name not in meta]
-    if missing or len(meta["offsets"]) != meta["num_frames"] or meta["num_frames"] < 1:
-        raise ShardDataError(f"{shard}: sample {key!r} has malformed metadata {missing or ''}; rebuild this shard")
-    return meta
-
-
-def slice_frames(packed: bytes, meta: dict[str, Any], indices: np.ndarray) -> list[bytes]:
-    """Return the JPEG bytes of the given frame indices out of a packed ``.frames`` member."""
-    view = memoryview(packed)
-    return [
-        bytes(view[meta["offsets"][index] : meta["offsets"][index] + meta["lengths"][index]]) for index in indices
-    ]
+    try:
+        return read_sample_meta(raw)
+    except MalformedSampleError as error:
+        raise ShardDataError(f"{shard}: {error}; rebuild this shard") from error
 
 
 class ShuffleBuffer:

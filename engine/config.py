@@ -12,7 +12,6 @@ from typing import Any
 BASE_DEFAULTS: dict[str, Any] = {
     "arch": "resnet50",
     "pretrained": "auto",
-    "shift_mode": "per-video",
     "dropout": 0.5,
     "epochs": 50,
     "batch_size": 8,

@@ -86,9 +86,9 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
     """Return the multiply-adds the paper's form of the Weight Alteration adds, as a share of the whole network.
 
     The paper applies a depthwise 1x1 conv to each block's shifted input (s + wa(s): C x H x W multiply-adds per
-    frame and block). TSM's blocks (``FOLDS_WEIGHT_ALTERATION``) fold it into conv1's weights instead (conv1 of the input scaled per channel by
-    1 + w: a product of the small weight tensor, which the counter does not count), so the FLOP counter gives FFN
-    the same figure as TSM; this share bounds the difference. It is counted by the same counter, running each
+    frame and block). TSM's blocks (``FOLDS_WEIGHT_ALTERATION``) fold it into conv1's weights instead (conv1 of the
+    input scaled per channel by 1 + w: a product of the small weight tensor, which the counter does not count), so
+    the FLOP counter gives FFN the same figure as TSM; this share bounds the difference. It is counted by the same counter, running each
     block's Weight Alteration conv on the block's input during one counted forward.
 
     Returns

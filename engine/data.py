@@ -1,23 +1,18 @@
 """The data side of a run: the class count and the inference facts (class names, frame size) from a manifest,
-the loader of a split from the command-line options, and batches on the training device.
-
-The loader hands over batches whose frames are already on the training device (data_pipeline's VideoLoader moves
-and normalises them), so ``batch_on_device`` moves only the labels; its ``.to`` on the frames is a no-op there.
+and the loader of a split (its batches arrive on the training device: data_pipeline's VideoLoader moves and
+normalises them).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from data_pipeline import build_loader
 from data_pipeline.stream import ShardDataError
-from preprocess.shard_format import ManifestError, manifest_path, read_manifest
+from shard_format import ManifestError, manifest_path, read_manifest
 
 NUM_CLASSES_KEY = "num_classes"
 
@@ -68,47 +63,26 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def make_loader(args: argparse.Namespace, split: str, frames: Sequence[int], train: bool, batch_size: int,
-                device: torch.device, rank: int, world_size: int, **extra: Any) -> Any:
-    """Build the data_pipeline loader of a split from the command-line options.
+def make_loader(shards: Path, split: str, **options: Any) -> Any:
+    """Build the data_pipeline loader of a split; a split that cannot be read is a one-line SystemExit.
 
     Parameters
     ----------
-    args : argparse.Namespace
-        Reads shards, decode, workers, seed, sampling, short_video, crop_size, multi_scale (training only),
-        tar_reader and test_resize (when not None).
+    shards : Path
+        The folder holding ``<split>.manifest.json`` and its tars.
     split : str
-        The split's name (its manifest is ``<shards>/<split>.manifest.json``).
-    frames : sequence of int
-        The frame counts each batch holds.
-    train : bool
-        Training (augmentation and shuffling) or evaluation (the test transform, every video once).
-    batch_size : int
-        Videos per batch of this process.
-    device : torch.device
-        The training device (batches arrive there).
-    rank, world_size : int
-        This process's share of the data under DDP.
-    **extra
-        Passed to build_loader as well (evaluate.py: test_crops, test_clips).
+        The split's name.
+    **options
+        data_pipeline.options.PipelineConfig's options, by keyword (frames, batch_size, train, device, rank,
+        world_size, the flags' values from ``loader_options``, ...).
 
     Raises
     ------
     SystemExit
         With one line naming the manifest when the split cannot be read or holds no video.
     """
-    options: dict[str, Any] = {
-        "shards": args.shards, "split": split, "rates": tuple(frames), "batch_size": batch_size, "train": train,
-        "decode": args.decode, "device": device, "num_workers": args.workers, "seed": args.seed,
-        "sampling": args.sampling, "short_video": args.short_video, "crop_size": args.crop_size,
-        "multi_scale": args.multi_scale and train, "flip": False, "tar_reader": args.tar_reader, **extra,
-    }
-    if args.test_resize is not None:
-        options["test_resize"] = args.test_resize
-    if world_size > 1:
-        options.update(rank=rank, world_size=world_size)
     try:
-        return build_loader(**options)
+        return build_loader(shards, split, **options)
     except ShardDataError as error:
         raise SystemExit(str(error)) from error
 
@@ -123,13 +97,3 @@ def timed_batches(loader: Any) -> Iterator[tuple[Any, float]]:
         except StopIteration:
             return
         yield batch, time.perf_counter() - start
-
-
-def batch_on_device(batch: dict[str, Any], frames: Sequence[int],
-                    device: torch.device) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """Return ({T: frames} for the requested frame counts, labels), both on the device.
-
-    The loader delivers frames on the device already (``.to`` returns them as they are); labels are moved here.
-    """
-    frames_by_count = {count: batch["frames"][count].to(device, non_blocking=True) for count in frames}
-    return frames_by_count, batch["label"].to(device, non_blocking=True)

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from data_pipeline import reduce_counts
-from engine.data import batch_on_device
+from common.distributed import reduce_counts
 from engine.precision import autocast_context
 
 TOP_K = 5
@@ -27,8 +26,8 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, top_k: int = TOP_K)
 
 
 @torch.no_grad()
-def evaluate_networks(networks: dict[str, nn.Module], loader: Any, frames: Sequence[int], device: torch.device,
-                      precision: str) -> dict[str, dict[int, dict[str, float]]]:
+def evaluate_networks(networks: dict[str, nn.Module], loader: Any, eval_frames: Sequence[int],
+                      device: torch.device, precision: str) -> dict[str, dict[int, dict[str, float]]]:
     """Evaluate networks at every frame count in one pass over the loader.
 
     Multi-view batches ("views" V > 1: crops x clips) are averaged in logit space per video. The networks are
@@ -39,8 +38,8 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, frames: Seque
     networks : dict
         {name: network}; each takes (B, T, 3, H, W) frames and returns logits.
     loader : iterable
-        Evaluation batches {"frames": {T: tensor}, "label": tensor, optional "views": int}.
-    frames : sequence of int
+        Evaluation batches {"videos": {T: tensor}, "label": tensor, optional "views": int}, on `device`.
+    eval_frames : sequence of int
         The frame counts to evaluate (each must be in the batches).
     device : torch.device
         Where the networks run.
@@ -52,29 +51,29 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, frames: Seque
     dict
         {name: {T: {"top1": percent, "top5": percent, "n": videos}}}, summed over all ranks.
     """
-    correct = torch.zeros(len(networks), len(frames), 2, dtype=torch.int64, device=device)  # read once, at the end
-    videos = 0
+    correct = torch.zeros(len(networks), len(eval_frames), 2, dtype=torch.int64, device=device)  # read at the end
+    num_videos = 0
     for network in networks.values():
         network.eval()
     for batch in loader:
-        frames_by_count, labels = batch_on_device(batch, frames, device)
+        labels = batch["label"]
         views = int(batch.get("views", 1))
         for model_index, network in enumerate(networks.values()):
-            for count_index, count in enumerate(frames):
+            for frames_index, frames in enumerate(eval_frames):
                 with autocast_context(precision, device):
-                    logits = network(frames_by_count[count]).float()
+                    logits = network(batch["videos"][frames]).float()
                 logits = logits.view(labels.shape[0], views, -1).mean(dim=1)
-                correct[model_index, count_index] += topk_correct(logits, labels)
-        videos += labels.shape[0]
-    totals = torch.full((len(networks), len(frames), 1), float(videos), dtype=torch.float64)
+                correct[model_index, frames_index] += topk_correct(logits, labels)
+        num_videos += labels.shape[0]
+    totals = torch.full((len(networks), len(eval_frames), 1), float(num_videos), dtype=torch.float64)
     counts = torch.cat([correct.cpu().double(), totals], dim=2)
     counts = torch.tensor(reduce_counts(counts, device), dtype=torch.float64).view_as(counts)
     results: dict[str, dict[int, dict[str, float]]] = {}
     for model_index, name in enumerate(networks):
         results[name] = {}
-        for count_index, count in enumerate(frames):
-            top1, top5, total = counts[model_index, count_index].tolist()
-            results[name][count] = {
+        for frames_index, frames in enumerate(eval_frames):
+            top1, top5, total = counts[model_index, frames_index].tolist()
+            results[name][frames] = {
                 "top1": 100.0 * top1 / max(total, 1.0), "top5": 100.0 * top5 / max(total, 1.0), "n": int(total)
             }
     return results

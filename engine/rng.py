@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine.distributed import is_distributed
+from common.distributed import is_distributed
 
 
 def seed_everything(seed: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from engine.distributed import is_distributed
+from common.distributed import is_distributed
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 

@@ -5,13 +5,12 @@ model is a `VideoModel` (model/interface.py); `convert_to_ffn` (model/ffn_parts.
 FFN.
 """
 
-from model.device import get_device
 from model.ffn_parts import BranchNorm, WeightAlteration, WeightAlterationSlot, branch_scope, convert_to_ffn
 from model.interface import InputSpec, VideoModel, nearest_branch
 from model.losses import distillation_loss
 from model.official_checkpoints import CheckpointPayloadError, load_checkpoint_file, load_official_state_dict
 from model.optim import build_optimizer, build_param_groups
-from model.registry import build_model, model_family, model_names, register_model
+from model.registry import build_model, model_family, model_names, model_options, register_model
 from model.temporal_shift import naive_temporal_shift, temporal_shift
 from model.tsm_resnet import TSMResNet, count_parameters
 
@@ -30,11 +29,11 @@ __all__ = [
     "convert_to_ffn",
     "count_parameters",
     "distillation_loss",
-    "get_device",
     "load_checkpoint_file",
     "load_official_state_dict",
     "model_family",
     "model_names",
+    "model_options",
     "naive_temporal_shift",
     "nearest_branch",
     "register_model",

@@ -74,6 +74,13 @@ def model_family(arch: str) -> str:
     return model_entry(arch).family
 
 
+def model_options(arch: str) -> dict[str, Any]:
+    """The keyword options a registered model takes, with their defaults (None where it has none)."""
+    signature = inspect.signature(model_entry(arch).builder)
+    return {name: (None if parameter.default is inspect.Parameter.empty else parameter.default)
+            for name, parameter in signature.parameters.items() if name not in BUILD_KEYS}
+
+
 def normalise_trained_frames(trained_frames: Any) -> tuple[int, ...] | None:
     """Sorted distinct positive frame counts (an int is one count), or None for a vanilla model."""
     if trained_frames is None:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from preprocess.shard_format import SPLITS, TEST_LABEL
+from shard_format import SPLITS, TEST_LABEL
 
 LABELS_SUBDIR = Path("labels")
 VIDEO_SUBDIR = Path("data") / "20bn-something-something-v2"

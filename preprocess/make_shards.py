@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import remove_stale_temporaries
-from preprocess import shard_format
+import shard_format
 from preprocess.annotations import (
     LABELS_FILE,
     AnnotationError,
@@ -43,20 +43,17 @@ from preprocess.annotations import (
     video_path,
 )
 from preprocess.ffmpeg_tools import FfmpegInfo, FfmpegNotFoundError, resolve_ffmpeg
-from preprocess.shard_format import SPLITS, ManifestError
+from shard_format import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE, SPLITS, ManifestError
 from preprocess.synthetic import default_workers
 
 LOGGER = logging.getLogger("preprocess.make_shards")
 
-DEFAULT_SHORT_SIDE = 256
-DEFAULT_QUALITY = 90
 DEFAULT_TRAIN_SHARDS = 256
 DEFAULT_EVAL_SHARDS = 64
 DEFAULT_SEED = 0
 DEFAULT_BATCH_VIDEOS = 16
 DEFAULT_MAX_SHARD_BYTES = 1_000_000_000
 DEFAULT_MAX_SKIP_FRACTION = 0.01
-QUALITY_RANGE = (1, 95)
 PROGRESS_POLL_S = 0.2
 EXIT_OK = 0
 EXIT_TOO_MANY_SKIPPED = 1

@@ -41,7 +41,7 @@ import numpy as np
 
 from preprocess.annotations import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
 from common.atomic import write_json_atomic
-from preprocess.shard_format import SPLITS
+from shard_format import SPLITS
 
 LOGGER = logging.getLogger("preprocess.synthetic")
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from preprocess.shard_format import MANIFEST_SUFFIX, SPLITS, ManifestError, manifest_path, read_manifest
+from shard_format import MANIFEST_SUFFIX, SPLITS, ManifestError, manifest_path, read_manifest
 
 LOGGER = logging.getLogger("preprocess.verify_shards")
 

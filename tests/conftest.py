@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real shards (synthetic clips as JPEG frames, packed by preprocess.shard_format)."""
+"""Shared fixtures: tiny real shards (synthetic clips as JPEG frames, packed by shard_format)."""
 
 from __future__ import annotations
 

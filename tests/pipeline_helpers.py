@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from preprocess import shard_format
+import shard_format
 from preprocess.synthetic import render_clip
 
 FIXTURE_SETTINGS = {"purpose": "data_pipeline tests"}

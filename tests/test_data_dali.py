@@ -14,7 +14,8 @@ from pipeline_helpers import corrupt, make_videos
 
 from data_pipeline.augment import IMAGENET_STD
 from data_pipeline.decode import CpuDecoder, DaliDecoder
-from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.loader import select_sample
+from data_pipeline.options import PipelineConfig
 from data_pipeline.stream import iterate_tar, read_split
 
 pytest.importorskip("nvidia.dali")
@@ -36,11 +37,11 @@ def shard_path(tiny_shards: Callable[..., Path]) -> Path:
 def selected(shard: Path, train: bool, crop_size: int, **options) -> list:
     """Sample frames and crop boxes for every video of the shard, as the loader workers do."""
     config = PipelineConfig(
-        rates=RATES, batch_size=5, train=train, decode_in_worker=False, crop_size=crop_size,
+        frames=RATES, batch_size=5, train=train, crop_size=crop_size,
         test_resize=options.pop("test_resize", 96), **options,
     )  # fmt: skip
     rng = np.random.default_rng(11)
-    return [select_sample(raw, shard, config, rng) for raw in iterate_tar(shard)]
+    return [select_sample(raw, shard, config, rng, check_headers=True) for raw in iterate_tar(shard)]
 
 
 def differences_255(first: dict, second: dict) -> tuple[float, float]:
@@ -66,8 +67,8 @@ def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_s
     assert cpu_replaced == dali_replaced == 1
     assert cpu_batch["id"] == dali_batch["id"] and "d0003" not in dali_batch["id"]
     for rate in RATES:
-        assert dali_batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
-    mean_abs, max_abs = differences_255(cpu_batch["frames"], dali_batch["frames"])
+        assert dali_batch["videos"][rate].shape == cpu_batch["videos"][rate].shape
+    mean_abs, max_abs = differences_255(cpu_batch["videos"], dali_batch["videos"])
     print(f"DALI (CPU mode) vs cpu backend, crop {crop_size}: mean abs {mean_abs:.3f}, max abs {max_abs:.3f} (0-255)")
     assert mean_abs <= MEAN_ABS_LIMIT and max_abs <= MAX_ABS_LIMIT
 
@@ -88,7 +89,7 @@ def test_dali_retries_video_by_video_when_the_batch_fails(shard_path: Path) -> N
     assert whole_replaced == retried_replaced == 1 and whole["id"] == video_by_video["id"]
     assert "d0003" not in whole["id"]
     for rate in RATES:
-        assert torch.equal(whole["frames"][rate], video_by_video["frames"][rate])
+        assert torch.equal(whole["videos"][rate], video_by_video["videos"][rate])
 
 
 def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
@@ -111,5 +112,5 @@ def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
     assert runs[0][1] == runs[2][1] and runs[2][1]["batches"] == 2
     for plain, ahead in zip(runs[0][0], runs[2][0], strict=True):
         assert plain["id"] == ahead["id"]
-        assert all(torch.equal(plain["frames"][rate], ahead["frames"][rate]) for rate in RATES)
+        assert all(torch.equal(plain["videos"][rate], ahead["videos"][rate]) for rate in RATES)
     assert not [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]

@@ -22,12 +22,13 @@ CORRUPT_ID = "e0005"
 
 def run_rank(rank: int, shards: str, out_dir: str) -> None:
     """One rank: two training epochs and one evaluation pass; writes what it saw as JSON."""
-    from data_pipeline import build_loader, reduce_counts
+    from common.distributed import reduce_counts
+    from data_pipeline import build_loader
 
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=WORLD_SIZE)
     try:
         options = dict(
-            shards=shards, rates=(4, 8), batch_size=BATCH, decode="cpu", device="cpu", num_workers=WORKERS,
+            shards=shards, frames=(4, 8), batch_size=BATCH, decode="cpu", device="cpu", num_workers=WORKERS,
             crop_size=16, test_resize=16, multi_scale=False,
         )  # fmt: skip
         train_loader = build_loader(split="train", train=True, **options)

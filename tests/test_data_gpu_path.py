@@ -23,7 +23,8 @@ from data_pipeline import build_loader
 from data_pipeline import decode as decode_module
 from data_pipeline.decode import TorchvisionDecoder
 from data_pipeline.jpeg_header import headers_fit, jpeg_frame_size
-from data_pipeline.loader import STATS_KEYS, PipelineConfig, VideoLoader, select_sample
+from data_pipeline.loader import STATS_KEYS, VideoLoader, select_sample
+from data_pipeline.options import PipelineConfig
 from data_pipeline.prefetch import DEFAULT_PREFETCH, THREAD_NAME, prefetch_outputs
 from data_pipeline.stream import iterate_tar, read_split
 
@@ -87,24 +88,25 @@ def test_marker_parser_rejects_truncated_and_garbage_bytes() -> None:
     assert not headers_fit([jpeg, b"\xff\xd8 not a jpeg"], 37, 21)
 
 
-def selected(shards: Path, decode_in_worker: bool) -> list:
+def selected(shards: Path, check_headers: bool) -> list:
     """Every video of the split, selected as a loader worker does."""
-    config = PipelineConfig(rates=(4, 8), batch_size=BATCH, train=True, decode_in_worker=decode_in_worker, crop_size=24)
+    config = PipelineConfig(frames=(4, 8), batch_size=BATCH, train=True, crop_size=24)
     rng = np.random.default_rng(5)
     entries = read_split(shards, "train")
-    return [select_sample(raw, entry.path, config, rng) for entry in entries for raw in iterate_tar(entry.path)]
+    return [select_sample(raw, entry.path, config, rng, check_headers) for entry in entries
+            for raw in iterate_tar(entry.path)]
 
 
 def test_workers_record_header_verdicts_for_gpu_backends(shards: Path) -> None:
-    samples = selected(shards, decode_in_worker=False)
+    samples = selected(shards, check_headers=True)
     verdicts = {sample.video_id: sample.header_ok for sample in samples}
     assert verdicts[GARBAGE_ID] is False and verdicts[WRONG_SIZE_ID] is False
     assert sum(verdicts.values()) == NUM_VIDEOS - 2
-    assert all(sample.header_ok is None for sample in selected(shards, decode_in_worker=True))
+    assert all(sample.header_ok is None for sample in selected(shards, check_headers=False))
 
 
 def test_gpu_decoder_uses_worker_verdicts_without_parsing(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    samples = selected(shards, decode_in_worker=False)[:8]
+    samples = selected(shards, check_headers=True)[:8]
 
     def no_parsing(*_args) -> bool:
         raise AssertionError("the main process parsed JPEG headers")
@@ -146,7 +148,7 @@ def test_prefetch_gives_the_same_batches_and_stats(shards: Path) -> None:
         assert len(runs[0, epoch]) == len(runs[2, epoch]) == NUM_VIDEOS // BATCH
         for plain, ahead in zip(runs[0, epoch], runs[2, epoch]):
             assert plain["id"] == ahead["id"] and torch.equal(plain["label"], ahead["label"])
-            assert all(torch.equal(plain["frames"][rate], ahead["frames"][rate]) for rate in (4, 8))
+            assert all(torch.equal(plain["videos"][rate], ahead["videos"][rate]) for rate in (4, 8))
     assert runs[0, 0][0]["id"] != runs[0, 1][0]["id"]  # the epochs differ, so order is really compared
     assert not live_prefetch_threads()
 

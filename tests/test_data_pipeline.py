@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from pipeline_helpers import corrupt, make_videos, write_split
 
-from data_pipeline import build_loader, reduce_counts
+from common.distributed import reduce_counts
+from data_pipeline import build_loader
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
 from data_pipeline.decode import DECODERS, CpuDecoder, Decoder, choose_backend, make_decoder
-from data_pipeline.loader import PipelineConfig, batch_on_device, select_sample
+from data_pipeline.loader import batch_on_device, select_sample
+from data_pipeline.options import PipelineConfig
 from data_pipeline.stream import ShardDataError, iterate_tar, read_split
 
 FRAME_COUNTS = (48, 30, 12, 4)
@@ -40,7 +42,7 @@ def shards(tiny_shards: Callable[..., Path]) -> Path:
 def loader_for(shards: Path, **options):
     """build_loader with the small-image defaults of these tests."""
     settings = dict(
-        shards=shards, split="train", rates=(4, 8, 16), batch_size=4, train=True, decode="cpu", device="cpu",
+        shards=shards, split="train", frames=(4, 8, 16), batch_size=4, train=True, decode="cpu", device="cpu",
         num_workers=2, crop_size=24, test_resize=32, seed=0,
     )  # fmt: skip
     settings.update(options)
@@ -52,8 +54,8 @@ def test_training_batches_layout_and_count(shards: Path) -> None:
     batches = list(loader)
     assert len(loader) == len(batches) == 27 // 4
     for batch in batches:
-        assert set(batch["frames"]) == {4, 8, 16} and batch["views"] == 1
-        for rate, frames in batch["frames"].items():
+        assert set(batch["videos"]) == {4, 8, 16} and batch["views"] == 1
+        for rate, frames in batch["videos"].items():
             assert frames.shape == (4, rate, 3, 24, 24) and frames.dtype == torch.float32
         assert batch["label"].dtype == torch.long and batch["label"].shape == (4,)
         assert len(batch["id"]) == 4
@@ -75,7 +77,7 @@ def test_epochs_are_reproducible_and_differ(shards: Path) -> None:
 
 def test_eval_frames_are_the_exact_normalised_centre_crop(shards: Path) -> None:
     loader = loader_for(
-        shards, split="validation", train=False, rates=(8,), batch_size=3, crop_size=32, test_resize=32
+        shards, split="validation", train=False, frames=(8,), batch_size=3, crop_size=32, test_resize=32
     )
     batch = next(iter(loader))
     video = make_videos(11, FRAME_COUNTS, width=40, height=32, prefix="e")[0]
@@ -84,12 +86,12 @@ def test_eval_frames_are_the_exact_normalised_centre_crop(shards: Path) -> None:
     crop = torch.from_numpy(decoded[:, :, 4:36]).permute(0, 3, 1, 2).float() / 255.0
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert batch["id"][0] == "e0000"
-    torch.testing.assert_close(batch["frames"][8][0], (crop - mean) / std, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch["videos"][8][0], (crop - mean) / std, atol=1e-5, rtol=0)
 
 
 def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
     """The cpu backend's workers hand over uint8; normalising it gives exactly the float path's batch."""
-    config = PipelineConfig(rates=(4, 8), batch_size=4, train=True, decode_in_worker=True, crop_size=24, seed=5)
+    config = PipelineConfig(frames=(4, 8), batch_size=4, train=True, crop_size=24, seed=5)
     shard = read_split(shards, "train")[0].path
     rng = np.random.default_rng(5)
     samples = [select_sample(raw, shard, config, rng) for raw in iterate_tar(shard)][:4]
@@ -97,12 +99,12 @@ def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
     raw, _ = make_decoder("cpu", torch.device("cpu"), max_frames=0).decode(samples)  # what the loader's workers run
     mean, std = normalisation_tensors()
     for rate in (4, 8):
-        assert raw["frames"][rate].dtype == torch.uint8 and raw["frames"][rate].shape == (4, rate, 3, 24, 24)
-        assert torch.equal(normalise_views(raw["frames"][rate], mean, std), floats["frames"][rate])
+        assert raw["videos"][rate].dtype == torch.uint8 and raw["videos"][rate].shape == (4, rate, 3, 24, 24)
+        assert torch.equal(normalise_views(raw["videos"][rate], mean, std), floats["videos"][rate])
     assert raw["id"] == floats["id"]
     on_device = batch_on_device(raw, torch.device("cpu"))  # the loader's last step, for every decoder
-    assert all(torch.equal(on_device["frames"][rate], floats["frames"][rate]) for rate in (4, 8))
-    assert batch_on_device(floats, torch.device("cpu"))["frames"][4] is floats["frames"][4]  # float: left as is
+    assert all(torch.equal(on_device["videos"][rate], floats["videos"][rate]) for rate in (4, 8))
+    assert batch_on_device(floats, torch.device("cpu"))["videos"][4] is floats["videos"][4]  # float: left as is
 
 
 @pytest.mark.parametrize("workers", [0, 2, 3])
@@ -119,8 +121,8 @@ def test_eval_multi_view_protocol(shards: Path) -> None:
     loader = loader_for(shards, split="validation", train=False, batch_size=2, test_crops=3, test_clips=2)
     batch = next(iter(loader))
     assert batch["views"] == 6
-    assert batch["frames"][16].shape == (12, 16, 3, 24, 24)
-    views = batch["frames"][16].view(2, 6, 16, 3, 24, 24)
+    assert batch["videos"][16].shape == (12, 16, 3, 24, 24)
+    views = batch["videos"][16].view(2, 6, 16, 3, 24, 24)
     assert not torch.equal(views[0, 0], views[0, 1])  # left and right crops differ on textured frames
 
 
@@ -130,16 +132,16 @@ def test_corrupt_jpeg_is_replaced_by_a_good_video(shards: Path) -> None:
     ids = [video for batch in batches for video in batch["id"]]
     assert CORRUPT_ID not in ids and len(ids) == 6
     assert Counter(ids).most_common(1)[0][1] == 2
-    assert all(batch["frames"][4].shape[0] == 3 for batch in batches)
+    assert all(batch["videos"][4].shape[0] == 3 for batch in batches)
     assert loader.stats()["corrupt_videos_replaced"] == 1
 
 
 def test_few_shards_many_workers_train_and_eval(shards: Path) -> None:
-    loader = loader_for(shards, split="validation", train=False, batch_size=2, num_workers=4, rates=(4,))
+    loader = loader_for(shards, split="validation", train=False, batch_size=2, num_workers=4, frames=(4,))
     batches = list(loader)
     assert sorted(video for batch in batches for video in batch["id"]) == [f"e{index:04d}" for index in range(11)]
     assert len(loader) == len(batches) == 7  # 2 shards, 4 workers: samples 3, 3, 3, 2 -> 2, 2, 2, 1 batches
-    training = loader_for(shards, split="validation", batch_size=2, num_workers=3, rates=(4,))
+    training = loader_for(shards, split="validation", batch_size=2, num_workers=3, frames=(4,))
     assert len(list(training)) == len(training) == 5
 
 
@@ -172,11 +174,11 @@ def test_loader_batches_arrive_on_its_device_as_normalised_floats(shards: Path) 
     loader = loader_for(shards, split="validation", train=False, batch_size=4, num_workers=0)
     batch = next(iter(loader))
     assert loader.backend == "cpu" and loader.device == torch.device("cpu") and loader.pin_memory is False
-    assert all(frames.dtype == torch.float32 and frames.device == loader.device for frames in batch["frames"].values())
+    assert all(frames.dtype == torch.float32 and frames.device == loader.device for frames in batch["videos"].values())
 
 
 def test_training_fills_every_worker_quota_despite_empty_shards(tmp_path: Path) -> None:
     write_split(tmp_path, "train", make_videos(8, (12,)), (0, 5, 0, 3))
-    loader = loader_for(tmp_path, batch_size=2, num_workers=4, rates=(4,))
+    loader = loader_for(tmp_path, batch_size=2, num_workers=4, frames=(4,))
     batches = list(loader)
     assert len(loader) == len(batches) == 4 and all(len(batch["id"]) == 2 for batch in batches)

@@ -26,7 +26,7 @@ from data_pipeline.augment import (
 from data_pipeline.sampling import (
     eval_clip_fractions,
     eval_indices,
-    multi_rate_indices,
+    indices_by_frames,
     plan_frames,
     sample_indices,
     train_indices,
@@ -107,7 +107,7 @@ def test_independent_rates_are_sampled_separately() -> None:
     rng = np.random.default_rng(3)
     subset_every_time = True
     for _ in range(50):
-        sets = multi_rate_indices(48, (4, 8, 16), True, rng)
+        sets = indices_by_frames(48, (4, 8, 16), True, rng)
         assert {rate: len(indices) for rate, indices in sets.items()} == {4: 4, 8: 8, 16: 16}
         subset_every_time &= set(sets[4].tolist()) <= set(sets[16].tolist())
     assert not subset_every_time, "independent sampling must not nest the 4-frame set in the 16-frame set"
@@ -117,7 +117,7 @@ def test_independent_rates_are_sampled_separately() -> None:
 def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
     rng = np.random.default_rng(4)
     for num_frames in (48, 20, 9):
-        sets = multi_rate_indices(num_frames, (4, 8, 16), train, rng, sampling="nested")
+        sets = indices_by_frames(num_frames, (4, 8, 16), train, rng, sampling="nested")
         for rate in (4, 8):
             assert set(sets[rate].tolist()) <= set(sets[16].tolist())
             assert np.all(np.diff(sets[rate]) >= 0)
@@ -126,7 +126,7 @@ def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
 
 
 def test_nested_takes_one_frame_per_group() -> None:
-    sets = multi_rate_indices(48, (4, 16), False, None, sampling="nested")
+    sets = indices_by_frames(48, (4, 16), False, None, sampling="nested")
     assert sets[4].tolist() == [sets[16][position] for position in (2, 6, 10, 14)]
 
 
@@ -136,7 +136,7 @@ def test_plan_frames_decodes_each_frame_once_and_maps_back() -> None:
     assert np.all(np.diff(plan.unique) > 0)
     assert len(plan.positions) == 1
     rebuilt = {rate: plan.unique[positions] for rate, positions in plan.positions[0].items()}
-    replay = multi_rate_indices(48, (4, 8, 16), True, np.random.default_rng(5))
+    replay = indices_by_frames(48, (4, 8, 16), True, np.random.default_rng(5))
     for rate in (4, 8, 16):
         assert rebuilt[rate].tolist() == replay[rate].tolist()
     two_clips = plan_frames(48, (8,), False, None, num_clips=2)

@@ -1,4 +1,4 @@
-"""engine.distributed.broadcast_buffers under two gloo ranks on the CPU: after a DDP training step the ranks hold
+"""common.distributed.broadcast_buffers under two gloo ranks on the CPU: after a DDP training step the ranks hold
 different BatchNorm running statistics; the broadcast gives every rank rank 0's, and training is unchanged."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from engine.distributed import broadcast_buffers
+from common.distributed import broadcast_buffers
 
 WORLD_SIZE = 2
 

@@ -14,7 +14,7 @@ from data_pipeline import build_loader
 from data_pipeline.stream import ShardDataError
 from preprocess import make_shards
 from preprocess.annotations import video_path
-from preprocess.shard_format import manifest_path, read_manifest, read_sidecar, shard_name, write_jpeg_split
+from shard_format import manifest_path, read_manifest, read_sidecar, shard_name, write_jpeg_split
 from preprocess.synthetic import generate_dataset
 from test_train import TINY_ARGS, clip_records, write_shards
 
@@ -161,7 +161,7 @@ def test_loader_train_and_evaluate_stop_on_a_split_without_video(tiny_run, tmp_p
     manifest = str(manifest_path(shards, "test"))
     for is_training in (True, False):
         with pytest.raises(ShardDataError, match="holds no video") as raised:
-            build_loader(shards, "test", rates=(2,), batch_size=2, train=is_training, decode="cpu", device="cpu")
+            build_loader(shards, "test", frames=(2,), batch_size=2, train=is_training, decode="cpu", device="cpu")
         assert manifest in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(SystemExit) as stopped:
         train.main(["--mode", "tsm", "--frames", "2", "--shards", str(shards), "--output", str(tmp_path / "t"),

@@ -24,7 +24,8 @@ from pipeline_helpers import make_videos, write_split
 
 from data_pipeline import build_loader
 from data_pipeline.decode import CpuDecoder, TorchvisionDecoder
-from data_pipeline.loader import PipelineConfig, select_sample
+from data_pipeline.loader import select_sample
+from data_pipeline.options import PipelineConfig
 from data_pipeline.stream import SelectedSample, iterate_tar, read_split
 
 RATES = (4, 8)
@@ -233,20 +234,20 @@ def official(split_videos: dict[str, dict[str, dict[str, Any]]]) -> OfficialChai
     return OfficialChain(split_videos)
 
 
-def config_for(protocol: Protocol, decode_in_worker: bool) -> PipelineConfig:
+def config_for(protocol: Protocol) -> PipelineConfig:
     """The loader configuration of a protocol (what evaluate.py builds from its flags)."""
     return PipelineConfig(
-        rates=RATES, batch_size=NUM_VIDEOS, train=False, decode_in_worker=decode_in_worker,
+        frames=RATES, batch_size=NUM_VIDEOS, train=False,
         short_video=protocol.short_video, crop_size=protocol.crop_size, test_resize=SCALE_SIZE,
         test_crops=protocol.crops, test_clips=protocol.clips,
     )  # fmt: skip
 
 
-def selected(shards: Path, split: str, protocol: Protocol, decode_in_worker: bool = True) -> list[SelectedSample]:
+def selected(shards: Path, split: str, protocol: Protocol, check_headers: bool = False) -> list[SelectedSample]:
     """Every video of the split, frames and crops selected as a loader worker does."""
-    config = config_for(protocol, decode_in_worker)
+    config = config_for(protocol)
     return [
-        select_sample(raw, entry.path, config, None)
+        select_sample(raw, entry.path, config, None, check_headers)
         for entry in read_split(shards, split)
         for raw in iterate_tar(entry.path)
     ]
@@ -266,7 +267,7 @@ def loader_batch(shards: Path, split: str, protocol: Protocol) -> dict[str, Any]
 def video_slice(batch: dict[str, Any], rate: int, position: int) -> torch.Tensor:
     """The views of the video at `position` of a batch, (V, T, 3, S, S)."""
     views = batch["views"]
-    return batch["frames"][rate][position * views : (position + 1) * views]
+    return batch["videos"][rate][position * views : (position + 1) * views]
 
 
 class CpuBackend:
@@ -439,10 +440,10 @@ def test_torchvision_backend_gives_the_cpu_backend_views(
 ) -> None:
     cpu_batch = cpu_backend.batch(split, protocol)
     decoder = TorchvisionDecoder(torch.device("cpu"))
-    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, check_headers=True))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == cpu_batch["views"]
     for rate in RATES:
-        assert torch.equal(batch["frames"][rate], cpu_batch["frames"][rate])
+        assert torch.equal(batch["videos"][rate], cpu_batch["videos"][rate])
 
 
 @pytest.mark.dali
@@ -458,11 +459,11 @@ def test_dali_cpu_mode_gives_the_cpu_backend_views(
     cpu_batch = cpu_backend.batch(split, protocol)
     views = protocol.crops * protocol.clips
     decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(RATES), num_threads=1)
-    batch, replaced = decoder.decode(selected(shards, split, protocol, decode_in_worker=False))
+    batch, replaced = decoder.decode(selected(shards, split, protocol, check_headers=True))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == views
     for rate in RATES:
-        assert batch["frames"][rate].shape == cpu_batch["frames"][rate].shape
-    mean_abs, max_abs = differences_255(cpu_batch["frames"], batch["frames"])
+        assert batch["videos"][rate].shape == cpu_batch["videos"][rate].shape
+    mean_abs, max_abs = differences_255(cpu_batch["videos"], batch["videos"])
     print(f"DALI (CPU mode) vs cpu backend, {split} {protocol.name}: mean abs {mean_abs:.3g}, max {max_abs:.3g}")
     assert mean_abs <= DALI_MEAN_ABS_LIMIT and max_abs <= DALI_MAX_ABS_LIMIT
     if split == "native":  # no resampling: the same decoded pixels, only DALI's normalisation arithmetic differs

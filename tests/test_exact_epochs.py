@@ -20,7 +20,7 @@ from data_pipeline.stream import (
     train_pieces,
 )
 from data_pipeline.tar_reader import iterate_samples
-from preprocess.shard_format import shard_name
+from shard_format import shard_name
 
 NUM_VIDEOS = 26
 SHARD_LAYOUTS = {
@@ -42,7 +42,7 @@ def epoch_ids(folder: Path, world_size: int, workers: int, batch: int, buffer: i
     by_rank = []
     for rank in range(world_size):
         loader = build_loader(
-            folder, "train", rates=(1,), batch_size=batch, train=True, decode="cpu", device="cpu",
+            folder, "train", frames=(1,), batch_size=batch, train=True, decode="cpu", device="cpu",
             num_workers=workers, crop_size=8, multi_scale=False, shuffle_buffer=buffer, rank=rank,
             world_size=world_size, seed=3,
         )  # fmt: skip
@@ -54,7 +54,7 @@ def epoch_ids(folder: Path, world_size: int, workers: int, batch: int, buffer: i
         assert stats["samples"] == expected * batch and stats["dropped_for_equal_batches"] == loader.dropped_per_epoch
         by_rank.append([video for ids in batches for video in ids])
     dropped_per_rank = [build_loader(
-        folder, "train", rates=(1,), batch_size=batch, decode="cpu", device="cpu", num_workers=workers, rank=rank,
+        folder, "train", frames=(1,), batch_size=batch, decode="cpu", device="cpu", num_workers=workers, rank=rank,
         world_size=world_size).dropped_per_epoch for rank in range(world_size)]  # fmt: skip
     assert sum(dropped_per_rank) == NUM_VIDEOS - world_size * (NUM_VIDEOS // (world_size * batch)) * batch
     assert max(dropped_per_rank) <= batch and sum(dropped_per_rank) < world_size * batch
@@ -145,19 +145,10 @@ def test_partial_shard_read_skips_the_other_samples_without_reading_them(shard_f
     assert list(iterate_samples(io.BytesIO(data), "x", first=30, count=2)) == []
 
 
-def test_coverage_simulation_shows_the_previous_rule_missing_videos_and_the_exact_one_none(tmp_path):
-    from benchmarks.bench_epoch_coverage import DEMO, RESULT_NAME, main, simulate
-
-    previous, exact = simulate(DEMO, "previous"), simulate(DEMO, "exact")
-    assert exact["distinct"] == exact["yielded"] == DEMO.videos and exact["repeats"] == 0
-    assert previous["yielded"] == DEMO.videos and previous["repeats"] > 0 and previous["left_out"] > 0
-    assert main(["--out", str(tmp_path), "--quick"]) == 0 and (tmp_path / RESULT_NAME).exists()
-
-
 def test_both_tar_readers_give_the_same_training_epoch(shard_folders):
     def ids(reader: str) -> list[str]:
         loader = build_loader(
-            shard_folders["fewer shards than slots"], "train", rates=(1,), batch_size=3, decode="cpu", device="cpu",
+            shard_folders["fewer shards than slots"], "train", frames=(1,), batch_size=3, decode="cpu", device="cpu",
             num_workers=0, crop_size=8, multi_scale=False, rank=1, world_size=3, tar_reader=reader,
         )  # fmt: skip
         return [video for batch in loader for video in batch["id"]]
@@ -173,7 +164,7 @@ def test_a_shard_shorter_than_its_manifest_stops_the_training_epoch_naming_it(tm
     write_split(short, "train", videos[5:7], (2,))  # a shard of 2 samples written where the manifest lists 4
     (short / shard_name("train", 0)).replace(tmp_path / shard_name("train", 1))
     loader = build_loader(
-        tmp_path, "train", rates=(1,), batch_size=3, train=True, decode="cpu", device="cpu", num_workers=workers,
+        tmp_path, "train", frames=(1,), batch_size=3, train=True, decode="cpu", device="cpu", num_workers=workers,
         crop_size=8, multi_scale=False, tar_reader=reader,
     )  # fmt: skip
     assert len(loader) == 3  # every sample of the manifest is needed: the short shard is read whatever the order

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.device import get_device
+from common.device import get_device
 from preprocess import ffmpeg_tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

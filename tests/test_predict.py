@@ -107,12 +107,12 @@ def all_videos(dataset: Path) -> list[Path]:
 
 def shard_logits(network: torch.nn.Module, shards: Path, frames: list[int]) -> dict[str, dict[int, torch.Tensor]]:
     """{video id: {T: logits}} through the evaluation loader (evaluate.py's path), one video per batch."""
-    loader = build_loader(shards, "validation", rates=tuple(frames), batch_size=1, train=False, decode="cpu",
+    loader = build_loader(shards, "validation", frames=tuple(frames), batch_size=1, train=False, decode="cpu",
                           device="cpu", num_workers=0, crop_size=CROP_SIZE, test_resize=TEST_RESIZE)
     logits = {}
     with torch.no_grad():
         for batch in loader:
-            logits[batch["id"][0]] = {count: network(batch["frames"][count])[0] for count in frames}
+            logits[batch["id"][0]] = {count: network(batch["videos"][count])[0] for count in frames}
     return logits
 
 
@@ -130,7 +130,7 @@ def test_predict_gives_the_logits_of_the_shard_path(dataset, shards, checkpoints
     assert sorted(video.path.stem for video in decoded) == sorted(expected)
     for video in decoded:
         batch = predict.video_batch(predictor, video)
-        outputs = predict.forward_counts(predictor, batch, frames, repeats=1, warmup=0)
+        outputs = predict.forward_by_frames(predictor, batch, frames, repeats=1, warmup=0)
         for count in frames:
             torch.testing.assert_close(outputs[count][0], expected[video.path.stem][count])
 
@@ -307,8 +307,8 @@ def test_one_video_batch_is_the_same_with_a_main_process_decoder(dataset, checkp
     on_worker = decode_one_video(video.frames, video.width, video.height, predictor.config, CpuDecoder())
     in_main = decode_one_video(video.frames, video.width, video.height, predictor.config, TorchvisionDecoder("cpu"))
     for count in (4, 16):
-        assert on_worker["frames"][count].shape == (1, count, 3, CROP_SIZE, CROP_SIZE)
-        torch.testing.assert_close(in_main["frames"][count], on_worker["frames"][count])
+        assert on_worker["videos"][count].shape == (1, count, 3, CROP_SIZE, CROP_SIZE)
+        torch.testing.assert_close(in_main["videos"][count], on_worker["videos"][count])
     with pytest.raises(ValueError, match="no frame"):
         decode_one_video([], video.width, video.height, predictor.config, CpuDecoder())
 

@@ -20,7 +20,7 @@ from PIL import Image
 from preprocess import make_shards, verify_shards
 from preprocess.annotations import video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
-from preprocess.shard_format import manifest_path, read_manifest
+from shard_format import manifest_path, read_manifest
 from preprocess.synthetic import generate_dataset
 from preprocess.video_decode import REASON_IMAGE, decode_videos, scale_filter
 

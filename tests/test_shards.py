@@ -19,7 +19,7 @@ from PIL import Image
 from preprocess import make_shards, verify_shards
 from preprocess.annotations import AnnotationError, load_annotations, template_key, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
-from preprocess.shard_format import (
+from shard_format import (
     ManifestError,
     manifest_path,
     read_manifest,

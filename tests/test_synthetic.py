@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from preprocess import ffmpeg_tools, synthetic
-from preprocess.shard_format import SPLITS
+from shard_format import SPLITS
 
 VIDEOS_PER_CLASS = 3
 NUM_FRAMES = 16

@@ -96,7 +96,7 @@ def test_damaged_header_and_cut_member_name_the_shard(shards: Path, tmp_path: Pa
 
 def test_loader_gives_identical_batches_with_either_reader(shards: Path) -> None:
     def batches(reader: str) -> list[dict]:
-        loader = build_loader(shards, rates=(2, 4), batch_size=2, decode="cpu", device="cpu", num_workers=0,
+        loader = build_loader(shards, frames=(2, 4), batch_size=2, decode="cpu", device="cpu", num_workers=0,
                               crop_size=16, test_resize=32, seed=3, tar_reader=reader)  # fmt: skip
         return list(loader)
 
@@ -104,6 +104,6 @@ def test_loader_gives_identical_batches_with_either_reader(shards: Path) -> None
     assert [batch["id"] for batch in lean] == [batch["id"] for batch in reference]
     for mine, theirs in zip(lean, reference):
         for rate in (2, 4):
-            assert torch.equal(mine["frames"][rate], theirs["frames"][rate])
+            assert torch.equal(mine["videos"][rate], theirs["videos"][rate])
     with pytest.raises(ValueError, match="tar_reader='tarfile'; use one of"):
         build_loader(shards, decode="cpu", device="cpu", tar_reader="tarfile")

@@ -15,11 +15,12 @@ from pipeline_helpers import encode_jpeg
 
 import evaluate
 import train
+from engine.training import NonFiniteLossError, check_finite, make_criterion
 from engine.checkpoint import CHECKPOINT_KEYS
 from engine.cost import count_multiply_adds
 from engine.inference import INFERENCE_KEY
 from model import build_model
-from preprocess.shard_format import write_jpeg_split
+from shard_format import write_jpeg_split
 from preprocess.synthetic import iter_clips
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,13 +127,13 @@ def test_each_loss_term_reaches_only_its_branch():
     videos = {rate: torch.randn(4, rate, 3, 32, 32) for rate in (4, 8, 16)}
     labels = torch.tensor([0, 1, 2, 3])
     logits = network.forward_by_frames(videos)
-    ce_only, _ = train.compute_loss("ffn", logits, labels, lam=0.0, ce_all_frames=False)
+    ce_only, _ = make_criterion("ffn", lam=0.0)(logits, labels)
     ce_grads = branch_norm_grads(network, ce_only)
     assert ce_grads["16"] > 0 and ce_grads["4"] == 0 and ce_grads["8"] == 0
     for student, other in ((4, 8), (8, 4)):
         pair = {student: logits[student], 16: logits[16]}
-        with_kl, _ = train.compute_loss("ffn", pair, labels, lam=1.0, ce_all_frames=False)
-        without_kl, _ = train.compute_loss("ffn", pair, labels, lam=0.0, ce_all_frames=False)
+        with_kl, _ = make_criterion("ffn", lam=1.0)(pair, labels)
+        without_kl, _ = make_criterion("ffn", lam=0.0)(pair, labels)
         kl_grads = branch_norm_grads(network, with_kl - without_kl)
         assert kl_grads[str(student)] > 0, f"KL at {student}F must train the {student}F BatchNorms"
         assert kl_grads["16"] == 0 and kl_grads[str(other)] == 0, kl_grads
@@ -210,9 +211,9 @@ def test_evaluate_with_tsm_full_res_three_crops_two_clips_records_the_protocol(t
 def test_nonfinite_loss_names_the_step_and_the_last_checkpoint(tmp_path):
     good = tmp_path / "last.pt"
     good.write_bytes(b"x")
-    with pytest.raises(train.NonFiniteLossError, match=r"epoch 2 step 5 \(global step 17\).*last\.pt"):
-        train.check_finite(float("nan"), epoch=1, step=4, global_step=17, last_good=good)
-    train.check_finite(1.5, epoch=0, step=0, global_step=1, last_good=None)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 step 5 \(global step 17\).*last\.pt"):
+        check_finite(float("nan"), epoch=1, step=4, global_step=17, last_good=good)
+    check_finite(1.5, epoch=0, step=0, global_step=1, last_good=None)
 
 
 @pytest.mark.slow

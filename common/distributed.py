@@ -1,17 +1,18 @@
 """Process-group set-up under torchrun (NCCL on CUDA, gloo otherwise), the device of each process, and the
-copy of rank 0's buffers (BatchNorm running statistics) to every rank."""
+collectives the stages share (counts summed over ranks, rank 0's buffers copied to every rank)."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import sys
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from model import get_device
+from common.device import get_device
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 
@@ -54,6 +55,32 @@ def close_distributed() -> None:
     """Destroy the process group if one was started (a no-op otherwise)."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def reduce_counts(counts: Sequence[float] | torch.Tensor, device: torch.device | str | None = None) -> list[float]:
+    """Sum per-rank counts (e.g. [correct_top1, correct_top5, total]) over all ranks.
+
+    Parameters
+    ----------
+    counts : sequence of numbers or tensor
+        This rank's counts.
+    device : torch.device or str, optional
+        Where the all_reduce runs (the CUDA device under NCCL; CPU under gloo). Default: CUDA when the backend
+        is NCCL, else CPU.
+
+    Returns
+    -------
+    list of float
+        The totals over all ranks (this rank's counts when torch.distributed is not initialised).
+    """
+    values = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values.tolist()
+    if device is None:
+        device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    reduced = values.to(device)
+    torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
+    return reduced.cpu().tolist()
 
 
 def broadcast_buffers(module: nn.Module, source_rank: int = 0) -> int:

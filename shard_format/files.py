@@ -1,11 +1,4 @@
-"""The packed JPEG-frame WebDataset shard format: names, sample encoding, deterministic tars, sidecars, manifests.
-
-One sample per video, key = the SSv2 video id, exactly two tar members:
-
-- ``<id>.json``: {"id": str, "label": int (-1 for test), "template": str, "num_frames": int, "width": int,
-  "height": int, "offsets": [int], "lengths": [int]} (byte offset and length of each frame inside the packed
-  member), plus "source_sar": "num:den" when the source's pixels were not square (the frames always are);
-- ``<id>.frames``: all frames' JPEG bytes back to back in temporal order.
+"""Writing and checking shard files: deterministic tars, sidecars, manifests, the settings hash.
 
 A shard ``<split>-NNNNNN.tar`` is written under a temporary name and renamed when complete; then its sidecar
 ``<split>-NNNNNN.tar.done.json`` is written atomically. A shard without a sidecar carrying the run's settings
@@ -14,8 +7,9 @@ sidecar alone records it, with 0 samples and 0 bytes. The manifest ``<split>.man
 the sidecars and lists only the shards holding samples; a split without any usable video gets a manifest with
 no shard and ``num_samples`` 0.
 
-This module needs only the standard library, so shards can be written from JPEG bytes where ffmpeg is not
-installed. Files are written atomically through common.atomic.
+Manifest schema: {"format_version", "split", "settings" (the writer's settings plus their "hash"),
+"num_samples", "num_frames", "shards": [{"name", "num_samples", "num_frames", "bytes"}], "skipped":
+[{"id", "reason"}], optional "class_names" (class-index order)}.
 """
 
 from __future__ import annotations
@@ -30,13 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_file, write_json_atomic
+from shard_format.sample import FORMAT_VERSION, encode_sample, manifest_path, shard_name, sidecar_path
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
-TEST_LABEL = -1
-SHARD_SUFFIX = ".tar"
-SIDECAR_SUFFIX = ".done.json"
-MANIFEST_SUFFIX = ".manifest.json"
 TAR_MEMBER_MODE = 0o644
 TAR_MTIME = 0
 MISSING_NAMES_SHOWN = 20
@@ -46,74 +35,10 @@ class ManifestError(RuntimeError):
     """A manifest cannot be assembled or read (a missing shard, a settings mismatch, a malformed file)."""
 
 
-def shard_name(split: str, index: int) -> str:
-    """Return the file name of shard `index` of `split`, e.g. ``train-000003.tar``."""
-    return f"{split}-{index:06d}{SHARD_SUFFIX}"
-
-
-def sidecar_path(shard_path: Path) -> Path:
-    """Return the sidecar path of a shard."""
-    return shard_path.with_name(shard_path.name + SIDECAR_SUFFIX)
-
-
-def manifest_path(out_dir: Path, split: str) -> Path:
-    """Return the manifest path of a split."""
-    return Path(out_dir) / f"{split}{MANIFEST_SUFFIX}"
-
-
 def settings_hash(settings: dict[str, Any]) -> str:
     """Return a short stable hash of a JSON-serialisable settings dict (key order does not matter)."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def pack_frames(jpeg_frames: Sequence[bytes]) -> tuple[bytes, list[int], list[int]]:
-    """Concatenate JPEG frames and return (packed bytes, offsets, lengths)."""
-    offsets, lengths, position = [], [], 0
-    for frame in jpeg_frames:
-        offsets.append(position)
-        lengths.append(len(frame))
-        position += len(frame)
-    return b"".join(jpeg_frames), offsets, lengths
-
-
-def encode_sample(
-    video_id: str,
-    label: int,
-    template: str,
-    jpeg_frames: Sequence[bytes],
-    width: int,
-    height: int,
-    source_sar: str | None = None,
-) -> list[tuple[str, bytes]]:
-    """Encode one video as its two tar members [(<id>.json, bytes), (<id>.frames, bytes)].
-
-    `source_sar` ("num:den") records a non-square source sample aspect ratio; None (square) adds no key.
-
-    Raises
-    ------
-    ValueError
-        If the video has no frame or the id contains a dot or a slash (WebDataset splits keys at the first dot).
-    """
-    if not jpeg_frames:
-        raise ValueError(f"video {video_id!r} has no frame")
-    if "." in video_id or "/" in video_id:
-        raise ValueError(f"video id {video_id!r} must not contain '.' or '/'")
-    packed, offsets, lengths = pack_frames(jpeg_frames)
-    meta = {
-        "id": video_id,
-        "label": int(label),
-        "template": template,
-        "num_frames": len(jpeg_frames),
-        "width": int(width),
-        "height": int(height),
-        "offsets": offsets,
-        "lengths": lengths,
-    }
-    if source_sar is not None:
-        meta["source_sar"] = source_sar
-    meta_bytes = json.dumps(meta, separators=(",", ":")).encode("utf-8")
-    return [(f"{video_id}.json", meta_bytes), (f"{video_id}.frames", packed)]
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

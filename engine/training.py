@@ -1,0 +1,221 @@
+"""The training step and the training epoch, with explicit inputs (train.py and ``make gpu-check`` run these).
+
+In the manner of torchvision's references: ``train_one_epoch(model, criterion, optimizer, scheduler, scaler,
+loader, device, epoch, ...)`` takes everything it uses as an argument and returns the epoch's figures; nothing
+reaches into a run object. `make_criterion` gives the loss of a training mode: cross-entropy for a vanilla model
+at one frame count, FFN's distillation loss (model.losses) for several.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from common.distributed import is_distributed, reduce_counts
+from engine.data import timed_batches
+from engine.precision import autocast_context
+from model import distillation_loss
+
+Criterion = Callable[[dict[int, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+TRAINING_MODES = ("tsm", "ffn")
+STEP_LOG_EVERY = 10
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_criterion(mode: str, lam: float = 1.0, ce_all_frames: bool = False) -> Criterion:
+    """The loss of a training mode, as a function of ({T: logits}, labels) returning (loss, detached parts).
+
+    Parameters
+    ----------
+    mode : str
+        "tsm": cross-entropy at the one frame count; "ffn": CE at the highest frame count plus lam x KL to each
+        lower one (model.losses.distillation_loss), computed in float32.
+    lam : float
+        FFN: weight of the KL terms.
+    ce_all_frames : bool
+        FFN: also CE at every lower frame count (not the official loss; an ablation).
+    """
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode={mode!r}; use one of {TRAINING_MODES}")
+
+    def criterion(logits_by_frames: dict[int, torch.Tensor],
+                  labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits_by_frames = {frames: logits.float() for frames, logits in logits_by_frames.items()}
+        if mode == "tsm":
+            (logits,) = logits_by_frames.values()
+            loss = F.cross_entropy(logits, labels)
+            return loss, {"ce": loss.detach()}
+        return distillation_loss(logits_by_frames, labels, lam=lam, ce_all_frames=ce_all_frames)
+
+    return criterion
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimiser step returns: the loss (detached, averaged over ranks), its parts, the logits."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    logits_by_frames: dict[int, torch.Tensor]
+
+
+def train_step(
+    model: nn.Module,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    videos_by_frames: dict[int, torch.Tensor],
+    labels: torch.Tensor,
+    device: torch.device,
+    precision: str,
+    clip_grad: float | None = None,
+) -> StepResult:
+    """One optimiser step on a batch {T: videos} already on the device: forward, loss, backward, step, schedule.
+
+    The loss is averaged over the ranks when a process group runs (its value is only read where it is logged).
+    """
+    with autocast_context(precision, device):
+        logits_by_frames = model(videos_by_frames)
+    loss, parts = criterion(logits_by_frames, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    loss_mean = loss.detach().float().reshape(1)
+    if is_distributed():
+        dist.all_reduce(loss_mean)
+        loss_mean /= dist.get_world_size()
+    return StepResult(loss_mean, parts, {frames: logits.detach() for frames, logits in logits_by_frames.items()})
+
+
+def check_finite(loss_value: float, epoch: int, step: int, global_step: int, last_good: Path | None) -> None:
+    """Raise NonFiniteLossError naming the step and the last good checkpoint if the loss is not finite."""
+    if math.isfinite(loss_value):
+        return
+    where = str(last_good) if last_good is not None and last_good.exists() else "none yet (no epoch finished)"
+    raise NonFiniteLossError(
+        f"loss is {loss_value} at epoch {epoch + 1} step {step + 1} (global step {global_step}); "
+        f"last good checkpoint: {where}; lower --lr or use --precision fp32/bf16, then --resume"
+    )
+
+
+StepLogger = Callable[[int, float, dict[str, torch.Tensor], float], None]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    loader: Any,
+    device: torch.device,
+    epoch: int,
+    *,
+    steps: int,
+    precision: str,
+    top_frames: int,
+    clip_grad: float | None = None,
+    global_step: int = 0,
+    last_good: Path | None = None,
+    step_logger: StepLogger | None = None,
+    progress: str | None = None,
+) -> tuple[dict[str, float], int]:
+    """Train one epoch of `steps` optimiser steps; return its figures and the global step after it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (wrapped in DistributedDataParallel under torchrun); it takes {T: videos}.
+    criterion, optimizer, scheduler, scaler
+        The loss (`make_criterion`), the optimiser, the per-step learning-rate schedule and the GradScaler.
+    loader : iterable
+        Training batches {"videos": {T: videos}, "label": labels} on `device` (``set_epoch`` called if it has it).
+    device : torch.device
+        Where the model runs.
+    epoch : int
+        0-based epoch (the loader's order and the messages).
+    steps : int
+        Optimiser steps of this epoch (the loader's length, or fewer).
+    precision : str
+        "fp32", "bf16" or "fp16" (engine.precision).
+    top_frames : int
+        The frame count whose top-1 is reported (the highest trained one).
+    clip_grad : float, optional
+        Maximum gradient norm.
+    global_step : int
+        Optimiser steps done before this epoch.
+    last_good : Path, optional
+        The last checkpoint, named when the loss stops being finite.
+    step_logger : callable, optional
+        ``step_logger(global_step, loss, parts, lr)`` every STEP_LOG_EVERY steps (TensorBoard).
+    progress : str, optional
+        A progress bar's title (None: no bar).
+
+    Returns
+    -------
+    (dict, int)
+        {"train_loss", "train_top1", "clips_per_s", "data_wait", "epoch_s"} and the global step.
+
+    Raises
+    ------
+    NonFiniteLossError
+        When the loss is NaN or infinite.
+    """
+    from tqdm import tqdm
+
+    model.train()
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    world_size = dist.get_world_size() if is_distributed() else 1
+    bar = tqdm(total=steps, desc=progress, disable=progress is None, dynamic_ncols=True, leave=False,
+               file=sys.stdout)
+    sums = torch.zeros(3, dtype=torch.float64)  # loss x videos, top-1 correct, videos
+    wait_total, start = 0.0, time.perf_counter()
+    for step, (batch, wait) in enumerate(itertools.islice(timed_batches(loader), steps)):
+        labels = batch["label"]
+        result = train_step(model, criterion, optimizer, scheduler, scaler, batch["videos"], labels, device,
+                            precision, clip_grad)
+        global_step += 1
+        loss_value = float(result.loss)
+        check_finite(loss_value, epoch, step, global_step, last_good)
+        correct = int(result.logits_by_frames[top_frames].float().argmax(dim=1).eq(labels).sum())
+        if step_logger is not None and global_step % STEP_LOG_EVERY == 0:
+            step_logger(global_step, loss_value, result.parts, scheduler.get_last_lr()[0])
+        videos = int(labels.shape[0])
+        wait_total += wait
+        sums += torch.tensor([loss_value * videos, correct, videos], dtype=torch.float64)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
+                        clips_s=f"{sums[2] * world_size / elapsed:.1f}", wait=f"{wait_total / elapsed:.2f}")
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    sums = torch.tensor(reduce_counts(sums, device), dtype=torch.float64)
+    figures = {
+        "train_loss": float(sums[0] / max(sums[2], 1)),
+        "train_top1": float(100 * sums[1] / max(sums[2], 1)),
+        "clips_per_s": float(sums[2] / elapsed),
+        "data_wait": wait_total / elapsed,
+        "epoch_s": elapsed,
+    }
+    return figures, global_step
