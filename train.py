@@ -13,8 +13,10 @@ Several processes (DDP; NCCL on CUDA, gloo on CPU)::
 (batch per process x processes) and the effective rate is printed. ``--preset official`` is the official FFN
 recipe, ``--preset demo`` the synthetic-data recipe of ``make demo``. Every epoch writes ``last.pt`` (and
 ``best.pt`` when the validation top-1 at the highest trained frame count improves) atomically; ``--resume``
-continues exactly where ``last.pt`` stopped. Every checkpoint also records what predict.py needs (arch, trained
-frames, class names from the shards' manifest, transform sizes: engine.inference.inference_record).
+continues exactly where ``last.pt`` stopped. SIGUSR1 or SIGTERM (a cluster's time-limit warning, a preemption)
+ends the run after the current step with a mid-epoch ``last.pt`` that ``--resume`` continues from, bit for bit.
+Every checkpoint also records what predict.py needs (arch, trained frames, class names from the shards'
+manifest, transform sizes: engine.inference.inference_record).
 
 The pieces shared with evaluate.py, pretrain.py, the demo and the benchmarks live in engine/ (distributed set-up,
 precision, RNG state, checkpoints, schedule, loaders, evaluation); this script keeps the command line, the
@@ -36,7 +38,7 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_file, write_json_atomic
-from common.distributed import close_distributed, init_distributed
+from common.distributed import broadcast_buffers, close_distributed, gather_from_ranks, init_distributed
 from data_pipeline import add_loader_arguments, loader_options
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
 from engine.config import BASE_DEFAULTS, PRESETS
@@ -46,10 +48,13 @@ from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.rng import gather_rng_states, restore_rng_state, seed_everything
 from engine.schedule import REFERENCE_TOTAL_BATCH, LearningRateShape, scaled_learning_rate
+from engine.stop_request import StopRequest, signal_name
 from engine.training import (
     Criterion,
+    EpochPosition,
     NonFiniteLossError,
     StepLogger,
+    StopCheck,
     make_criterion,
     train_one_epoch,
 )
@@ -64,6 +69,7 @@ PRESET_LOADER_FLAGS = ("crop_size", "test_resize", "multi_scale")
 TRAIN_SHORT_VIDEO_RULES = ("official", "spread")
 # Model options with a flag; a family that does not take one refuses it when given on the command line.
 MODEL_FLAGS = ("shift_mode", "dropout", "private_norms", "weight_alteration")
+POSITION_KEY = "position"  # a mid-epoch checkpoint's place in its epoch (absent at an epoch's end)
 LOG_COLUMNS = (
     "epoch", "lr", "train_loss", "train_top1", "val_frames", "val_top1", "val_top5", "val_n",
     "clips_per_s", "data_wait", "epoch_s",
@@ -217,13 +223,21 @@ class Process:
 
 @dataclass
 class Progress:
-    """Where the run stands: epochs done, optimiser steps done, the best validation so far and the history."""
+    """Where the run stands: epochs done, optimiser steps done, the best validation so far and the history.
+
+    After a resume from a mid-epoch checkpoint, `position` is this rank's place in epoch `start_epoch` and
+    `epoch_record` that epoch's record so far (its number and starting learning rate). `stopped_by` is the stop
+    signal that ended the run early (0: none).
+    """
 
     start_epoch: int = 0
     global_step: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    position: EpochPosition | None = None
+    epoch_record: dict[str, Any] = field(default_factory=dict)
+    stopped_by: int = 0
 
 
 def init_process(args: argparse.Namespace) -> Process:
@@ -305,11 +319,20 @@ def run_settings(args: argparse.Namespace, process: Process, lr: float, steps_pe
 
 
 def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-           scaler: torch.amp.GradScaler, process: Process, steps_per_epoch: int) -> Progress:
-    """Restore model, optimiser, schedule, scaler and this rank's RNG states; return where the run stands."""
+           scaler: torch.amp.GradScaler, process: Process, steps_per_epoch: int, layout: dict[str, int]) -> Progress:
+    """Restore model, optimiser, schedule, scaler and this rank's RNG states; return where the run stands.
+
+    A mid-epoch checkpoint also gives this rank's place in its epoch; it resumes only under the layout it was
+    written with (`layout`: processes, videos per process, loader worker slots, steps per epoch), which fixes
+    the epoch's batches.
+    """
     payload = load_checkpoint(path)
     if not same_model(payload["config"], dict(network.config)):
         raise SystemExit(f"{path}: built for another model ({payload['config']}); use the same flags as the run")
+    position = payload.get(POSITION_KEY)
+    if position is not None and position["layout"] != layout:
+        raise SystemExit(f"{path}: a mid-epoch checkpoint written with {describe_layout(position['layout'])}; "
+                         f"resume with the same (this run has {describe_layout(layout)})")
     network.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -321,17 +344,45 @@ def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, sch
                         best_top1=float(metrics.get("best_top1", -1.0)), best_epoch=int(metrics.get("best_epoch", 0)),
                         history=list(metrics.get("history", [])))
     states = payload["rng"]
-    restore_rng_state(states[process.rank] if process.rank < len(states) else states[0])
+    rng_state = states[process.rank] if process.rank < len(states) else states[0]
+    restore_rng_state(rng_state)
+    where = f"after epoch {start_epoch}"
+    if position is not None:
+        step = int(position["step"])
+        sums = [float(value) for value in position["sums"][process.rank]]
+        progress.position = EpochPosition(step, sums, rng_state)
+        progress.epoch_record = dict(position["record"])
+        progress.global_step += step
+        where = f"at epoch {start_epoch + 1} step {step}/{steps_per_epoch}"
     if process.is_main:
-        print(f"resumed from {path} after epoch {start_epoch}", flush=True)
+        print(f"resumed from {path} {where}", flush=True)
     return progress
+
+
+def run_layout(args: argparse.Namespace, process: Process, steps_per_epoch: int) -> dict[str, int]:
+    """What fixes an epoch's batches besides the seed: processes, videos per process, loader slots, steps."""
+    return {"processes": process.world_size, "batch_size": args.batch_size,
+            "loader_slots": max(1, args.num_workers), "steps_per_epoch": steps_per_epoch}
+
+
+def describe_layout(layout: dict[str, int]) -> str:
+    """The layout in words, with the flags that set it."""
+    return (f"{layout['processes']} process(es) x --batch-size {layout['batch_size']} x --workers "
+            f"{layout['loader_slots']} (1 = 0 or 1), {layout['steps_per_epoch']} steps per epoch")
 
 
 def save_checkpoints(output: Path, network: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                      scaler: torch.amp.GradScaler, process: Process, progress: Progress, epoch_count: int,
-                     improved: bool, metrics: dict[str, Any], inference: dict[str, Any]) -> None:
-    """Write last.pt (and best.pt when improved) atomically; every rank joins the RNG gather."""
+                     improved: bool, metrics: dict[str, Any], inference: dict[str, Any],
+                     position: dict[str, Any] | None = None) -> None:
+    """Write last.pt (and best.pt when improved) atomically; every rank joins the RNG gather.
+
+    `position` (a mid-epoch checkpoint): {"step", "sums" (this rank's), "record", "layout"}; every rank's sums
+    are gathered into it. Rank 0's BatchNorm statistics are written; callers copy them to every rank first.
+    """
     rng_states = gather_rng_states()
+    if position is not None:
+        position = dict(position, sums=gather_from_ranks(position["sums"]))
     if not process.is_main:
         return
     payload = {
@@ -351,6 +402,8 @@ def save_checkpoints(output: Path, network: nn.Module, optimizer: torch.optim.Op
         },
         INFERENCE_KEY: inference,
     }
+    if position is not None:
+        payload[POSITION_KEY] = position
     save_atomic(payload, output / LAST_CHECKPOINT)
     if improved:
         save_atomic(payload, output / BEST_CHECKPOINT)
@@ -375,8 +428,12 @@ def validate(network: nn.Module, val_loader: Any, val_frames: list[int], top_fra
 def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: nn.Module, criterion: Criterion,
         optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, train_loader: Any,
         val_loader: Any, steps_per_epoch: int, progress: Progress, settings: dict[str, Any],
-        inference: dict[str, Any]) -> dict[str, Any]:
-    """Train from progress.start_epoch to the last epoch (or --stop-after-epochs); return the last epoch's record."""
+        inference: dict[str, Any], stop_check: StopCheck | None = None) -> dict[str, Any]:
+    """Train from progress.start_epoch to the last epoch (or --stop-after-epochs); return the last epoch's record.
+
+    `stop_check` (every rank calls it after every step and after every epoch's checkpoint) ends the run early:
+    inside an epoch with a mid-epoch checkpoint, at an epoch's end after its checkpoint.
+    """
     output = Path(args.output)
     writer = None
     if process.is_main:
@@ -394,20 +451,36 @@ def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: n
     val_frames = validation_frames(args)
     step_logger = tensorboard_step_logger(writer)
     checkpoint_metrics = {"val_frames": top_frames, "settings": settings}
+    layout = run_layout(args, process, steps_per_epoch)
     last_epoch = args.epochs
     if args.stop_after_epochs is not None:
         last_epoch = min(args.epochs, progress.start_epoch + args.stop_after_epochs)
     record: dict[str, Any] = progress.history[-1] if progress.history else {}
     for epoch in range(progress.start_epoch, last_epoch):
-        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        start = progress.position if epoch == progress.start_epoch else None
+        record = dict(progress.epoch_record) if start is not None else {}
+        record = record or {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         bar = f"epoch {epoch + 1}/{args.epochs}" if process.is_main and not args.no_progress else None
-        figures, progress.global_step = train_one_epoch(
+        result = train_one_epoch(
             model, criterion, optimizer, scheduler, scaler, train_loader, process.device, epoch,
             steps=steps_per_epoch, precision=process.precision, top_frames=top_frames, clip_grad=args.clip_grad,
             global_step=progress.global_step, last_good=output / LAST_CHECKPOINT, step_logger=step_logger,
-            progress=bar,
+            progress=bar, start=start, stop_check=stop_check,
         )
-        record.update(figures)
+        progress.global_step = result.global_step
+        # Every rank validates, and rank 0 saves, with rank 0's BatchNorm statistics (DDP copies them at the next
+        # training forward anyway).
+        broadcast_buffers(network)
+        if result.figures is None:
+            position = {"step": result.position.step, "sums": result.position.sums, "record": record,
+                        "layout": layout}
+            save_checkpoints(output, network, optimizer, scheduler, scaler, process, progress, epoch, False,
+                             checkpoint_metrics, inference, position)
+            progress.stopped_by = result.stopped_by
+            report_stop(process, result.stopped_by, f"at epoch {epoch + 1} step {result.position.step}/"
+                        f"{steps_per_epoch}: mid-epoch checkpoint {output / LAST_CHECKPOINT}")
+            break
+        record.update(result.figures)
         if (epoch + 1) % max(args.val_every, 1) == 0 or epoch + 1 == args.epochs:
             record.update(validate(network, val_loader, val_frames, top_frames, process))
         improved = "val_top1" in record and record["val_top1"] > progress.best_top1
@@ -418,9 +491,20 @@ def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: n
                          checkpoint_metrics, inference)
         if process.is_main:
             report_epoch(output, args.epochs, progress.history, record, writer)
+        stopped_by = result.stopped_by or (stop_check() if stop_check is not None else 0)
+        if stopped_by and epoch + 1 < last_epoch:
+            progress.stopped_by = stopped_by
+            report_stop(process, stopped_by, f"after epoch {epoch + 1}: checkpoint {output / LAST_CHECKPOINT}")
+            break
     if writer is not None:
         writer.close()
     return record
+
+
+def report_stop(process: Process, stopped_by: int, where: str) -> None:
+    """Rank 0 says where a stop signal ended the run and how it goes on."""
+    if process.is_main:
+        print(f"train.py: stopped by {signal_name(stopped_by)} {where}; --resume continues from there", flush=True)
 
 
 # Logs
@@ -478,32 +562,38 @@ def tensorboard_step_logger(writer: Any) -> StepLogger | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, build, optionally resume, train; return the exit status."""
+    """Entry point: parse, build, optionally resume, train; return the exit status.
+
+    From the start, SIGUSR1 / SIGTERM (engine.stop_request) end the run after the current training step with a
+    checkpoint that --resume continues from; the status is then 0, as after --stop-after-epochs.
+    """
     args = resolve_args(argv)
-    process = init_process(args)
-    try:
-        num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
-        network = build_network(args, num_classes, process.channels_last).to(process.device)
-        train_loader, val_loader = build_loaders(args, process)
-        steps_per_epoch = epoch_steps(args, train_loader)
-        optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process)
-        model = wrap_for_processes(network, process)
-        progress = Progress()
-        if args.resume:
-            path = Path(args.output) / LAST_CHECKPOINT if args.resume == "auto" else Path(args.resume)
-            progress = resume(path, network, optimizer, scheduler, scaler, process, steps_per_epoch)
-        settings = run_settings(args, process, lr, steps_per_epoch)
-        inference = inference_record(network.config, args.mode, args.frames, args.crop_size, args.test_resize,
-                                     read_shard_facts(args.shards, args.train_split))
-        criterion = make_criterion(args.mode, args.lam, args.ce_all_frames)
-        fit(args, process, model, network, criterion, optimizer, scheduler, scaler, train_loader, val_loader,
-            steps_per_epoch, progress, settings, inference)
-    except NonFiniteLossError as error:
-        print(f"train.py: stopped: {error}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        close_distributed()
-    if process.is_main:
+    with StopRequest() as stop:
+        process = init_process(args)
+        try:
+            num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
+            network = build_network(args, num_classes, process.channels_last).to(process.device)
+            train_loader, val_loader = build_loaders(args, process)
+            steps_per_epoch = epoch_steps(args, train_loader)
+            optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process)
+            model = wrap_for_processes(network, process)
+            progress = Progress()
+            if args.resume:
+                path = Path(args.output) / LAST_CHECKPOINT if args.resume == "auto" else Path(args.resume)
+                progress = resume(path, network, optimizer, scheduler, scaler, process, steps_per_epoch,
+                                  run_layout(args, process, steps_per_epoch))
+            settings = run_settings(args, process, lr, steps_per_epoch)
+            inference = inference_record(network.config, args.mode, args.frames, args.crop_size, args.test_resize,
+                                         read_shard_facts(args.shards, args.train_split))
+            criterion = make_criterion(args.mode, args.lam, args.ce_all_frames)
+            fit(args, process, model, network, criterion, optimizer, scheduler, scaler, train_loader, val_loader,
+                steps_per_epoch, progress, settings, inference, stop_check=lambda: stop.agreed(process.device))
+        except NonFiniteLossError as error:
+            print(f"train.py: stopped: {error}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            close_distributed()
+    if process.is_main and not progress.stopped_by:
         print(f"done: best val top-1 {progress.best_top1:.2f} at epoch {progress.best_epoch}; "
               f"checkpoints in {args.output}", flush=True)
     return 0

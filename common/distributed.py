@@ -1,5 +1,6 @@
 """Process-group set-up under torchrun (NCCL on CUDA, gloo otherwise), the device of each process, and the
-collectives the stages share (counts summed over ranks, rank 0's buffers copied to every rank)."""
+collectives the stages share (objects gathered from every rank, counts summed over ranks, rank 0's buffers copied to
+every rank)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -55,6 +57,18 @@ def close_distributed() -> None:
     """Destroy the process group if one was started (a no-op otherwise)."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """Return every rank's `value` (any picklable object), indexed by rank; every rank must call it.
+
+    Outside a process group: ``[value]``.
+    """
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def reduce_counts(counts: Sequence[float] | torch.Tensor, device: torch.device | str | None = None) -> list[float]:
