@@ -113,7 +113,7 @@ gpu-check: $(SETUP)
 	$(PYTHON) -m benchmarks.gpu_check --out $(RUNS)/gpu/gpu_check.json $(GPU_ARGS)
 
 # The SLURM scripts of scripts/slurm/ end to end on a one-host cluster with two emulated nodes (as root; installs
-# slurm-wlm and munge with apt-get when missing, else prints what is missing and "skipped"; about 3 min on 2 cores).
+# SLURM and munge with apt-get when missing, else prints what is missing and "skipped"; about 3 min on 2 cores).
 slurm-check: $(SETUP)
 	$(PYTHON) scripts/slurm/check.py --work $(RUNS)/slurm-check
 

@@ -1,9 +1,9 @@
 """`make slurm-check`: the SLURM scripts of scripts/slurm/, unmodified, end to end on a real one-host SLURM.
 
-Run as root on a Debian / Ubuntu machine (the packages slurm-wlm and munge are installed with apt-get when
-missing; without root or apt-get the check prints one line saying what is missing and "skipped", and exits 0).
-``scripts/slurm/local_cluster.sh`` starts a controller and two emulated nodes, each with this machine's real
-CPUs and memory. Then, from the repository root as a user would:
+Run as root on a Debian / Ubuntu machine (the packages slurmctld, slurmd, slurm-client and munge are installed
+with apt-get when missing; without root or apt-get the check prints one line saying what is missing and
+"skipped", and exits 0). ``scripts/slurm/local_cluster.sh`` starts a controller and two emulated nodes, each
+with this machine's real CPUs and memory. Then, from the repository root as a user would:
 
 1. data: a small synthetic SSv2-format set (4 classes, VP9 .webm, preprocess.synthetic);
 2. shards: ``shards.sbatch`` with small-node resources (CPUS_PER_TASK=1 MEM=1G TIME=00:10:00, where its
@@ -39,8 +39,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # run as `python scripts/slurm/check.py`: the repository's packages import
-
-import torch  # noqa: E402
+# torch is imported where checkpoints are read, so that the check can say "skipped" without it.
 
 from common.atomic import write_json_atomic  # noqa: E402
 
@@ -120,8 +119,11 @@ def prepare_cluster() -> str | None:
 
 
 @contextmanager
-def local_cluster() -> Iterator[dict[str, str]]:
-    """Start the one-host cluster; yield the environment that reaches it; stop it whatever happens."""
+def local_cluster(logs: Path) -> Iterator[dict[str, str]]:
+    """Start the one-host cluster; yield the environment that reaches it; stop it whatever happens.
+
+    The daemons' logs are copied into `logs` before the cluster's folder is removed.
+    """
     cluster_dir = tempfile.mkdtemp(prefix="ffn-slurm-")  # short: the munge socket path must fit in 108 bytes
     env = dict(os.environ, CLUSTER_DIR=cluster_dir, NODES=str(NODES),
                PORT=str(free_port_block(FIRST_CLUSTER_PORT, NODES + 1)))
@@ -131,7 +133,9 @@ def local_cluster() -> Iterator[dict[str, str]]:
         yield env
     finally:
         completed = subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop"], env=env, capture_output=True, text=True)
-        print((completed.stdout + completed.stderr).rstrip(), flush=True)
+        print((completed.stdout + completed.stderr).rstrip().replace(f"{cluster_dir}/log", str(logs)), flush=True)
+        if Path(cluster_dir, "log").is_dir():
+            shutil.copytree(Path(cluster_dir, "log"), logs, dirs_exist_ok=True)
         shutil.rmtree(cluster_dir, ignore_errors=True)
 
 
@@ -290,6 +294,8 @@ def train_concurrently(shards: Path, work: Path, python: str, env: dict[str, str
     if not host_has_gpus():
         for job in (reference, first_part):
             wait_for_line_in_file(train_log(job), r"no GPU on .*CPU process")
+    import torch
+
     epochs = torch.load(work / "interrupted" / "last.pt", map_location="cpu", weights_only=True)["epoch"]
     if epochs != 1:
         raise CheckFailed(f"--stop-after-epochs 1 left a checkpoint after {epochs} epochs")
@@ -324,6 +330,8 @@ def resubmit_and_requeue(shards: Path, work: Path, python: str, env: dict[str, s
 
 def compare_checkpoints(first: Path, second: Path) -> dict[str, Any]:
     """Compare two final checkpoints bitwise; return what was compared (CheckFailed on any difference)."""
+    import torch
+
     a = torch.load(first, map_location="cpu", weights_only=True)
     b = torch.load(second, map_location="cpu", weights_only=True)
     differences = [name for name in a["model"] if not torch.equal(a["model"][name], b["model"][name])]
@@ -344,12 +352,12 @@ def compare_checkpoints(first: Path, second: Path) -> dict[str, Any]:
     return {"model_tensors": len(a["model"]), "optimizer_tensors": len(flat_a), "train_losses": losses[0]}
 
 
-def flatten_tensors(state: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+def flatten_tensors(state: Any, prefix: str = "") -> dict[str, Any]:
     """Every tensor of a nested state (dicts and lists), keyed by its path."""
-    if isinstance(state, torch.Tensor):
+    if hasattr(state, "dtype") and hasattr(state, "shape"):  # a tensor
         return {prefix: state}
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
-    flat: dict[str, torch.Tensor] = {}
+    flat: dict[str, Any] = {}
     for key, value in items:
         flat.update(flatten_tensors(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
@@ -410,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record: dict[str, Any] = {"seconds": {}, "nodes": NODES, "cores": os.cpu_count()}
     status = 0
     try:
-        with local_cluster() as env:
+        with local_cluster(work / "logs" / "cluster") as env:
             env["PYTHONUNBUFFERED"] = "1"
             record["seconds"]["cluster_start"] = round(time.monotonic() - began, 1)
             run_check(work, args.python, env, record)

@@ -5,14 +5,14 @@
 # daemon (munged) with its own key and socket. Everything lives under CLUSTER_DIR: no file under /etc is
 # changed and a SLURM or munge already running on the machine is left alone.
 #
-#   scripts/slurm/local_cluster.sh prepare   # the packages (apt-get install slurm-wlm munge if missing)
+#   scripts/slurm/local_cluster.sh prepare   # the packages (apt-get install of the missing ones)
 #   scripts/slurm/local_cluster.sh start     # then: source "$CLUSTER_DIR/env" (exports SLURM_CONF)
 #   scripts/slurm/local_cluster.sh status
 #   scripts/slurm/local_cluster.sh stop      # cancels the cluster's jobs, stops the daemons it started
 #
-# Needs root (slurmd starts jobs as their user) and Debian / Ubuntu's slurm-wlm and munge packages (SLURM 22.05
-# on Debian 12); no systemd, no cgroups (proctrack/linuxproc, task/none). `prepare` exits 3 with one line
-# naming what is missing when it cannot install them.
+# Needs root (slurmd starts jobs as their user) and Debian / Ubuntu's slurmctld, slurmd, slurm-client and munge
+# packages (SLURM 22.05 on Debian 12); no systemd, no cgroups (proctrack/linuxproc, task/none). `prepare` exits 3
+# with one line naming what is missing when it cannot install them.
 # Variables: CLUSTER_DIR (default /tmp/ffn-slurm-cluster), NODES (2), PORT (default 16817; the controller
 # listens there, node k on PORT + k), CRED_EXPIRE (20: the seconds a requeued job waits before it starts again;
 # SLURM's default is 120).
@@ -23,7 +23,7 @@ NODES=${NODES:-2}
 PORT=${PORT:-16817}
 CRED_EXPIRE=${CRED_EXPIRE:-20}
 NODE_PREFIX=node
-PACKAGES=(slurm-wlm munge)
+PACKAGES=(slurmctld slurmd slurm-client munge)
 DAEMONS=(slurmctld slurmd munged mungekey)
 EXIT_UNAVAILABLE=3
 
@@ -75,8 +75,11 @@ prepare() {
 
 # The node's real hardware as slurmd detects it: "CPUs=2 Boards=1 ... RealMemory=24105".
 node_hardware() {
-    slurmd -C | head -n 1 | tr ' ' '\n' | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore|RealMemory)=' \
-        | tr '\n' ' '
+    local detected
+    detected=$(slurmd -C)
+    detected=${detected%%$'\n'*}
+    tr ' ' '\n' <<<"$detected" | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore|RealMemory)=' \
+        | paste -s -d ' '
 }
 
 write_config() {
