@@ -75,7 +75,7 @@ verify-shards: $(SETUP)
 	$(PYTHON) -m preprocess.verify_shards --shards $(SHARDS) $(VERIFY_ARGS)
 
 train-tsm: $(SETUP)
-	$(PYTHON) train.py --mode tsm --frames $(FRAMES) --shards $(SHARDS) --output $(RUNS)/tsm$(FRAMES) $(TRAIN_ARGS)
+	$(PYTHON) train.py --mode vanilla --frames $(FRAMES) --shards $(SHARDS) --output $(RUNS)/tsm$(FRAMES) $(TRAIN_ARGS)
 
 train-ffn: $(SETUP)
 	$(PYTHON) train.py --mode ffn --frames $(FFN_FRAMES) --shards $(SHARDS) --output $(RUNS)/ffn $(TRAIN_ARGS)

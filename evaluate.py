@@ -11,7 +11,8 @@ its nearest trained branch (ties to the larger); the temporal shift always uses 
 is FFN's: 1 clip x 1 centre crop 224 of the frame resized to short side 256. TSM's test script adds
 ``--test-crops 3`` (GroupFullResSample), ``--test-clips 2`` (twice_sample) and ``--full-res`` (256 x 256 crops),
 with ``--short-video segments`` (its indices for short videos); see docs/evaluation_protocols.md. All models and
-frame counts are evaluated in one pass over the data. Runs under torchrun too (each video once across ranks).
+frame counts are evaluated in one pass over the data (one pass per input normalisation when the models' families
+normalise their frames differently). Runs under torchrun too (each video once across ranks).
 
 Each model and frame count also gets its cost (engine/cost.py): ``gflops``, multiply-adds per video in G counted by
 torch's FLOP counter on the network (one view, times the views), and ``latency_ms``, the median forward time of
@@ -42,10 +43,10 @@ from common.atomic import write_json_atomic
 from data_pipeline import add_loader_arguments, loader_options
 from data_pipeline.augment import DEFAULT_CROP_SIZE, default_test_resize
 from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
-from engine.data import make_loader
+from engine.data import make_loader, normalisation_of
 from common.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
-from engine.inference import OFFICIAL_ARCH, load_network
+from engine.inference import load_network
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.reporting import format_table, plot_top1
 
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_loader_arguments(parser, LOADER_FLAGS, defaults={"crop_size": None})
     parser.add_argument("--full-res", action="store_true",
                         help="crops as large as the test resize (256 x 256 for 224), as TSM's --full_res")
-    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--arch", default=None, help="official checkpoints: the model, when not the one the file's "
+                        "layout gives (e.g. another backbone depth of the same family)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow full unpickling of a checkpoint the safe loader refuses (trusted files only)")
     parser.add_argument("--device", default=None)
@@ -109,6 +111,14 @@ def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any
     return fallback
 
 
+def group_by_normalisation(networks: dict[str, nn.Module]) -> dict[Any, list[str]]:
+    """Network names grouped by the input normalisation they need (one pass over the data per group)."""
+    groups: dict[Any, list[str]] = {}
+    for name, network in networks.items():
+        groups.setdefault(normalisation_of(network), []).append(name)
+    return groups
+
+
 def model_entry(network: nn.Module, settings: dict[str, Any], frames: Sequence[int],
                 per_count: dict[int, dict[str, float]], split: str, checkpoint: Path) -> dict[str, Any]:
     """Return one model's JSON entry (trained frames: the FFN branches, else the training run's --frames)."""
@@ -146,11 +156,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.full_res:
         args.crop_size, args.test_resize = full_res_sizes(args.crop_size, args.test_resize)
     frames = sorted(set(args.frames))
-    loader = make_loader(args.shards, args.split, frames=tuple(frames), batch_size=args.batch_size, train=False,
-                         device=device, rank=rank, world_size=world_size, seed=args.seed,
-                         **loader_options(args, LOADER_FLAGS))
     start = time.perf_counter()
-    results = evaluate_networks(networks, loader, frames, device, precision)
+    results: dict[str, Any] = {}
+    for normalisation, names in group_by_normalisation(networks).items():
+        loader = make_loader(args.shards, args.split, frames=tuple(frames), batch_size=args.batch_size, train=False,
+                             device=device, rank=rank, world_size=world_size, seed=args.seed,
+                             normalisation=normalisation, **loader_options(args, LOADER_FLAGS))
+        results.update(evaluate_networks({name: networks[name] for name in names}, loader, frames, device,
+                                         precision))
     seconds = time.perf_counter() - start
     views = args.test_crops * args.test_clips
     latency_runs = 0 if args.no_latency or rank != 0 else args.latency_runs

@@ -45,7 +45,8 @@ from data_pipeline import Decoder, PipelineConfig, add_loader_arguments, decode_
 from data_pipeline.augment import DEFAULT_CROP_SIZE
 from data_pipeline.decode import choose_backend
 from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forward
-from engine.inference import OFFICIAL_ARCH, LoadedCheckpoint, load_checkpoint_network, trained_frames
+from engine.data import normalisation_of
+from engine.inference import LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from preprocess.annotations import AnnotationError, class_names, read_labels
 from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the training shards', else {DEFAULT_SHORT_SIDE}; 0: native size)")
     parser.add_argument("--jpeg-quality", type=int, default=None,
                         help=f"JPEG quality of the frames (default: the training shards', else {DEFAULT_QUALITY})")
-    parser.add_argument("--arch", default=OFFICIAL_ARCH, help="backbone of official checkpoints")
+    parser.add_argument("--arch", default=None, help="official checkpoints: the model, when not the one the file's "
+                        "layout gives")
     parser.add_argument("--trained-frames", type=int, nargs="+", default=None,
                         help="frame count an official TSM was trained at (default: the file name's segmentN)")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -203,14 +205,15 @@ def prepare(args: argparse.Namespace) -> Predictor:
     record, settings = loaded.inference, loaded.settings
     crop_size = first_set(args.crop_size, record.get("crop_size"), settings.get("crop_size"), DEFAULT_CROP_SIZE)
     test_resize = first_set(args.test_resize, record.get("test_resize"), settings.get("test_resize"))
+    normalisation = normalisation_of(loaded.network)
     try:
         backend = choose_backend(args.decode, device)
-        config = PipelineConfig(frames=tuple(args.frames), batch_size=1, train=False, decode=backend, device=device,
+        config = PipelineConfig(frames=tuple(args.frames), batch_size=1, normalisation=normalisation, train=False, decode=backend, device=device,
                                 num_workers=0, crop_size=crop_size, test_resize=test_resize,
                                 short_video=args.short_video, multi_scale=False)
     except ValueError as error:
         raise SystemExit(f"predict.py: {error}") from error
-    decoder = make_decoder(backend, device, max_frames=sum(args.frames))
+    decoder = make_decoder(backend, device, sum(args.frames), normalisation)
     return Predictor(
         checkpoint=args.checkpoint, loaded=loaded, device=device, precision=precision, config=config,
         decoder=decoder,

@@ -1,9 +1,11 @@
-"""Train a TSM (vanilla, or one model per frame count: "separated training") or a TSM-FFN on packed JPEG shards.
+"""Train a vanilla model (one frame count; one model per count is "separated training") or an FFN on packed JPEG
+shards, for any registered model family (``--arch``: TSM by default).
 
 Usage (one process, any device)::
 
-    python train.py --mode tsm --frames 16 --shards database/shards --output runs/tsm16
+    python train.py --mode vanilla --frames 16 --shards database/shards --output runs/tsm16
     python train.py --mode ffn --frames 4 8 16 --shards database/shards --output runs/ffn
+    python train.py --mode ffn --frames 4 8 16 --arch tea_tiny --preset demo --shards ... --output ...
 
 Several processes (DDP; NCCL on CUDA, gloo on CPU)::
 
@@ -42,7 +44,7 @@ from common.distributed import broadcast_buffers, close_distributed, gather_from
 from data_pipeline import add_loader_arguments, loader_options
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
 from engine.config import BASE_DEFAULTS, PRESETS
-from engine.data import make_loader, read_num_classes, read_shard_facts
+from engine.data import make_loader, normalisation_of, read_num_classes, read_shard_facts
 from engine.evaluation import evaluate_networks
 from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
@@ -50,6 +52,7 @@ from engine.rng import gather_rng_states, restore_rng_state, seed_everything
 from engine.schedule import REFERENCE_TOTAL_BATCH, LearningRateShape, scaled_learning_rate
 from engine.stop_request import StopRequest, signal_name
 from engine.training import (
+    TRAINING_MODES,
     Criterion,
     EpochPosition,
     NonFiniteLossError,
@@ -83,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (preset-controlled flags default to None and are filled by resolve_args)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--mode", choices=("tsm", "ffn"), required=True, help="tsm: one frame count; ffn: several")
+    parser.add_argument("--mode", choices=TRAINING_MODES, required=True,
+                        help="vanilla: one frame count (a plain model); ffn: several (one branch each)")
     parser.add_argument("--frames", type=int, nargs="+", required=True, help="frame count(s), e.g. 16 or 4 8 16")
     parser.add_argument("--shards", type=Path, required=True, help="folder with <split>.manifest.json and tars")
     parser.add_argument("--output", type=Path, required=True, help="run folder (checkpoints, log.csv)")
@@ -163,8 +167,8 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.val_batch_size is None:
         args.val_batch_size = args.batch_size
     args.frames = sorted(set(args.frames))
-    if args.mode == "tsm" and len(args.frames) != 1:
-        parser.error("--mode tsm takes one frame count (train one model per count for separated training)")
+    if args.mode == "vanilla" and len(args.frames) != 1:
+        parser.error("--mode vanilla takes one frame count (train one model per count for separated training)")
     if args.mode == "ffn" and len(args.frames) < 2:
         parser.error("--mode ffn needs at least two frame counts, e.g. --frames 4 8 16")
     if min(args.frames) < 1 or args.batch_size < 1 or args.epochs < 1:
@@ -189,7 +193,7 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_network(args: argparse.Namespace, num_classes: int, channels_last: bool) -> nn.Module:
-    """Build the vanilla model (mode tsm) or the FFN (mode ffn) of the arguments, through the model registry.
+    """Build the vanilla model (mode vanilla) or the FFN (mode ffn) of the arguments, through the model registry.
 
     Model flags that are set (on the command line or by the preset) go to the model when its family takes them;
     channels_last goes to families that have it.
@@ -258,10 +262,12 @@ def validation_frames(args: argparse.Namespace) -> list[int]:
     return sorted(set(args.val_frames or []) | {max(args.frames)})
 
 
-def build_loaders(args: argparse.Namespace, process: Process) -> tuple[Any, Any]:
-    """The training and validation loaders of this rank (batches arrive on the process's device)."""
+def build_loaders(args: argparse.Namespace, process: Process, network: nn.Module) -> tuple[Any, Any]:
+    """The training and validation loaders of this rank (batches arrive on the process's device, normalised as the
+    network's input spec says)."""
     options = loader_options(args, LOADER_FLAGS)
-    common = {"device": process.device, "rank": process.rank, "world_size": process.world_size, "seed": args.seed}
+    common = {"device": process.device, "rank": process.rank, "world_size": process.world_size, "seed": args.seed,
+              "normalisation": normalisation_of(network)}
     train_loader = make_loader(args.shards, args.train_split, frames=tuple(args.frames), batch_size=args.batch_size,
                                train=True, **common, **options)
     val_options = dict(options, multi_scale=False, flip=False)
@@ -573,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
             network = build_network(args, num_classes, process.channels_last).to(process.device)
-            train_loader, val_loader = build_loaders(args, process)
+            train_loader, val_loader = build_loaders(args, process, network)
             steps_per_epoch = epoch_steps(args, train_loader)
             optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process)
             model = wrap_for_processes(network, process)

@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as functional
 from torch.utils.data import get_worker_info
 
+from common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from data_pipeline.sampling import clip_gathers
 
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 MAX_SCALE_DISTORTION = 1
 SNAP_TOLERANCE_PX = 3
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TEST_SCALE_NUMERATOR, TEST_SCALE_DENOMINATOR = 256, 224  # official scale_size = crop * 256 // 224
+CHANNEL_ORDERS = ("RGB", "BGR")
 TEST_CROP_COUNTS = (1, 3)
 DEFAULT_CROP_SIZE = 224  # the crop of every official protocol (train and test)
 # Frames normalised per step on the CPU: 4 frames of 224 x 224 are 2.4 MB of float, which stay in cache between
@@ -221,10 +221,46 @@ def choose_boxes(
     return [random_resized_box(width, height, crop_size, resize, rng, flip)]
 
 
-def normalisation_tensors(device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the ImageNet mean and std on the 0-255 scale, shaped (1, 3, 1, 1)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+@dataclass(frozen=True)
+class Normalisation:
+    """How a model wants its frames: per-channel mean and std on the 0-1 scale, and the channel order.
+
+    `mean` and `std` are given in the model's own channel order (as a model's input_spec declares them). Frames are
+    decoded as RGB and normalised with the RGB-ordered values; a BGR model then gets the channels reversed
+    (loader.batch_on_device), whatever the decoder.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        """Check the channel order."""
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order={self.channel_order!r}; use one of {CHANNEL_ORDERS}")
+
+    @property
+    def reversed_channels(self) -> bool:
+        """True when the model reads BGR (the decoded RGB channels are reversed after normalisation)."""
+        return self.channel_order == "BGR"
+
+    def rgb_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and std in RGB order (the decoded frames' order)."""
+        if self.reversed_channels:
+            return tuple(reversed(self.mean)), tuple(reversed(self.std))
+        return tuple(self.mean), tuple(self.std)
+
+
+IMAGENET_NORMALISATION = Normalisation()
+
+
+def normalisation_tensors(
+    device: torch.device | str = "cpu", normalisation: Normalisation = IMAGENET_NORMALISATION
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the mean and std on the 0-255 scale in RGB order, shaped (1, 3, 1, 1) (ImageNet's by default)."""
+    rgb_mean, rgb_std = normalisation.rgb_mean_std()
+    mean = torch.tensor(rgb_mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(rgb_std, device=device).view(1, 3, 1, 1) * 255.0
     return mean, std
 
 

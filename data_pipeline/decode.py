@@ -14,7 +14,7 @@ batch (`finish_batch`), so batch sizes and counts never change.
   imported lazily.
 
 A new backend is a class with `name`, `in_worker`, `needs_cuda`, `available()` and `decode`, constructed as
-``cls(device, max_frames)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
+``cls(device, max_frames, normalisation)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
 order and `make_decoder` builds one.
 """
 
@@ -31,7 +31,13 @@ import torch
 from PIL import Image
 import torchvision.io  # imported here, not in each forked loader worker (a lazy import there costs seconds)
 
-from data_pipeline.augment import allocate_views, normalisation_tensors, render_views
+from data_pipeline.augment import (
+    IMAGENET_NORMALISATION,
+    Normalisation,
+    allocate_views,
+    normalisation_tensors,
+    render_views,
+)
 from data_pipeline.jpeg_header import headers_fit
 from data_pipeline.sampling import clip_gathers
 from data_pipeline.stream import SelectedSample
@@ -151,8 +157,10 @@ class CpuDecoder:
         constructor signature.
     max_frames : int, optional
         Unused; part of the registry's constructor signature.
+    normalisation : Normalisation
+        The mean and std of float frames (`normalise`).
     normalise : bool
-        True: float frames normalised with the ImageNet mean/std. False (the loader's setting): the resized uint8
+        True: float frames normalised with `normalisation`. False (the loader's setting): the resized uint8
         frames, a quarter of the bytes to hand between processes and to the device, normalised there by
         augment.normalise_views with the same arithmetic.
     """
@@ -162,10 +170,11 @@ class CpuDecoder:
     needs_cuda = False
 
     def __init__(
-        self, device: torch.device | str = "cpu", max_frames: int | None = None, normalise: bool = False
+        self, device: torch.device | str = "cpu", max_frames: int | None = None,
+        normalisation: Normalisation = IMAGENET_NORMALISATION, normalise: bool = False,
     ) -> None:
         self.normalise = normalise
-        self.mean, self.std = normalisation_tensors()
+        self.mean, self.std = normalisation_tensors("cpu", normalisation)
         self.fallback: SelectedSample | None = None
 
     @staticmethod
@@ -248,15 +257,18 @@ class TorchvisionDecoder:
         A CUDA device (nvJPEG decode), or the CPU (used by the tests).
     max_frames : int, optional
         Unused; part of the registry's constructor signature.
+    normalisation : Normalisation
+        The mean and std the float frames are normalised with.
     """
 
     name = "torchvision"
     in_worker = False
     needs_cuda = True
 
-    def __init__(self, device: torch.device, max_frames: int | None = None) -> None:
+    def __init__(self, device: torch.device, max_frames: int | None = None,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> None:
         self.device = torch.device(device)
-        self.mean, self.std = normalisation_tensors(self.device)
+        self.mean, self.std = normalisation_tensors(self.device, normalisation)
 
     @staticmethod
     def available() -> bool:
@@ -354,6 +366,8 @@ class DaliDecoder:
         A CUDA device (mixed decode on the GPU), or CPU (DALI's CPU mode, used by the tests).
     max_frames : int
         Largest number of frames in one batch (the DALI pipeline's max_batch_size).
+    normalisation : Normalisation
+        The mean and std the float frames are normalised with.
     num_threads : int
         DALI CPU threads.
     """
@@ -362,10 +376,12 @@ class DaliDecoder:
     in_worker = False
     needs_cuda = True
 
-    def __init__(self, device: torch.device, max_frames: int, num_threads: int = DALI_DEFAULT_THREADS) -> None:
+    def __init__(self, device: torch.device, max_frames: int, normalisation: Normalisation = IMAGENET_NORMALISATION,
+                 num_threads: int = DALI_DEFAULT_THREADS) -> None:
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         self.max_frames = int(max_frames)
+        self.normalisation = normalisation
         self.num_threads = num_threads
         self.pipelines: dict[tuple[int, int], Any] = {}
 
@@ -379,7 +395,7 @@ class DaliDecoder:
         key = (out_height, out_width)
         if key not in self.pipelines:
             self.pipelines[key] = build_dali_pipeline(
-                self.max_frames, self.num_threads, self._device_id(), out_height, out_width
+                self.max_frames, self.num_threads, self._device_id(), out_height, out_width, self.normalisation
             )
         return self.pipelines[key]
 
@@ -481,7 +497,8 @@ def find_corrupt_headers(samples: Sequence[SelectedSample]) -> set[int]:
     return {index for index, sample in enumerate(samples) if not header_ok(sample)}
 
 
-def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int):
+def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None, out_height: int, out_width: int,
+                        normalisation: Normalisation = IMAGENET_NORMALISATION):
     """Build the DALI pipeline: external JPEGs and crop windows -> decode -> crop -> linear resize -> normalise.
 
     Decode runs on the GPU (device="mixed", hardware decoder share DALI_HW_DECODER_LOAD) when device_id is set,
@@ -490,8 +507,9 @@ def build_dali_pipeline(max_frames: int, num_threads: int, device_id: int | None
     """
     from nvidia.dali import fn, pipeline_def, types
 
-    mean = [channel * 255.0 for channel in (0.485, 0.456, 0.406)]
-    std = [channel * 255.0 for channel in (0.229, 0.224, 0.225)]
+    rgb_mean, rgb_std = normalisation.rgb_mean_std()
+    mean = [channel * 255.0 for channel in rgb_mean]
+    std = [channel * 255.0 for channel in rgb_std]
     on_gpu = device_id is not None
 
     @pipeline_def(batch_size=max_frames, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1)
@@ -555,9 +573,11 @@ def choose_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
-def make_decoder(name: str, device: torch.device, max_frames: int) -> Decoder:
-    """Build the backend `name` of `DECODERS` for `device`, sized for batches of up to `max_frames` frames."""
-    return DECODERS[name](torch.device(device), max_frames)
+def make_decoder(name: str, device: torch.device, max_frames: int,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> Decoder:
+    """Build the backend `name` of `DECODERS` for `device`, sized for batches of up to `max_frames` frames, its
+    float frames normalised with `normalisation` (RGB order; the loader reverses the channels of a BGR model)."""
+    return DECODERS[name](torch.device(device), max_frames, normalisation)
 
 
 __all__ = [

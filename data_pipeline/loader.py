@@ -10,8 +10,9 @@ uint8 batch (a quarter of the bytes of float; pinned when CUDA is available). A 
 batches ahead (data_pipeline.prefetch).
 
 Batch contract: every batch the loader yields has its videos and labels on the loader's device
-(`VideoLoader.device`), the videos float and normalised with the ImageNet mean/std; uint8 pixels from the workers
-are moved and normalised there (augment.normalise_views). The caller needs no `.to(device)` of its own.
+(`VideoLoader.device`), the videos float, normalised with the model's mean and std (`PipelineConfig.normalisation`,
+ImageNet's by default) and in its channel order; uint8 pixels from the workers are moved and normalised there
+(augment.normalise_views). The caller needs no `.to(device)` of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_pipeline.augment import choose_boxes, normalisation_tensors, normalise_views
+from data_pipeline.augment import (
+    IMAGENET_NORMALISATION,
+    Normalisation,
+    choose_boxes,
+    normalisation_tensors,
+    normalise_views,
+)
 from data_pipeline.decode import Decoder, choose_backend, make_decoder
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
@@ -163,7 +170,7 @@ def decode_one_video(
         config, np.random.default_rng([config.seed, 0, 0, WORKER_STREAM]), check_headers=not decoder.in_worker,
     )  # fmt: skip
     batch, _ = decoder.decode([sample])
-    return batch_on_device(batch, resolve_device(config.device))
+    return batch_on_device(batch, resolve_device(config.device), config.normalisation)
 
 
 class ShardVideoDataset(IterableDataset):
@@ -273,19 +280,24 @@ class ShardVideoDataset(IterableDataset):
 
 
 def batch_on_device(
-    batch: dict[str, Any], device: torch.device, normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
+    batch: dict[str, Any], device: torch.device, normalisation: Normalisation = IMAGENET_NORMALISATION,
+    tensors: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Bring a decoded batch's videos and labels onto `device` (a no-op where they are), uint8 pixels normalised there.
+    """Bring a decoded batch's videos and labels onto `device`, uint8 pixels normalised there, channels in the
+    model's order.
 
-    The loader's last step for every decoder, so any `Decoder.decode` output becomes the float, normalised batch
-    on the device; the batch is updated in place and returned. `normalisation` is
-    augment.normalisation_tensors(device), made when omitted. This is the one place a batch moves to its device.
+    The loader's last step for every decoder, and the one place a batch moves to its device: any
+    `Decoder.decode` output becomes the float, normalised batch on the device (a no-op move where it is there
+    already); a BGR model's channels are reversed here. The batch is updated in place and returned. `tensors` is
+    augment.normalisation_tensors(device, normalisation), made when omitted.
     """
     pixels = holds_pixels(batch)
     videos_by_frames = {frames: videos.to(device, non_blocking=True) for frames, videos in batch["videos"].items()}
     if pixels:
-        mean, std = normalisation if normalisation is not None else normalisation_tensors(device)
+        mean, std = tensors if tensors is not None else normalisation_tensors(device, normalisation)
         videos_by_frames = {frames: normalise_views(videos, mean, std) for frames, videos in videos_by_frames.items()}
+    if normalisation.reversed_channels:
+        videos_by_frames = {frames: videos.flip(2) for frames, videos in videos_by_frames.items()}
     batch["videos"] = videos_by_frames
     batch["label"] = batch["label"].to(device, non_blocking=True)
     return batch
@@ -319,7 +331,7 @@ class VideoLoader:
     decoder: Decoder
     plan: EpochPlan = EpochPlan()
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
-    normalisation: tuple[torch.Tensor, torch.Tensor] | None = None
+    normalisation_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def backend(self) -> str:
@@ -399,9 +411,9 @@ class VideoLoader:
         if not self.decoder.in_worker:
             item, replaced = self.decoder.decode(item)
             stats = dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
-        if self.normalisation is None and holds_pixels(item):
-            self.normalisation = normalisation_tensors(self.device)
-        return batch_on_device(item, self.device, self.normalisation), stats
+        if self.normalisation_tensors is None and holds_pixels(item):
+            self.normalisation_tensors = normalisation_tensors(self.device, self.config.normalisation)
+        return batch_on_device(item, self.device, self.config.normalisation, self.normalisation_tensors), stats
 
     @property
     def dropped_per_epoch(self) -> int:
@@ -492,7 +504,7 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
             config.world_size * config.worker_slots,
         )  # fmt: skip
     views = config.test_crops * config.test_clips
-    decoder = make_decoder(backend, device, max_frames=config.batch_size * views * sum(config.frames))
+    decoder = make_decoder(backend, device, config.batch_size * views * sum(config.frames), config.normalisation)
     return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches))
 
 

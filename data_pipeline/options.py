@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from data_pipeline.augment import DEFAULT_CROP_SIZE, TEST_CROP_COUNTS
+from data_pipeline.augment import DEFAULT_CROP_SIZE, IMAGENET_NORMALISATION, TEST_CROP_COUNTS, Normalisation
 from data_pipeline.decode import DECODERS
 from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, check_sampling, check_short_video
 from data_pipeline.stream import TAR_READERS
@@ -76,6 +76,8 @@ class PipelineConfig:
         Let malloc keep freed batch-sized blocks of this process for reuse (data_pipeline.host_memory; glibc
         only), set when iteration starts: the float batches (and, on the CPU, the training step's own large
         tensors) then reuse warm pages instead of faulting in fresh ones; the process keeps its peak heap.
+    normalisation : Normalisation
+        The model's mean, std and channel order (its input spec; ImageNet's RGB by default).
     """
 
     frames: tuple[int, ...] = (4, 8, 16)
@@ -114,6 +116,7 @@ class PipelineConfig:
         "--tar-reader", "shard tar reader (webdataset: WebDataset's own, slower; a fallback)",
         choices=lambda: TAR_READERS))
     keep_freed_memory: bool = True
+    normalisation: Normalisation = IMAGENET_NORMALISATION
 
     def __post_init__(self) -> None:
         """Check the options (ValueError naming the fix), fill rank and world_size, fix the types."""

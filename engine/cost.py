@@ -12,8 +12,8 @@ views ((views, T, 3, crop, crop)), on the evaluation device and precision, after
 timed passes; CUDA and MPS are synchronised before and after each pass. Decoding, data loading and the host to
 device copy are not included.
 
-``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of TSM and TSM-FFN
-of a backbone (no checkpoint needed) and the Weight Alteration's share.
+``python -m engine.cost --arch resnet50 --frames 8 16 --crop-size 224`` prints the multiply-adds of a registered model
+and of its FFN (no checkpoint needed) and, where the family folds a Weight Alteration, its share.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.precision import autocast_context
-from model.ffn_parts import WeightAlteration
+from model.ffn_parts import WeightAlteration, weight_alteration_modules
 
 FLOPS_PER_MULTIPLY_ADD = 2
 GIGA = 1e9
@@ -42,6 +42,7 @@ DEFAULT_LATENCY_RUNS = 5
 LATENCY_SEED = 0
 MS_PER_S = 1000.0
 META = torch.device("meta")
+CONVOLUTION_BY_DIMS = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}
 GFLOPS_PROTOCOL = ("multiply-adds per video in G (torch.utils.flop_counter.FlopCounterMode FLOPs / 2, counted once "
                    "on one view of one video at the evaluation crop, the network's own branch for T), times the "
                    "views (test crops x test clips)")
@@ -86,9 +87,11 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
     """Return the multiply-adds the paper's form of the Weight Alteration adds, as a share of the whole network.
 
     The paper applies a depthwise 1x1 conv to each block's shifted input (s + wa(s): C x H x W multiply-adds per
-    frame and block). TSM's blocks (``FOLDS_WEIGHT_ALTERATION``) fold it into conv1's weights instead (conv1 of the
+    frame and block; SlowFast: C x T x H x W per block of each pathway). TSM's and SlowFast's blocks
+    (``FOLDS_WEIGHT_ALTERATION``) fold it into their first convolution's weights instead (that convolution of the
     input scaled per channel by 1 + w: a product of the small weight tensor, which the counter does not count), so
-    the FLOP counter gives FFN the same figure as TSM; this share bounds the difference. It is counted by the same counter, running each
+    the FLOP counter gives FFN the same figure as the vanilla model; this share bounds the difference. It is
+    counted by the same counter, running each
     block's Weight Alteration conv on the block's input during one counted forward.
 
     Returns
@@ -104,7 +107,8 @@ def weight_alteration_share(network: nn.Module, frames: int, crop_size: int) -> 
 
     def run_weight_alteration(block: nn.Module, inputs: tuple[Any, ...]) -> None:
         conv = block.wa.active_conv()
-        nn.functional.conv2d(inputs[0], torch.empty_like(conv.weight, device=META), groups=conv.groups)
+        convolution = CONVOLUTION_BY_DIMS[block.wa.dims]
+        convolution(inputs[0], torch.empty_like(conv.weight, device=META), groups=conv.groups)
 
     base = count_multiply_adds(network, frames, crop_size)
     handles = [block.register_forward_pre_hook(run_weight_alteration) for block in blocks]
@@ -207,7 +211,8 @@ def cost_settings(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``python -m engine.cost``."""
-    parser = argparse.ArgumentParser(description="Multiply-adds per video of TSM and TSM-FFN (torch's FLOP counter)")
+    parser = argparse.ArgumentParser(
+        description="Multiply-adds per video of a model and its FFN (torch's FLOP counter)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)
@@ -218,19 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print one line per frame count: TSM and FFN multiply-adds per video and the Weight Alteration's share."""
-    from model import build_model
+    """Print one line per frame count: the vanilla model's and the FFN's multiply-adds per video (and the share of
+    a folded Weight Alteration, where the family has one)."""
+    from model import build_model, model_family
 
     args = build_parser().parse_args(argv)
-    tsm = build_model(arch=args.arch, num_classes=args.num_classes).eval()
+    vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
+    vanilla_name = model_family(args.arch).upper()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
     for count in args.frames:
-        tsm_gflops = count_multiply_adds(tsm, count, args.crop_size, args.views) / GIGA
+        vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
         ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
-        share = weight_alteration_share(ffn, count, args.crop_size) or 0.0
-        print(f"  {count:3d}F  TSM {tsm_gflops:9.4g}  FFN {ffn_gflops:9.4g} (branch {ffn.branch_for(count)})  "
-              f"Weight Alteration in the paper's form: +{100 * share:.3f}%")
+        line = (f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
+                f"(branch {ffn.branch_for(count)})")
+        share = weight_alteration_share(ffn, count, args.crop_size)
+        if share is not None:
+            line += f"  Weight Alteration in the paper's form: +{100 * share:.3f}%"
+        elif weight_alteration_modules(ffn):  # run as a convolution: already in the count
+            line += "  Weight Alteration counted"
+        print(line)
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline import build_loader
+from data_pipeline.augment import Normalisation
 from data_pipeline.stream import ShardDataError
 from shard_format import ManifestError, manifest_path, read_manifest
 
@@ -61,6 +62,12 @@ def read_shard_facts(shards: Path, split: str) -> dict[str, Any]:
 def _int_or_none(value: Any) -> int | None:
     """The value if it is an int (not a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def normalisation_of(network: Any) -> Normalisation:
+    """The loader's normalisation for a model: the mean, std and channel order of its input spec."""
+    spec = network.input_spec
+    return Normalisation(tuple(spec.mean), tuple(spec.std), spec.channel_order)
 
 
 def make_loader(shards: Path, split: str, **options: Any) -> Any:

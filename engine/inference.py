@@ -1,4 +1,4 @@
-"""Inference shared by evaluate.py and predict.py: a checkpoint (ours or an official TSM / TSM-FFN file) loaded
+"""Inference shared by evaluate.py and predict.py: a checkpoint (ours or an official file of any family) loaded
 into a network, what our checkpoints record for inference and the trained frame counts (the timed forward pass
 is engine.cost.timed_forward).
 
@@ -20,11 +20,17 @@ from torch import nn
 
 from data_pipeline.augment import default_test_resize
 from engine.checkpoint import upgrade_checkpoint
-from model import CheckpointPayloadError, build_model, load_checkpoint_file, load_official_state_dict
+from model import (
+    CheckpointPayloadError,
+    build_model,
+    load_checkpoint_file,
+    load_official_state_dict,
+    model_family,
+    model_options,
+)
+from model.official_checkpoints import unwrap_state_dict
+from model.registry import official_families, read_official_state_dict
 
-OFFICIAL_ARCH = "resnet50"
-OFFICIAL_FFN_FRAMES = (4, 8, 16)
-FFN_KEY_MARKERS = ("bn1_4.", "_16.", "adaconv_")
 INFERENCE_KEY = "inference"
 DEFAULT_CROP_SIZE = 224
 ZIP_MAGIC = b"PK\x03\x04"
@@ -44,18 +50,13 @@ class LoadedCheckpoint:
     inference : dict
         The checkpoint's inference record (see `inference_record`); {} for official files and older checkpoints.
     official : bool
-        True for an official TSM / TSM-FFN file.
+        True for an official checkpoint (of any registered family).
     """
 
     network: nn.Module
     settings: dict[str, Any]
     inference: dict[str, Any]
     official: bool
-
-
-def is_ffn_state_dict(state_dict: dict[str, Any]) -> bool:
-    """True for an official TSM-FFN state dict (private BatchNorms / Weight Alteration keys)."""
-    return any(marker in key for key in state_dict for marker in FFN_KEY_MARKERS)
 
 
 def unreadable_reason(path: Path) -> str | None:
@@ -87,14 +88,14 @@ def read_checkpoint(path: Path, trust_pickle: bool, flag: str, script: str) -> d
         raise SystemExit(f"{path}: no such checkpoint; check {flag}")
     reason = unreadable_reason(path)
     if reason is not None:
-        raise SystemExit(f"{path}: {reason}; give a train.py last.pt / best.pt or an official TSM / TSM-FFN file "
+        raise SystemExit(f"{path}: {reason}; give a train.py last.pt / best.pt or an official checkpoint "
                          "(copy or download it again if it was cut)")
     try:
         return load_checkpoint_file(path, trust_pickle=trust_pickle)
     except CheckpointPayloadError as error:
         raise SystemExit(f"{path}: the file holds a {error.payload_type}, not a checkpoint dict; {script} needs a "
                          "train.py last.pt / best.pt (a dict with \"model\" and \"config\") or an official "
-                         "TSM / TSM-FFN file (a state dict, or a dict with \"state_dict\")") from error
+                         "checkpoint (a state dict, or a dict holding one)") from error
     except ValueError as error:
         raise SystemExit(f"{error}; {script}: pass --trust-pickle for a file you trust") from error
     except Exception as error:  # full unpickling of a damaged file raises many types
@@ -103,12 +104,13 @@ def read_checkpoint(path: Path, trust_pickle: bool, flag: str, script: str) -> d
                          "checkpoint again") from error
 
 
-def load_checkpoint_network(path: Path, arch: str, channels_last: bool, trust_pickle: bool = False,
+def load_checkpoint_network(path: Path, arch: str | None, channels_last: bool, trust_pickle: bool = False,
                             flag: str = "--checkpoints", script: str = "evaluate.py") -> LoadedCheckpoint:
-    """Build and load a model from one of our checkpoints or an official TSM / TSM-FFN file.
+    """Build and load a model from one of our checkpoints or an official file of any registered family.
 
-    Official files hold no architecture: `arch` names the backbone, the classifier's rows give the class count
-    and the key names tell TSM-FFN (branches 4, 8, 16) from TSM.
+    An official file holds no configuration: the family that recognises its key names gives the arch, the trained
+    frame counts (an FFN's branches) and the class count. `arch` (None: the file's) overrides the arch within the
+    same family (e.g. another backbone depth).
 
     Raises
     ------
@@ -126,20 +128,26 @@ def load_checkpoint_network(path: Path, arch: str, channels_last: bool, trust_pi
         network.load_state_dict(payload["model"])
         settings = payload.get("metrics", {}).get("settings", {})
         return LoadedCheckpoint(network.eval(), settings, dict(payload.get(INFERENCE_KEY) or {}), official=False)
-    state_dict = payload.get("state_dict", payload)
-    if not isinstance(state_dict, dict) or not any(key.endswith("new_fc.weight") for key in state_dict):
-        raise SystemExit(f"{path}: neither a train.py checkpoint nor an official TSM / TSM-FFN file")
-    num_classes = next(value.shape[0] for key, value in state_dict.items() if key.endswith("new_fc.weight"))
-    network = build_model(arch=arch, num_classes=num_classes, pretrained=None, channels_last=channels_last,
-                          trained_frames=OFFICIAL_FFN_FRAMES if is_ffn_state_dict(state_dict) else None)
+    state_dict = unwrap_state_dict(payload)
+    found = read_official_state_dict(state_dict)
+    if found is None:
+        raise SystemExit(f"{path}: neither a train.py checkpoint nor an official checkpoint of a known family "
+                         f"({', '.join(official_families())})")
+    family, official = found
+    chosen = arch or official.arch
+    if model_family(chosen) != family:
+        raise SystemExit(f"{path}: an official {family} file, but --arch {chosen} is a {model_family(chosen)} "
+                         f"model; omit --arch or give a {family} one")
+    options = {"channels_last": channels_last} if "channels_last" in model_options(chosen) else {}
+    network = build_model(chosen, official.num_classes, trained_frames=official.trained_frames, **options)
     try:
         load_official_state_dict(network, state_dict, strict=True)
     except ValueError as error:
-        raise SystemExit(f"{path}: {error} ({script} --arch sets the backbone)") from error
+        raise SystemExit(f"{path}: {error} ({script} --arch sets the model)") from error
     return LoadedCheckpoint(network.eval(), {}, {}, official=True)
 
 
-def load_network(path: Path, arch: str, channels_last: bool,
+def load_network(path: Path, arch: str | None, channels_last: bool,
                  trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Return (model in eval mode on the CPU, training settings or {}): `load_checkpoint_network` for evaluate.py."""
     loaded = load_checkpoint_network(path, arch, channels_last, trust_pickle)
@@ -155,7 +163,7 @@ def inference_record(config: dict[str, Any], mode: str, frames: list[int], crop_
     config : dict
         The model config (``network.config``).
     mode : str
-        "tsm" or "ffn".
+        "vanilla" or "ffn".
     frames : list of int
         The trained frame counts.
     crop_size, test_resize : int

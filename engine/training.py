@@ -31,7 +31,7 @@ from engine.rng import restore_rng_state
 from model import distillation_loss
 
 Criterion = Callable[[dict[int, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-TRAINING_MODES = ("tsm", "ffn")
+TRAINING_MODES = ("vanilla", "ffn")
 STEP_LOG_EVERY = 10
 
 
@@ -45,7 +45,7 @@ def make_criterion(mode: str, lam: float = 1.0, ce_all_frames: bool = False) -> 
     Parameters
     ----------
     mode : str
-        "tsm": cross-entropy at the one frame count; "ffn": CE at the highest frame count plus lam x KL to each
+        "vanilla": cross-entropy at the one frame count; "ffn": CE at the highest frame count plus lam x KL to each
         lower one (model.losses.distillation_loss), computed in float32.
     lam : float
         FFN: weight of the KL terms.
@@ -58,7 +58,7 @@ def make_criterion(mode: str, lam: float = 1.0, ce_all_frames: bool = False) -> 
     def criterion(logits_by_frames: dict[int, torch.Tensor],
                   labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits_by_frames = {frames: logits.float() for frames, logits in logits_by_frames.items()}
-        if mode == "tsm":
+        if mode == "vanilla":
             (logits,) = logits_by_frames.values()
             loss = F.cross_entropy(logits, labels)
             return loss, {"ce": loss.detach()}

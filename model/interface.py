@@ -22,11 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from model.ffn_parts import branch_scope
 
 CHANNEL_ORDERS = ("RGB", "BGR")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VIDEO_DIMS = 5
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,10 @@ from torch import nn
 DATA_PARALLEL_PREFIX = "module."
 IGNORED_BUFFER_SUFFIX = "num_batches_tracked"
 MAX_KEYS_IN_MESSAGE = 6
+# Where a whole checkpoint dict keeps its state dict: FFN-pytorch / TSM files, PySlowFast files.
+# Where checkpoint dicts keep their state dict: official TSM / FFN files ("state_dict"), PySlowFast ("model_state"),
+# UniFormer releases ("model").
+CHECKPOINT_STATE_KEYS = ("state_dict", "model_state", "model")
 
 
 class CheckpointPayloadError(ValueError):
@@ -37,6 +42,14 @@ class CheckpointPayloadError(ValueError):
 def strip_prefix(key: str, prefix: str) -> str:
     """``key`` without a leading ``prefix`` (unchanged when it does not start with it)."""
     return key[len(prefix):] if key.startswith(prefix) else key
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict a checkpoint dict holds under one of CHECKPOINT_STATE_KEYS, else the dict itself."""
+    for holder in CHECKPOINT_STATE_KEYS:
+        if isinstance(checkpoint.get(holder), Mapping):
+            return checkpoint[holder]
+    return checkpoint
 
 
 def bare_official_key(model: nn.Module, key: str) -> str:
@@ -122,7 +135,7 @@ def _summarise(keys: list[str]) -> str:
 def load_official_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True
 ) -> tuple[list[str], list[str]]:
-    """Load an official FFN, FFN-repo TSM or mit-han-lab TSM state dict into ``model``.
+    """Load an official state dict into ``model`` (FFN-pytorch, its baselines, mit-han-lab TSM, PySlowFast).
 
     Parameters
     ----------
@@ -131,8 +144,8 @@ def load_official_state_dict(
         ``trained_frames`` equal to the checkpoint's frame counts and private norms; vanilla checkpoints need
         ``trained_frames=None``).
     state_dict : mapping
-        The checkpoint's "state_dict" (a whole checkpoint dict holding "state_dict" is accepted too), with or
-        without the "module." prefix.
+        The checkpoint's state dict (a whole checkpoint dict holding it under "state_dict", or under
+        "model_state" as PySlowFast saves it, is accepted too), with or without the "module." prefix.
     strict : bool
         Raise ValueError when any model key is missing or any checkpoint key is unexpected (default). With False,
         load what matches and return the lists.
@@ -142,8 +155,7 @@ def load_official_state_dict(
     tuple of list of str
         (missing model keys, unexpected checkpoint keys).
     """
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
+    state_dict = unwrap_state_dict(state_dict)
     translated, missing, unexpected = map_state_dict(model, state_dict)
     if strict and (missing or unexpected):
         raise ValueError(

@@ -12,15 +12,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from model.interface import VideoModel
 
 # One entry per family: the module that registers its names.
-FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet",)
+FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
+_OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
 _FAMILIES_LOADED = False
 BUILD_KEYS = ("arch", "num_classes", "trained_frames", "pretrained")
 
@@ -44,6 +45,57 @@ def register_model(name: str, family: str) -> Callable[[Callable[..., VideoModel
         return builder
 
     return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialFile:
+    """What a family reads off an official checkpoint's state dict: enough to build the model it fits.
+
+    Attributes
+    ----------
+    arch : str
+        The registered name with the file's layout.
+    trained_frames : tuple of int or None
+        An FFN file's branches; None for a vanilla file.
+    num_classes : int
+        The classifier's outputs.
+    """
+
+    arch: str
+    trained_frames: tuple[int, ...] | None
+    num_classes: int
+
+
+OfficialReader = Callable[[Mapping[str, Any]], OfficialFile | None]
+
+
+def register_official_reader(family: str) -> Callable[[OfficialReader], OfficialReader]:
+    """Decorator registering a family's reader of official state dicts (None: not this family's file)."""
+
+    def decorate(reader: OfficialReader) -> OfficialReader:
+        _OFFICIAL_READERS[family] = reader
+        return reader
+
+    return decorate
+
+
+def read_official_state_dict(state_dict: Mapping[str, Any]) -> tuple[str, OfficialFile] | None:
+    """(family, what its reader found) for an official state dict of a registered family, or None.
+
+    The state dict's keys may carry the "module." prefix; every family's reader recognises its own layout only.
+    """
+    _load_families()
+    for family, reader in _OFFICIAL_READERS.items():
+        found = reader(state_dict)
+        if found is not None:
+            return family, found
+    return None
+
+
+def official_families() -> list[str]:
+    """The families whose official checkpoints can be read."""
+    _load_families()
+    return sorted(_OFFICIAL_READERS)
 
 
 def _load_families() -> None:

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import VideoModel
+from model.official_checkpoints import DATA_PARALLEL_PREFIX, strip_prefix, unwrap_state_dict
 from model.pretrained import BackboneLoad, load_imagenet_weights
-from model.registry import register_model
+from model.registry import OfficialFile, register_model, register_official_reader
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
 FAMILY = "tsm"
+OFFICIAL_TSM_PREFIX = "base_model."
 DEFAULT_DROPOUT = 0.5
 SHIFT_MODES = ("per-video", "official")
 WA_INITS = ("as-run", "paper")
@@ -189,7 +193,7 @@ class TSMResNet(VideoModel):
         "autograd", "naive" (benchmark baseline only) or "none" (a 2D ResNet, for single-image pretraining).
     """
 
-    OFFICIAL_KEY_PREFIX = "base_model."
+    OFFICIAL_KEY_PREFIX = OFFICIAL_TSM_PREFIX
     OFFICIAL_KEY_RULES = OFFICIAL_TSM_KEY_RULES
 
     def __init__(
@@ -395,6 +399,30 @@ def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
                 break
         exported[name] = value.detach().clone()
     return exported
+
+
+OFFICIAL_FFN_MARKER = re.compile(r"(^|\.)(bn1|downsample_bn)_(\d+)\.weight$")
+
+
+@register_official_reader(FAMILY)
+def read_official_tsm(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """An official TSM / TSM-FFN file (FFN-pytorch or mit-han-lab): arch from its layout, branches from its names.
+
+    The backbone's depth is read off the blocks (a Bottleneck has conv3; the block count of layer3 tells 50 from
+    101); an FFN file's branches from its private BatchNorm suffixes (bn1_4, ...). None when the keys are not a TSM's.
+    """
+    state = {strip_prefix(strip_prefix(str(key), DATA_PARALLEL_PREFIX), OFFICIAL_TSM_PREFIX): value
+             for key, value in unwrap_state_dict(checkpoint).items()}
+    if "new_fc.weight" not in state or "conv1.weight" not in state or any(".convs." in key for key in state):
+        return None
+    blocks = {int(key.split(".")[1]) for key in state if key.startswith("layer3.")}
+    bottleneck = any(key.startswith("layer1.0.conv3") for key in state)
+    by_layout = {(spec.block == "bottleneck", spec.layers[2]): name for name, spec in ARCH_SPECS.items()}
+    arch = by_layout.get((bottleneck, len(blocks)))
+    if arch is None:
+        return None
+    branches = sorted({int(match.group(3)) for key in state if (match := OFFICIAL_FFN_MARKER.search(key))})
+    return OfficialFile(arch, tuple(branches) or None, int(state["new_fc.weight"].shape[0]))
 
 
 def count_parameters(module: nn.Module) -> int:

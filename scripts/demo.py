@@ -72,10 +72,10 @@ OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, 
 VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
 FFN_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--val-frames", "4", "8", "16"]
 MODELS: dict[str, list[str]] = {
-    "tsm16": ["--mode", "tsm", "--frames", "16"],
+    "tsm16": ["--mode", "vanilla", "--frames", "16"],
     "ffn": FFN_ARGS,
-    "tsm4": ["--mode", "tsm", "--frames", "4"],
-    "tsm8": ["--mode", "tsm", "--frames", "8"],
+    "tsm4": ["--mode", "vanilla", "--frames", "4"],
+    "tsm8": ["--mode", "vanilla", "--frames", "8"],
 }
 MODEL_LOSSES = {"tsm16": "cross-entropy", "ffn": OFFICIAL_LOSS, "tsm4": "cross-entropy", "tsm8": "cross-entropy",
                 "ffn_ce_all": VARIANT_LOSS}

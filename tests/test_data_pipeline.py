@@ -15,7 +15,14 @@ from pipeline_helpers import corrupt, make_videos, write_split
 
 from common.distributed import reduce_counts
 from data_pipeline import build_loader
-from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, normalisation_tensors, normalise_views
+from data_pipeline.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_NORMALISATION,
+    IMAGENET_STD,
+    Normalisation,
+    normalisation_tensors,
+    normalise_views,
+)
 from data_pipeline.decode import DECODERS, CpuDecoder, Decoder, choose_backend, make_decoder
 from data_pipeline.loader import batch_on_device, select_sample
 from data_pipeline.options import PipelineConfig
@@ -182,3 +189,22 @@ def test_training_fills_every_worker_quota_despite_empty_shards(tmp_path: Path) 
     loader = loader_for(tmp_path, batch_size=2, num_workers=4, frames=(4,))
     batches = list(loader)
     assert len(loader) == len(batches) == 4 and all(len(batch["id"]) == 2 for batch in batches)
+
+
+def test_a_model_s_normalisation_and_channel_order_reach_every_batch(shards: Path) -> None:
+    """A BGR model with mean 0.45 / std 0.225 gets the same pixels, its own normalisation, channels reversed."""
+    slowfast_like = Normalisation(mean=(0.45, 0.45, 0.40), std=(0.225, 0.225, 0.2), channel_order="BGR")
+    batches = {}
+    for name, normalisation in (("imagenet", IMAGENET_NORMALISATION), ("bgr", slowfast_like)):
+        loader = loader_for(shards, train=False, num_workers=0, normalisation=normalisation)
+        batches[name] = next(iter(loader))
+    imagenet, bgr = batches["imagenet"]["videos"][8], batches["bgr"]["videos"][8]
+    pixels = imagenet * torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255 + torch.tensor(IMAGENET_MEAN).view(
+        1, 1, 3, 1, 1) * 255
+    rgb_mean = torch.tensor((0.40, 0.45, 0.45)).view(1, 1, 3, 1, 1) * 255
+    rgb_std = torch.tensor((0.2, 0.225, 0.225)).view(1, 1, 3, 1, 1) * 255
+    expected = ((pixels - rgb_mean) / rgb_std).flip(2)
+    torch.testing.assert_close(bgr, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(bgr, imagenet)
+    with pytest.raises(ValueError, match="channel_order"):
+        Normalisation(channel_order="GBR")

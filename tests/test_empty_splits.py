@@ -151,7 +151,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     shards = write_shards(folder / "shards", clip_records(videos_per_class=2, seed=5), num_shards=1)
     write_jpeg_split(shards, "test", [], 1, {"num_classes": 4})
     output = folder / "run"
-    assert train.main(["--mode", "tsm", "--frames", "2", "--shards", str(shards), "--output", str(output),
+    assert train.main(["--mode", "vanilla", "--frames", "2", "--shards", str(shards), "--output", str(output),
                        "--epochs", "1", "--batch-size", "2", *TINY_ARGS]) == 0  # fmt: skip
     return shards, output / train.LAST_CHECKPOINT
 
@@ -164,7 +164,7 @@ def test_loader_train_and_evaluate_stop_on_a_split_without_video(tiny_run, tmp_p
             build_loader(shards, "test", frames=(2,), batch_size=2, train=is_training, decode="cpu", device="cpu")
         assert manifest in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(SystemExit) as stopped:
-        train.main(["--mode", "tsm", "--frames", "2", "--shards", str(shards), "--output", str(tmp_path / "t"),
+        train.main(["--mode", "vanilla", "--frames", "2", "--shards", str(shards), "--output", str(tmp_path / "t"),
                     "--train-split", "test", "--epochs", "1", "--batch-size", "2", *TINY_ARGS])  # fmt: skip
     assert manifest in str(stopped.value.code) and "holds no video" in str(stopped.value.code)
     assert not (tmp_path / "t" / train.LAST_CHECKPOINT).exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -139,3 +141,27 @@ def test_nearest_branch_rule_and_input_spec_checks() -> None:
         build_model("test_tiny_video_net", 5, trained_frames=(4, 8))({6: torch.randn(1, 6, 3, 8, 8)})
     with pytest.raises(ValueError, match="channel_order"):
         InputSpec(channel_order="RBG")
+
+
+def test_a_model_registered_here_trains_and_evaluates_through_the_scripts(tiny_shards, tmp_path: Path) -> None:
+    """Registering a family is all it takes: train.py and evaluate.py run it by name, nothing else touched."""
+    import evaluate
+    import train
+    from pipeline_helpers import make_videos
+
+    videos = make_videos(12, (8, 10), width=16, height=16)
+    shards = tiny_shards("registered", train=(videos[:8], (4, 4)), validation=(videos[8:], (4,)))
+    common = ["--shards", str(shards), "--workers", "0", "--crop-size", "16", "--test-resize", "16",
+              "--no-multi-scale", "--pretrained", "none", "--threads", "1", "--no-progress"]
+    run = tmp_path / "run"
+    status = train.main(["--arch", "test_tiny_video_net", "--mode", "ffn", "--frames", "4", "8", "--epochs", "1",
+                         "--batch-size", "4", "--num-classes", "12", "--output", str(run), *common])
+    assert status == 0 and (run / "last.pt").is_file()
+    report = evaluate.run(evaluate.build_parser().parse_args([
+        "--checkpoints", str(run / "last.pt"), "--frames", "2", "4", "6", "8", "--output", str(tmp_path / "eval"),
+        "--no-latency", *common[:8]]))
+    entry = report["models"]["run"]
+    assert entry["trained_frames"] == [4, 8] and set(entry["top1"]) == {"2", "4", "6", "8"} and entry["n"] == 4
+    with pytest.raises(SystemExit):
+        train.main(["--arch", "test_tiny_video_net", "--mode", "ffn", "--frames", "4", "6", "--epochs", "1",
+                    "--shift-mode", "official", "--output", str(tmp_path / "refused"), *common])

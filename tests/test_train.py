@@ -63,7 +63,7 @@ def shards(tmp_path_factory) -> Path:
 def trained_runs(shards: Path, tmp_path_factory) -> dict[str, Path]:
     """A few steps of each mode (vanilla TSM at 4 frames, FFN at 4/8/16); their run folders."""
     root = tmp_path_factory.mktemp("runs")
-    runs = {"tsm4": ["--mode", "tsm", "--frames", "4"], "ffn": ["--mode", "ffn", "--frames", "4", "8", "16"]}
+    runs = {"tsm4": ["--mode", "vanilla", "--frames", "4"], "ffn": ["--mode", "ffn", "--frames", "4", "8", "16"]}
     for name, mode_args in runs.items():
         status = train.main([*mode_args, "--shards", str(shards), "--output", str(root / name), "--epochs", "2",
                              "--batch-size", "4", "--lr", "0.05", *TINY_ARGS])
@@ -87,7 +87,7 @@ def test_every_mode_trains_a_few_steps_with_finite_loss(trained_runs, name):
     assert all(torch.isfinite(torch.tensor(record["train_loss"])) for record in history)
     assert history[-1]["val_n"] == 12 and history[-1]["val_frames"] == (16 if name == "ffn" else 4)
     record = checkpoint[INFERENCE_KEY]
-    assert record["trained_frames"] == ([4, 8, 16] if name == "ffn" else [4]) and record["mode"] == name[:3]
+    assert record["trained_frames"] == ([4, 8, 16] if name == "ffn" else [4]) and record["mode"] == ("ffn" if name == "ffn" else "vanilla")
     assert (record["arch"], record["num_classes"], record["crop_size"], record["test_resize"]) == ("tiny", 4, 32, 32)
     assert record["class_names"] is None and record["short_side"] is None  # this manifest records neither
     rebuilt = build_model(**checkpoint["config"])
@@ -102,7 +102,7 @@ def test_tiny_model_fits_eight_clips_without_weight_decay(tmp_path):
     assert len(records["train"]) == 4  # 2 per class, half of them train: add the validation clips to train
     eight = {"train": records["train"] + records["validation"], "validation": records["validation"]}
     folder = write_shards(tmp_path / "shards", eight, num_shards=1)
-    status = train.main(["--mode", "tsm", "--frames", "8", "--shards", str(folder), "--output", str(tmp_path / "run"),
+    status = train.main(["--mode", "vanilla", "--frames", "8", "--shards", str(folder), "--output", str(tmp_path / "run"),
                          "--epochs", "40", "--batch-size", "8", "--optimizer", "adamw", "--lr", "0.01",
                          "--weight-decay", "0", "--dropout", "0", "--val-every", "40", *TINY_ARGS])
     assert status == 0
