@@ -339,6 +339,7 @@ def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, sch
     if position is not None and position["layout"] != layout:
         raise SystemExit(f"{path}: a mid-epoch checkpoint written with {describe_layout(position['layout'])}; "
                          f"resume with the same (this run has {describe_layout(layout)})")
+    check_schedule_layout(path, payload["metrics"].get("settings", {}), layout)
     network.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -363,6 +364,26 @@ def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, sch
     if process.is_main:
         print(f"resumed from {path} {where}", flush=True)
     return progress
+
+
+def check_schedule_layout(path: Path, recorded: dict[str, Any], layout: dict[str, int]) -> None:
+    """Refuse to resume with another total batch or epoch length than the checkpoint's run.
+
+    The optimiser and the schedule come back as they were (the rate scaled to the old total batch, the per-step
+    shape counting the old steps per epoch), so a run resumed with other processes x --batch-size would train
+    with a rate and a schedule it did not ask for. Checkpoints without recorded settings are not checked.
+    """
+    if "total_batch" not in recorded or "steps_per_epoch" not in recorded:
+        return
+    total_batch = layout["processes"] * layout["batch_size"]
+    if (recorded["total_batch"], recorded["steps_per_epoch"]) != (total_batch, layout["steps_per_epoch"]):
+        raise SystemExit(
+            f"{path}: written by a run of total batch {recorded['total_batch']} ({recorded.get('world_size')} "
+            f"process(es) x --batch-size {recorded.get('batch_size')}, {recorded['steps_per_epoch']} steps per "
+            f"epoch); this run has {total_batch} ({layout['processes']} x {layout['batch_size']}, "
+            f"{layout['steps_per_epoch']} steps), which would change the learning rate and its schedule; resume "
+            f"with the same processes x --batch-size"
+        )
 
 
 def run_layout(args: argparse.Namespace, process: Process, steps_per_epoch: int) -> dict[str, int]:

@@ -33,6 +33,7 @@ def buffers_of(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def run_rank(rank: int, port: int, shards: str, out_dir: str) -> None:
     """One rank of train.main, recording its buffers after each epoch's steps and when it validates."""
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP thread pool (it would hang)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     after_steps, at_validation = [], []

@@ -50,6 +50,7 @@ def buffers_of(network: nn.Module) -> dict[str, torch.Tensor]:
 
 def run_rank(rank: int, out_dir: str) -> None:
     """One rank: a step, the statistics before and after the broadcast, then a second step with and without it."""
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP thread pool (it would hang)
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=WORLD_SIZE)
     try:
         network, model, optimizer = build(rank)

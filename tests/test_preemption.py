@@ -139,3 +139,9 @@ def test_sigusr1_on_one_of_two_ranks_then_resume_equals_an_uninterrupted_run(sha
 
     with pytest.raises(SystemExit, match=r"mid-epoch checkpoint written with 2 process\(es\) x --batch-size 2"):
         train.main([*common, "--output", str(tmp_path / "copy"), "--resume"])
+    # At an epoch's end another total batch is refused too (the rate and the schedule would change).
+    with pytest.raises(SystemExit, match=r"total batch 4 \(2 process\(es\) x --batch-size 2, 6 steps per epoch\)"):
+        train.main([*common, "--output", str(parts), "--resume"])
+    with pytest.raises(SystemExit, match="total batch 4"):
+        train.main([*common, "--output", str(parts), "--resume", "--batch-size", "4", "--max-steps-per-epoch", "5"])
+    assert train.main([*common, "--output", str(parts), "--resume", "--batch-size", "4"]) == 0  # 1 x 4: the same

@@ -60,6 +60,7 @@ def test_signal_names():
 
 def run_rank(rank: int, out_dir: str) -> None:
     """Rank 1 alone gets SIGUSR1 between the first and the second agreement; both ranks record what they agree."""
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP thread pool (it would hang)
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=WORLD_SIZE)
     try:
         with StopRequest() as stop:
