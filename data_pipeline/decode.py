@@ -14,8 +14,8 @@ batch (`finish_batch`), so batch sizes and counts never change.
   imported lazily.
 
 A new backend is a class with `name`, `in_worker`, `needs_cuda`, `available()` and `decode`, constructed as
-``cls(device, max_frames, normalisation)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the registry's
-order and `make_decoder` builds one.
+``cls(device, max_frames, normalisation)``, and one entry in `DECODERS`; `choose_backend` resolves "auto" from the
+registry's order and `make_decoder` builds one.
 """
 
 from __future__ import annotations

@@ -52,6 +52,11 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     return checkpoint
 
 
+def without_data_parallel_prefix(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict of a checkpoint (see `unwrap_state_dict`) with the DataParallel "module." prefix removed."""
+    return {strip_prefix(str(key), DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
+
+
 def bare_official_key(model: nn.Module, key: str) -> str:
     """An official key without the DataParallel "module." prefix and the family's own prefix."""
     return strip_prefix(strip_prefix(key, DATA_PARALLEL_PREFIX), getattr(model, "OFFICIAL_KEY_PREFIX", ""))

@@ -33,15 +33,21 @@ class ModelEntry:
     name: str
     family: str
     builder: Callable[..., VideoModel]
+    default_pretrained: str | None = None
 
 
-def register_model(name: str, family: str) -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
-    """Decorator registering an entry function under `name` (unique across families)."""
+def register_model(name: str, family: str, default_pretrained: str | None = None
+                   ) -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
+    """Decorator registering an entry function under `name` (unique across families).
+
+    `default_pretrained` is the named source ``--pretrained auto`` means for this model (e.g. "imagenet" for the
+    ImageNet ResNets; None: no pretrained weights unless a file is given).
+    """
 
     def decorate(builder: Callable[..., VideoModel]) -> Callable[..., VideoModel]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"model name {name!r} is registered twice ({_REGISTRY[name].family} and {family})")
-        _REGISTRY[name] = ModelEntry(name, family, builder)
+        _REGISTRY[name] = ModelEntry(name, family, builder, default_pretrained)
         return builder
 
     return decorate
@@ -124,6 +130,11 @@ def model_entry(arch: str) -> ModelEntry:
 def model_family(arch: str) -> str:
     """The family of a registered model name ("tsm", "tea", ...)."""
     return model_entry(arch).family
+
+
+def default_pretrained(arch: str) -> str | None:
+    """What ``--pretrained auto`` means for a registered model (None: start from its own initialisation)."""
+    return model_entry(arch).default_pretrained
 
 
 def model_options(arch: str) -> dict[str, Any]:

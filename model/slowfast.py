@@ -43,6 +43,7 @@ from model.official_checkpoints import (
     map_state_dict,
     strip_prefix,
     unwrap_state_dict,
+    without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
 from model.registry import OfficialFile, register_model, register_official_reader
@@ -745,5 +746,5 @@ def read_official_slowfast(checkpoint: Mapping[str, Any]) -> OfficialFile | None
     trained = is_official_slowfast_state_dict(checkpoint)
     if trained is False:
         return None
-    state = {strip_prefix(str(key), DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
+    state = without_data_parallel_prefix(checkpoint)
     return OfficialFile("slowfast_r50", trained, int(state["head.projection.weight"].shape[0]))

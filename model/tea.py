@@ -34,9 +34,16 @@ from torch import nn
 
 from model.ffn_parts import convert_to_ffn
 from model.interface import InputSpec, VideoModel
-from model.official_checkpoints import DATA_PARALLEL_PREFIX, bare_official_key, load_checkpoint_file, map_state_dict
+from model.official_checkpoints import (
+    DATA_PARALLEL_PREFIX,
+    bare_official_key,
+    load_checkpoint_file,
+    map_state_dict,
+    unwrap_state_dict,
+    without_data_parallel_prefix,
+)
 from model.pretrained import BackboneLoad
-from model.registry import register_model
+from model.registry import OfficialFile, register_model, register_official_reader
 
 FAMILY = "tea"
 DEFAULT_DROPOUT = 0.5
@@ -475,9 +482,7 @@ def is_official_tea_state_dict(state_dict: Mapping[str, Any]) -> tuple[int, ...]
         The trained frame counts of a TEA-FFN file (e.g. (4, 8, 16)), None for a vanilla TEA file, False for
         anything else. Official files are always the Res2Net-50 backbone: build them as "tea_res2net50".
     """
-    nested = state_dict.get("state_dict")
-    if isinstance(nested, Mapping):
-        state_dict = nested
+    state_dict = unwrap_state_dict(state_dict)
     keys = [key[len(DATA_PARALLEL_PREFIX):] if key.startswith(DATA_PARALLEL_PREFIX) else key
             for key in state_dict if isinstance(key, str)]
     if not any(OFFICIAL_TEA_MARKER.match(key) for key in keys):
@@ -525,3 +530,13 @@ def build_tea(
 
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_tea, _arch))
+
+
+@register_official_reader(FAMILY)
+def read_official_tea(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
+    """An official TEA / TEA-FFN file: always the Res2Net-50 backbone; branches and classes from its keys."""
+    trained = is_official_tea_state_dict(checkpoint)
+    if trained is False:
+        return None
+    state = without_data_parallel_prefix(checkpoint)
+    return OfficialFile("tea_res2net50", trained, int(state["new_fc.weight"].shape[0]))

@@ -20,8 +20,8 @@ from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import VideoModel
-from model.official_checkpoints import DATA_PARALLEL_PREFIX, strip_prefix, unwrap_state_dict
-from model.pretrained import BackboneLoad, load_imagenet_weights
+from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
+from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
 from model.registry import OfficialFile, register_model, register_official_reader
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
@@ -364,7 +364,8 @@ def build_tsm(
 
 
 for _arch in ARCH_SPECS:
-    register_model(_arch, family=FAMILY)(functools.partial(build_tsm, _arch))
+    register_model(_arch, family=FAMILY, default_pretrained=IMAGENET if _arch in TORCHVISION_V1_WEIGHTS else None)(
+        functools.partial(build_tsm, _arch))
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
@@ -411,8 +412,8 @@ def read_official_tsm(checkpoint: Mapping[str, Any]) -> OfficialFile | None:
     The backbone's depth is read off the blocks (a Bottleneck has conv3; the block count of layer3 tells 50 from
     101); an FFN file's branches from its private BatchNorm suffixes (bn1_4, ...). None when the keys are not a TSM's.
     """
-    state = {strip_prefix(strip_prefix(str(key), DATA_PARALLEL_PREFIX), OFFICIAL_TSM_PREFIX): value
-             for key, value in unwrap_state_dict(checkpoint).items()}
+    state = {strip_prefix(key, OFFICIAL_TSM_PREFIX): value
+             for key, value in without_data_parallel_prefix(checkpoint).items()}
     if "new_fc.weight" not in state or "conv1.weight" not in state or any(".convs." in key for key in state):
         return None
     blocks = {int(key.split(".")[1]) for key in state if key.startswith("layer3.")}

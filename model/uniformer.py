@@ -37,6 +37,7 @@ from model.official_checkpoints import (
     map_state_dict,
     strip_prefix,
     unwrap_state_dict,
+    without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
 from model.registry import OfficialFile, register_model, register_official_reader
@@ -475,5 +476,5 @@ def read_official_uniformer(checkpoint: Mapping[str, Any]) -> OfficialFile | Non
     arch = official_uniformer_arch(checkpoint) if trained is not False else None
     if arch is None:
         return None
-    state = {strip_prefix(key, DATA_PARALLEL_PREFIX): value for key, value in unwrap_state_dict(checkpoint).items()}
+    state = without_data_parallel_prefix(checkpoint)
     return OfficialFile(arch, trained, int(state["head.weight"].shape[0]))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -48,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as `python scripts/demo.py`: the repository's packages import from here
 
 from common.atomic import write_json_atomic  # noqa: E402
+from common.machine import machine_record  # noqa: E402
 from engine.backbone_cache import BACKBONE_FILE, RECORD_FILE, backbone_settings, cache_folder  # noqa: E402
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.config import PRESETS  # noqa: E402
@@ -66,6 +66,7 @@ LOADER_WORKERS = 1
 DEFAULT_THREADS = 1
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 RUN_RECORD = "demo_run.json"
+COMMITTED_RESULTS = REPO_ROOT / "docs" / "results" / "tfd.json"
 TRAIN_LOG = "train.log"
 POLL_S = 1.0
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
@@ -198,6 +199,24 @@ def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tup
     folder = cache_folder(runs / "pretrain", backbone_settings(overrides))
     timer.run("pretraining", command)
     return folder / BACKBONE_FILE, json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+
+
+def report_backbone_match(pretraining: dict[str, Any]) -> None:
+    """Print one line when the backbone is not the one docs/results was made with (numbers will then differ)."""
+    committed = committed_backbone_sha256()
+    if committed is not None and pretraining.get("sha256") != committed:
+        print(f"note: this machine's backbone (sha256 {str(pretraining.get('sha256'))[:12]}...) is not the committed "
+              f"one ({committed[:12]}...): numbers will differ from docs/results within the measured spread "
+              "(docs/results.md, Reproducibility)", flush=True)
+
+
+def committed_backbone_sha256() -> str | None:
+    """The SHA-256 of the backbone the committed results (docs/results/tfd.json) were made with, if recorded."""
+    try:
+        settings = json.loads(COMMITTED_RESULTS.read_text(encoding="utf-8"))["settings"]
+        return settings["pretraining"]["sha256"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return None
 
 
 def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
@@ -422,7 +441,7 @@ def settings_record(args: argparse.Namespace, summary: dict[str, Any], losses: d
         "pretraining": None if pretraining is None else {
             "checkpoint": str(backbone), "sha256": pretraining["sha256"], "settings": pretraining["settings"],
             "val_top1": pretraining["val_top1"], "train_s": pretraining["train_s"]},
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_record(),
     }
 
 
@@ -559,6 +578,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     build_shards(args, data_root, shards, timer)
     num_classes = int(summary["num_classes"])
     backbone, pretraining = pretrain_backbone(args, runs, timer)
+    report_backbone_match(pretraining)
     main_backbone = backbone if args.start == PRETRAINED else None
     if args.start == RANDOM:
         runs = runs / "random_start"

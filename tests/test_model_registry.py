@@ -165,3 +165,34 @@ def test_a_model_registered_here_trains_and_evaluates_through_the_scripts(tiny_s
     with pytest.raises(SystemExit):
         train.main(["--arch", "test_tiny_video_net", "--mode", "ffn", "--frames", "4", "6", "--epochs", "1",
                     "--shift-mode", "official", "--output", str(tmp_path / "refused"), *common])
+
+
+GOLDEN_FILES = {
+    "tsm": ("ffn_tsm_parity.json", "ffn_bn_stats.npz", "resnet50"),
+    "tea": ("tea_ffn/tea_ffn_parity.json", "tea_ffn/ffn_bn_stats.npz", "tea_res2net50"),
+    "slowfast": ("slowfast_ffn/slowfast_ffn_parity.json", "slowfast_ffn/ffn_bn_stats.npz", "slowfast_r50"),
+    "uniformer": ("uniformer_ffn/uniformer_ffn_parity.json", "uniformer_ffn/ffn_bn_stats.npz", "uniformer_s"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(GOLDEN_FILES))
+def test_an_official_file_of_every_family_loads_by_its_key_names_alone(family: str, tmp_path: Path) -> None:
+    """evaluate.py / predict.py read the family, arch, branches and classes off an official file's keys."""
+    import json
+
+    from engine.inference import load_checkpoint_network
+    from parity_helpers import rebuild_state_dict
+
+    golden = Path(__file__).parent / "golden"
+    spec_file, stats_file, arch = GOLDEN_FILES[family]
+    spec = json.loads((golden / spec_file).read_text())
+    state = rebuild_state_dict(spec["ffn_state_dict_spec"], spec["seed"], golden / stats_file)
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 1}, path)
+    loaded = load_checkpoint_network(path, None, channels_last=False)
+    assert loaded.official and loaded.network.config["arch"] == arch and model_family(arch) == family
+    assert loaded.network.config["num_classes"] == 174 and loaded.network.trained_frames is not None
+    other = "tea_res2net50" if family != "tea" else "resnet50"
+    with pytest.raises(SystemExit, match=f"an official {family} file, but --arch {other}"):
+        load_checkpoint_network(path, other, channels_last=False)

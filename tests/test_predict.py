@@ -23,7 +23,7 @@ from engine.inference import INFERENCE_KEY, inference_record
 from model import build_model
 from model.tsm_resnet import to_torchvision_state_dict
 from preprocess import make_shards
-from preprocess.annotations import class_names, video_path
+from preprocess.datasets.ssv2 import class_names, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
 from preprocess.synthetic import generate_dataset
 
@@ -333,3 +333,65 @@ def test_train_records_what_predict_needs_from_real_shards(dataset, shards, tmp_
                                              str(all_videos(dataset)[0]), "--frames", "6", *FAST]))
     assert report["settings"]["short_side"] == SHORT_SIDE and report["videos"][0]["results"]["6"]["branch"] == 8
     assert {item["label"] for item in report["videos"][0]["results"]["6"]["top5"]} <= set(labels)
+
+
+FAMILY_TINY = {"tsm": ("tiny", (4, 8), (2, 6, 12)), "tea": ("tea_tiny", (4, 8), (2, 6, 12)),
+               "slowfast": ("slowfast_tiny", (4, 8), (12,)), "uniformer": ("uniformer_tiny", (4, 8), (2, 6, 12))}
+
+
+@pytest.fixture(scope="module")
+def shards_32px(dataset: Path, tmp_path_factory) -> Path:
+    """The validation split as shards at short side 32 (the attention and TEA models need 32 px)."""
+    out = tmp_path_factory.mktemp("predict_shards_32")
+    status = make_shards.main([
+        "--data-root", str(dataset), "--out", str(out), "--short-side", "32", "--splits", "validation",
+        "--eval-shards", "1", "--workers", "1", "--no-progress", "--slice-index", "0", "--slice-count", "1",
+    ])  # fmt: skip
+    assert status == make_shards.EXIT_OK
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILY_TINY))
+def test_every_family_trains_evaluates_and_predicts_through_the_scripts(family, dataset, shards_32px, tmp_path):
+    """One epoch of each family's tiny FFN, evaluated at other frame counts, then predict on a video file."""
+    import evaluate
+    import train
+
+    arch, trained, untrained = FAMILY_TINY[family]
+    run = tmp_path / "run"
+    common = ["--crop-size", "32", "--workers", "0", "--threads", "1", "--decode", "cpu", "--device", "cpu"]
+    status = train.main([
+        "--mode", "ffn", "--frames", *map(str, trained), "--arch", arch, "--shards", str(shards_32px),
+        "--output", str(run), "--train-split", "validation", "--val-split", "validation", "--epochs", "1",
+        "--batch-size", "7", "--pretrained", "none", "--no-multi-scale", "--no-progress", *common,
+    ])  # fmt: skip
+    assert status == 0
+    frames = sorted({*trained, *untrained})
+    report = evaluate.run(evaluate.build_parser().parse_args([
+        "--checkpoints", str(run / "last.pt"), "--frames", *map(str, frames), "--shards", str(shards_32px),
+        "--output", str(tmp_path / "eval"), "--no-latency", "--batch-size", "7", *common,
+    ]))  # fmt: skip
+    entry = report["models"]["run"]
+    assert entry["trained_frames"] == list(trained) and entry["n"] == 7
+    assert set(entry["top1"]) == {str(count) for count in frames} and set(entry["gflops"]) == set(entry["top1"])
+    predicted = predict.run(predict.parse_args(["--checkpoint", str(run / "last.pt"), "--video",
+                                                str(all_videos(dataset)[0]), "--frames", str(untrained[-1]), *FAST]))
+    result = predicted["videos"][0]["results"][str(untrained[-1])]
+    assert result["branch"] == max(trained) and len(result["top5"]) == 5
+    assert sum(item["prob"] for item in result["top5"]) <= 1.0
+
+
+def test_a_frame_count_the_model_cannot_run_is_refused_in_one_line(dataset, shards_32px, tmp_path):
+    """SlowFast runs at multiples of its alpha (4): train.py, evaluate.py and predict.py say so before any work."""
+    import train
+
+    with pytest.raises(SystemExit, match=r"does not run at 6 frames .*use 4 or 8"):
+        train.main(["--mode", "ffn", "--frames", "4", "6", "--arch", "slowfast_tiny", "--shards", str(shards_32px),
+                    "--output", str(tmp_path / "run"), "--train-split", "validation", "--pretrained", "none"])
+    torch.manual_seed(0)
+    model = build_model("slowfast_tiny", NUM_CLASSES, trained_frames=(4, 8))
+    path = save_like_train(model, tmp_path / "slowfast.pt", "ffn", [4, 8], None)
+    with pytest.raises(SystemExit, match=r"slowfast.pt: this model does not run at 6 frames"):
+        predict.run(predict.parse_args(["--checkpoint", str(path), "--video", str(all_videos(dataset)[0]),
+                                        "--frames", "6", "--crop-size", "32", *FAST]))
