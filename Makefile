@@ -50,11 +50,11 @@ PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRA
 LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
 .PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
-	mutation clean distclean
+	mutation slurm-check clean distclean
 
 help:
 	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
-		"train-ffn | eval | predict | bench | gpu-check | mutation | clean"
+		"train-ffn | eval | predict | bench | gpu-check | mutation | slurm-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -123,6 +123,11 @@ gpu-check: $(SETUP)
 # RUNS/mutation/report.md and report.json. MUTATION_MODULES="engine/schedule.py model/losses.py" picks modules.
 mutation: $(SETUP)
 	nice -n 19 $(PYTHON) scripts/mutation.py --out $(RUNS)/mutation $(MUTATION_FLAG) $(MUTATION_ARGS)
+
+# The SLURM scripts of scripts/slurm/ end to end on a one-host cluster with two emulated nodes (as root; installs
+# SLURM and munge with apt-get when missing, else prints what is missing and "skipped"; about 3 min on 2 cores).
+slurm-check: $(SETUP)
+	$(PYTHON) scripts/slurm/check.py --work $(RUNS)/slurm-check
 
 # Never touches DATA_ROOT or SHARDS.
 clean:

@@ -21,8 +21,10 @@ synthetic-data recipe of ``make demo``. The class count and names come from the 
 not given (on for Kinetics and HMDB51, off for Something-Something, whose classes name left and right). Every
 epoch writes ``last.pt`` (and
 ``best.pt`` when the validation top-1 at the highest trained frame count improves) atomically; ``--resume``
-continues exactly where ``last.pt`` stopped. Every checkpoint also records what predict.py needs (arch, trained
-frames, class names from the shards' manifest, transform sizes: engine.inference.inference_record).
+continues exactly where ``last.pt`` stopped. SIGUSR1 or SIGTERM (a cluster's time-limit warning, a preemption)
+ends the run after the current step with a mid-epoch ``last.pt`` that ``--resume`` continues from, bit for bit.
+Every checkpoint also records what predict.py needs (arch, trained frames, class names from the shards'
+manifest, transform sizes: engine.inference.inference_record).
 
 The pieces shared with evaluate.py, pretrain.py, the demo and the benchmarks live in engine/ (distributed set-up,
 precision, RNG state, checkpoints, schedule, loaders, evaluation); this script keeps the command line, the
@@ -44,7 +46,7 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_file, write_json_atomic
-from common.distributed import close_distributed, init_distributed
+from common.distributed import broadcast_buffers, close_distributed, gather_from_ranks, init_distributed
 from data_pipeline import add_loader_arguments, loader_options
 from data_pipeline.clip_augment import BatchAugment
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
@@ -55,11 +57,14 @@ from engine.inference import INFERENCE_KEY, inference_record
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
 from engine.rng import gather_rng_states, restore_rng_state, seed_everything
 from engine.schedule import SCHEDULES, LearningRateShape, accumulation_steps, scaled_learning_rate
+from engine.stop_request import StopRequest, signal_name
 from engine.training import (
     TRAINING_MODES,
     Criterion,
+    EpochPosition,
     NonFiniteLossError,
     StepLogger,
+    StopCheck,
     make_criterion,
     train_one_epoch,
 )
@@ -79,6 +84,7 @@ VAL_PRECISIONS = ("same", "fp32", "bf16", "fp16")
 TRAIN_SHORT_VIDEO_RULES = ("official", "spread")
 # Model options with a flag; a family that does not take one refuses it when given on the command line.
 MODEL_FLAGS = ("shift_mode", "slow_mode", "dropout", "drop_path_rate", "private_norms", "weight_alteration")
+POSITION_KEY = "position"  # a mid-epoch checkpoint's place in its epoch (absent at an epoch's end)
 LOG_COLUMNS = (
     "epoch", "lr", "train_loss", "train_top1", "val_frames", "val_top1", "val_top5", "val_n",
     "clips_per_s", "data_wait", "epoch_s",
@@ -288,13 +294,21 @@ class Process:
 
 @dataclass
 class Progress:
-    """Where the run stands: epochs done, optimiser steps done, the best validation so far and the history."""
+    """Where the run stands: epochs done, optimiser steps done, the best validation so far and the history.
+
+    After a resume from a mid-epoch checkpoint, `position` is this rank's place in epoch `start_epoch` and
+    `epoch_record` that epoch's record so far (its number and starting learning rate). `stopped_by` is the stop
+    signal that ended the run early (0: none).
+    """
 
     start_epoch: int = 0
     global_step: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    position: EpochPosition | None = None
+    epoch_record: dict[str, Any] = field(default_factory=dict)
+    stopped_by: int = 0
 
 
 def init_process(args: argparse.Namespace) -> Process:
@@ -419,11 +433,21 @@ def batch_augmentation(args: argparse.Namespace, process: Process, num_classes: 
 
 
 def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-           scaler: torch.amp.GradScaler, process: Process, steps_per_epoch: int) -> Progress:
-    """Restore model, optimiser, schedule, scaler and this rank's RNG states; return where the run stands."""
+           scaler: torch.amp.GradScaler, process: Process, steps_per_epoch: int, layout: dict[str, int]) -> Progress:
+    """Restore model, optimiser, schedule, scaler and this rank's RNG states; return where the run stands.
+
+    A mid-epoch checkpoint also gives this rank's place in its epoch; it resumes only under the layout it was
+    written with (`layout`: processes, videos per process, micro-batches per step, loader worker slots, steps per
+    epoch), which fixes the epoch's batches.
+    """
     payload = load_checkpoint(path)
     if not same_model(payload["config"], dict(network.config)):
         raise SystemExit(f"{path}: built for another model ({payload['config']}); use the same flags as the run")
+    position = payload.get(POSITION_KEY)
+    if position is not None and position["layout"] != layout:
+        raise SystemExit(f"{path}: a mid-epoch checkpoint written with {describe_layout(position['layout'])}; "
+                         f"resume with the same (this run has {describe_layout(layout)})")
+    check_schedule_layout(path, payload["metrics"].get("settings", {}), layout)
     network.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -435,17 +459,67 @@ def resume(path: Path, network: nn.Module, optimizer: torch.optim.Optimizer, sch
                         best_top1=float(metrics.get("best_top1", -1.0)), best_epoch=int(metrics.get("best_epoch", 0)),
                         history=list(metrics.get("history", [])))
     states = payload["rng"]
-    restore_rng_state(states[process.rank] if process.rank < len(states) else states[0])
+    rng_state = states[process.rank] if process.rank < len(states) else states[0]
+    restore_rng_state(rng_state)
+    where = f"after epoch {start_epoch}"
+    if position is not None:
+        step = int(position["step"])
+        sums = [float(value) for value in position["sums"][process.rank]]
+        progress.position = EpochPosition(step, sums, rng_state)
+        progress.epoch_record = dict(position["record"])
+        progress.global_step += step
+        where = f"at epoch {start_epoch + 1} step {step}/{steps_per_epoch}"
     if process.is_main:
-        print(f"resumed from {path} after epoch {start_epoch}", flush=True)
+        print(f"resumed from {path} {where}", flush=True)
     return progress
+
+
+def check_schedule_layout(path: Path, recorded: dict[str, Any], layout: dict[str, int]) -> None:
+    """Refuse to resume with another total batch or epoch length than the checkpoint's run.
+
+    The optimiser and the schedule come back as they were (the rate scaled to the old total batch, the per-step
+    shape counting the old steps per epoch), so a run resumed with other processes x --batch-size would train
+    with a rate and a schedule it did not ask for. Checkpoints without recorded settings are not checked.
+    """
+    if "total_batch" not in recorded or "steps_per_epoch" not in recorded:
+        return
+    total_batch = layout["processes"] * layout["batch_size"] * layout["accumulation"]
+    if (recorded["total_batch"], recorded["steps_per_epoch"]) != (total_batch, layout["steps_per_epoch"]):
+        raise SystemExit(
+            f"{path}: written by a run of total batch {recorded['total_batch']} ({recorded.get('world_size')} "
+            f"process(es) x --batch-size {recorded.get('batch_size')}, {recorded['steps_per_epoch']} steps per "
+            f"epoch); this run has {total_batch} ({describe_layout(layout)}), which would change the learning rate "
+            f"and its schedule; resume with the same processes x --batch-size"
+        )
+
+
+def run_layout(args: argparse.Namespace, process: Process, steps_per_epoch: int,
+               accumulation: int) -> dict[str, int]:
+    """What fixes an epoch's batches besides the seed: processes, videos per process, micro-batches per step,
+    loader slots, steps."""
+    return {"processes": process.world_size, "batch_size": args.batch_size, "accumulation": accumulation,
+            "loader_slots": max(1, args.num_workers), "steps_per_epoch": steps_per_epoch}
+
+
+def describe_layout(layout: dict[str, int]) -> str:
+    """The layout in words, with the flags that set it."""
+    return (f"{layout['processes']} process(es) x --batch-size {layout['batch_size']} x "
+            f"{layout.get('accumulation', 1)} micro-batch(es) x --workers {layout['loader_slots']} (1 = 0 or 1), "
+            f"{layout['steps_per_epoch']} steps per epoch")
 
 
 def save_checkpoints(output: Path, network: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                      scaler: torch.amp.GradScaler, process: Process, progress: Progress, epoch_count: int,
-                     improved: bool, metrics: dict[str, Any], inference: dict[str, Any]) -> None:
-    """Write last.pt (and best.pt when improved) atomically; every rank joins the RNG gather."""
+                     improved: bool, metrics: dict[str, Any], inference: dict[str, Any],
+                     position: dict[str, Any] | None = None) -> None:
+    """Write last.pt (and best.pt when improved) atomically; every rank joins the RNG gather.
+
+    `position` (a mid-epoch checkpoint): {"step", "sums" (this rank's), "record", "layout"}; every rank's sums
+    are gathered into it. Rank 0's BatchNorm statistics are written; callers copy them to every rank first.
+    """
     rng_states = gather_rng_states()
+    if position is not None:
+        position = dict(position, sums=gather_from_ranks(position["sums"]))
     if not process.is_main:
         return
     payload = {
@@ -465,6 +539,8 @@ def save_checkpoints(output: Path, network: nn.Module, optimizer: torch.optim.Op
         },
         INFERENCE_KEY: inference,
     }
+    if position is not None:
+        payload[POSITION_KEY] = position
     save_atomic(payload, output / LAST_CHECKPOINT)
     if improved:
         save_atomic(payload, output / BEST_CHECKPOINT)
@@ -489,9 +565,13 @@ def validate(network: nn.Module, val_loader: Any, val_frames: list[int], top_fra
 def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: nn.Module, criterion: Criterion,
         optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, train_loader: Any,
         val_loader: Any, steps_per_epoch: int, progress: Progress, settings: dict[str, Any],
-        inference: dict[str, Any], accumulation: int = 1, batch_transform: BatchAugment | None = None
-        ) -> dict[str, Any]:
-    """Train from progress.start_epoch to the last epoch (or --stop-after-epochs); return the last epoch's record."""
+        inference: dict[str, Any], accumulation: int = 1, batch_transform: BatchAugment | None = None,
+        stop_check: StopCheck | None = None) -> dict[str, Any]:
+    """Train from progress.start_epoch to the last epoch (or --stop-after-epochs); return the last epoch's record.
+
+    `stop_check` (every rank calls it after every step and after every epoch's checkpoint) ends the run early:
+    inside an epoch with a mid-epoch checkpoint, at an epoch's end after its checkpoint.
+    """
     output = Path(args.output)
     writer = None
     if process.is_main:
@@ -515,20 +595,37 @@ def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: n
     val_frames = validation_frames(args)
     step_logger = tensorboard_step_logger(writer)
     checkpoint_metrics = {"val_frames": top_frames, "settings": settings}
+    layout = run_layout(args, process, steps_per_epoch, accumulation)
     last_epoch = args.epochs
     if args.stop_after_epochs is not None:
         last_epoch = min(args.epochs, progress.start_epoch + args.stop_after_epochs)
     record: dict[str, Any] = progress.history[-1] if progress.history else {}
     for epoch in range(progress.start_epoch, last_epoch):
-        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        start = progress.position if epoch == progress.start_epoch else None
+        record = dict(progress.epoch_record) if start is not None else {}
+        record = record or {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         bar = f"epoch {epoch + 1}/{args.epochs}" if process.is_main and not args.no_progress else None
-        figures, progress.global_step = train_one_epoch(
+        result = train_one_epoch(
             model, criterion, optimizer, scheduler, scaler, train_loader, process.device, epoch,
             steps=steps_per_epoch, precision=process.precision, top_frames=top_frames, clip_grad=args.clip_grad,
             global_step=progress.global_step, last_good=output / LAST_CHECKPOINT, step_logger=step_logger,
-            progress=bar, accumulation=accumulation, batch_transform=batch_transform,
+            progress=bar, accumulation=accumulation, batch_transform=batch_transform, start=start,
+            stop_check=stop_check,
         )
-        record.update(figures)
+        progress.global_step = result.global_step
+        # Every rank validates, and rank 0 saves, with rank 0's BatchNorm statistics (DDP copies them at the next
+        # training forward anyway).
+        broadcast_buffers(network)
+        if result.figures is None:
+            position = {"step": result.position.step, "sums": result.position.sums, "record": record,
+                        "layout": layout}
+            save_checkpoints(output, network, optimizer, scheduler, scaler, process, progress, epoch, False,
+                             checkpoint_metrics, inference, position)
+            progress.stopped_by = result.stopped_by
+            report_stop(process, result.stopped_by, f"at epoch {epoch + 1} step {result.position.step}/"
+                        f"{steps_per_epoch}: mid-epoch checkpoint {output / LAST_CHECKPOINT}")
+            break
+        record.update(result.figures)
         if (epoch + 1) % max(args.val_every, 1) == 0 or epoch + 1 == args.epochs:
             record.update(validate(network, val_loader, val_frames, top_frames, process))
         improved = "val_top1" in record and record["val_top1"] > progress.best_top1
@@ -539,9 +636,20 @@ def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: n
                          checkpoint_metrics, inference)
         if process.is_main:
             report_epoch(output, args.epochs, progress.history, record, writer)
+        stopped_by = result.stopped_by or (stop_check() if stop_check is not None else 0)
+        if stopped_by and epoch + 1 < last_epoch:
+            progress.stopped_by = stopped_by
+            report_stop(process, stopped_by, f"after epoch {epoch + 1}: checkpoint {output / LAST_CHECKPOINT}")
+            break
     if writer is not None:
         writer.close()
     return record
+
+
+def report_stop(process: Process, stopped_by: int, where: str) -> None:
+    """Rank 0 says where a stop signal ended the run and how it goes on."""
+    if process.is_main:
+        print(f"train.py: stopped by {signal_name(stopped_by)} {where}; --resume continues from there", flush=True)
 
 
 # Logs
@@ -599,42 +707,50 @@ def tensorboard_step_logger(writer: Any) -> StepLogger | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, build, optionally resume, train; return the exit status."""
+    """Entry point: parse, build, optionally resume, train; return the exit status.
+
+    From the start, SIGUSR1 / SIGTERM (engine.stop_request) end the run after the current training step with a
+    checkpoint that --resume continues from; the status is then 0, as after --stop-after-epochs.
+    """
     args = resolve_args(argv)
-    process = init_process(args)
-    try:
-        num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
+    with StopRequest() as stop:
+        process = init_process(args)
         try:
-            network = build_network(args, num_classes, process.channels_last).to(process.device)
-            check_model_input(network, [*args.frames, *validation_frames(args)],
-                              min(args.crop_size, args.test_crop_size or args.crop_size))
-        except ValueError as error:
-            raise SystemExit(f"train.py --arch {args.arch}: {error}") from error
-        train_loader, val_loader = build_loaders(args, process, network)
-        try:
-            accumulation = accumulation_steps(args.total_batch, args.batch_size, process.world_size)
-        except ValueError as error:
-            raise SystemExit(str(error)) from error
-        steps_per_epoch = epoch_steps(args, train_loader, accumulation)
-        optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process, accumulation)
-        batch_transform = batch_augmentation(args, process, num_classes)
-        model = wrap_for_processes(network, process)
-        progress = Progress()
-        if args.resume:
-            path = Path(args.output) / LAST_CHECKPOINT if args.resume == "auto" else Path(args.resume)
-            progress = resume(path, network, optimizer, scheduler, scaler, process, steps_per_epoch)
-        settings = run_settings(args, process, lr, steps_per_epoch, accumulation)
-        inference = inference_record(network.config, args.mode, args.frames, args.crop_size, args.test_resize,
-                                     read_shard_facts(args.shards, args.train_split))
-        criterion = make_criterion(args.mode, args.lam, args.ce_all_frames)
-        fit(args, process, model, network, criterion, optimizer, scheduler, scaler, train_loader, val_loader,
-            steps_per_epoch, progress, settings, inference, accumulation, batch_transform)
-    except NonFiniteLossError as error:
-        print(f"train.py: stopped: {error}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        close_distributed()
-    if process.is_main:
+            num_classes = args.num_classes or read_num_classes(args.shards, args.train_split)
+            try:
+                network = build_network(args, num_classes, process.channels_last).to(process.device)
+                check_model_input(network, [*args.frames, *validation_frames(args)],
+                                  min(args.crop_size, args.test_crop_size or args.crop_size))
+            except ValueError as error:
+                raise SystemExit(f"train.py --arch {args.arch}: {error}") from error
+            train_loader, val_loader = build_loaders(args, process, network)
+            try:
+                accumulation = accumulation_steps(args.total_batch, args.batch_size, process.world_size)
+            except ValueError as error:
+                raise SystemExit(str(error)) from error
+            steps_per_epoch = epoch_steps(args, train_loader, accumulation)
+            optimizer, scheduler, scaler, lr = build_optimization(args, network, steps_per_epoch, process,
+                                                                  accumulation)
+            batch_transform = batch_augmentation(args, process, num_classes)
+            model = wrap_for_processes(network, process)
+            progress = Progress()
+            if args.resume:
+                path = Path(args.output) / LAST_CHECKPOINT if args.resume == "auto" else Path(args.resume)
+                progress = resume(path, network, optimizer, scheduler, scaler, process, steps_per_epoch,
+                                  run_layout(args, process, steps_per_epoch, accumulation))
+            settings = run_settings(args, process, lr, steps_per_epoch, accumulation)
+            inference = inference_record(network.config, args.mode, args.frames, args.crop_size, args.test_resize,
+                                         read_shard_facts(args.shards, args.train_split))
+            criterion = make_criterion(args.mode, args.lam, args.ce_all_frames)
+            fit(args, process, model, network, criterion, optimizer, scheduler, scaler, train_loader, val_loader,
+                steps_per_epoch, progress, settings, inference, accumulation, batch_transform,
+                stop_check=lambda: stop.agreed(process.device))
+        except NonFiniteLossError as error:
+            print(f"train.py: stopped: {error}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            close_distributed()
+    if process.is_main and not progress.stopped_by:
         print(f"done: best val top-1 {progress.best_top1:.2f} at epoch {progress.best_epoch}; "
               f"checkpoints in {args.output}", flush=True)
     return 0

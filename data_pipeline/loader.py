@@ -80,10 +80,25 @@ class EpochPlan:
         The epoch (`VideoLoader.set_epoch`): with the seed it fixes shard order, shuffle, sampling and crops.
     batches_per_rank : int
         Training: the exact full batches each rank yields this epoch (0 in evaluation).
+    start_batch : int
+        Training: the pass starts at this batch of the rank's epoch (a run resumed in the middle of an epoch);
+        the batches before it are cut from the same videos, frames and crops but neither decoded nor yielded.
     """
 
     epoch: int = 0
     batches_per_rank: int = 0
+    start_batch: int = 0
+
+
+def batches_to_skip(start_batch: int, worker: int, workers: int) -> int:
+    """Return how many of its batches one worker slot leaves out so that its rank's pass starts at `start_batch`.
+
+    Batch j of a rank's training epoch comes from slot j % workers: the DataLoader takes the workers' batches in
+    turn, and the slots' quotas differ by at most one, the larger ones first (stream.worker_quota).
+    """
+    if start_batch <= worker:
+        return 0
+    return (start_batch - worker + workers - 1) // workers
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator,
@@ -193,10 +208,18 @@ class ShardVideoDataset(IterableDataset):
         self.decoder = decoder
 
     def _slot(self) -> Slot:
-        """This worker's slot."""
+        """This worker's slot.
+
+        The DataLoader takes its workers' batches in turn from its worker 0, and batch j of a rank's training
+        epoch belongs to slot j % slots; a pass starting at batch k therefore gives DataLoader worker i the slot
+        (i + k) % slots, so that the turns begin with the slot of batch k.
+        """
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        return Slot(self.config.rank, self.config.world_size, worker, self.config.worker_slots)
+        slots = self.config.worker_slots
+        if self.config.train:
+            worker = (worker + self.plan.start_batch) % slots
+        return Slot(self.config.rank, self.config.world_size, worker, slots)
 
     def _selected(self, slot: Slot, rng: np.random.Generator) -> Iterator[SelectedSample]:
         """Yield this slot's samples, frames selected: training, its exact share of the epoch; evaluation, all."""
@@ -249,7 +272,10 @@ class ShardVideoDataset(IterableDataset):
         rng = np.random.default_rng([self.config.seed, self.plan.epoch, slot.index, WORKER_STREAM])
         decoder = copy.copy(self.decoder)  # each pass starts without a previous pass's fallback video
         augment = clip_rand_augment(self.config)
-        for group in self._groups(slot, rng):
+        skip = batches_to_skip(self.plan.start_batch, slot.worker, slot.num_workers) if self.config.train else 0
+        for index, group in enumerate(self._groups(slot, rng)):
+            if index < skip:
+                continue  # cut (its random draws made) but not decoded: the pass resumes after it
             stats = {
                 "samples": len(group), "batches": 1, "corrupt_videos_replaced": 0,
                 "frames_decoded": sum(len(sample.jpegs) for sample in group),
@@ -348,9 +374,24 @@ class VideoLoader:
         """Pin the workers' batches for the copy to a CUDA device (in-worker decoders only)."""
         return self.decoder.in_worker and torch.cuda.is_available()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
-        self.plan = replace(self.plan, epoch=int(epoch))
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it.
+
+        `start_batch` (training only) starts the next pass at that batch of the epoch, as a run resumed in the
+        middle of an epoch needs: it yields exactly the batches an uninterrupted pass yields from there on; the
+        batches before it are cut from their videos (the workers' random streams stay in step) but not decoded.
+
+        Raises
+        ------
+        ValueError
+            If `start_batch` is outside 0 .. the batches of the epoch, or given to an evaluation loader.
+        """
+        start_batch = int(start_batch)
+        if start_batch and not self.config.train:
+            raise ValueError(f"start_batch={start_batch}: an evaluation pass always starts at its first batch")
+        if not 0 <= start_batch <= self.plan.batches_per_rank:
+            raise ValueError(f"start_batch={start_batch} is outside the epoch's {self.plan.batches_per_rank} batches")
+        self.plan = replace(self.plan, epoch=int(epoch), start_batch=start_batch)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (exact; in evaluation each worker's last batch may be partial)."""

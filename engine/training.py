@@ -4,6 +4,9 @@ In the manner of torchvision's references: ``train_one_epoch(model, criterion, o
 loader, device, epoch, ...)`` takes everything it uses as an argument and returns the epoch's figures; nothing
 reaches into a run object. `make_criterion` gives the loss of a training mode: cross-entropy for a vanilla model
 at one frame count, FFN's distillation loss (model.losses) for several; both take class indices or soft targets.
+An epoch can start in its middle (a run resumed from a mid-epoch checkpoint: `EpochPosition`) and stop after any
+step when the ranks agree to (a stop signal: engine.stop_request); both keep the arithmetic of an uninterrupted
+epoch.
 
 An optimiser step may accumulate the gradients of several consecutive loader batches (``accumulation``: the
 micro-batches, each one forward pass, so BatchNorm sees one micro-batch at a time); a ``batch_transform`` (e.g.
@@ -19,7 +22,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from torch import nn
 from common.distributed import is_distributed, reduce_counts
 from engine.data import timed_batches
 from engine.precision import autocast_context
+from engine.rng import restore_rng_state
 from model import cross_entropy, distillation_loss
 
 Criterion = Callable[[dict[int, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -197,6 +201,56 @@ def check_finite(loss_value: float, epoch: int, step: int, global_step: int, las
 StepLogger = Callable[[int, float, dict[str, torch.Tensor], float], None]
 
 
+StopCheck = Callable[[], int]
+
+
+@dataclass
+class EpochPosition:
+    """How far a training epoch has got on this rank.
+
+    Attributes
+    ----------
+    step : int
+        Optimiser steps of the epoch done.
+    sums : list of float
+        This rank's running sums over those steps: loss x videos, top-1 correct, videos (float64 values; carried
+        over exactly, so a resumed epoch's figures are those of an uninterrupted one).
+    rng_state : dict, optional
+        A resumed epoch: this rank's random state at the stop (engine.rng.capture_rng_state), restored once the
+        loader's pass has started and before the next step. Starting a DataLoader pass draws from torch's
+        generator, which an uninterrupted epoch did before its first step; restoring after it keeps every later
+        draw (dropout) where it was.
+    """
+
+    step: int = 0
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    rng_state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What `train_one_epoch` returns.
+
+    Attributes
+    ----------
+    figures : dict or None
+        {"train_loss", "train_top1", "clips_per_s", "data_wait", "epoch_s"} over all ranks; None when the epoch
+        stopped before its end.
+    global_step : int
+        Optimiser steps done in the run after this call.
+    position : EpochPosition
+        Where the epoch stands on this rank (its step equals the epoch's steps when it ran to its end).
+    stopped_by : int
+        The stop signal the ranks agreed on after the last step run (0: none). With `figures` set, the signal came
+        at the epoch's last step: the epoch is complete and the caller stops after finishing it.
+    """
+
+    figures: dict[str, float] | None
+    global_step: int
+    position: EpochPosition
+    stopped_by: int = 0
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: Criterion,
@@ -217,8 +271,10 @@ def train_one_epoch(
     progress: str | None = None,
     accumulation: int = 1,
     batch_transform: BatchTransform | None = None,
-) -> tuple[dict[str, float], int]:
-    """Train one epoch of `steps` optimiser steps; return its figures and the global step after it.
+    start: EpochPosition | None = None,
+    stop_check: StopCheck | None = None,
+) -> EpochResult:
+    """Train one epoch of `steps` optimiser steps (from `start` on); return its figures, or where it stopped.
 
     Parameters
     ----------
@@ -255,11 +311,19 @@ def train_one_epoch(
         ``batch_transform(videos_by_frames, clip_labels, (epoch, step, micro_batch))`` -> (videos_by_frames,
         targets), applied to every micro-batch before its forward pass (augmentation on the device batch; the
         targets may be soft). Training top-1 counts against the clips' own labels.
+    start : EpochPosition, optional
+        Resume the epoch here: the loader starts at batch ``start.step x accumulation``
+        (``set_epoch(epoch, start_batch)``; the batches before it are not decoded) and the running sums continue
+        from ``start.sums``.
+    stop_check : callable, optional
+        Called after every step on every rank (e.g. engine.stop_request.StopRequest.agreed); a non-zero value
+        (the same on every rank) ends the epoch after that step.
 
     Returns
     -------
-    (dict, int)
-        {"train_loss", "train_top1", "clips_per_s", "data_wait", "epoch_s"} and the global step.
+    EpochResult
+        The epoch's figures (or None when it stopped early), the global step, the position and the stop signal.
+        ``clips_per_s``, ``data_wait`` and ``epoch_s`` count only the steps of this call.
 
     Raises
     ------
@@ -269,14 +333,20 @@ def train_one_epoch(
     from tqdm import tqdm
 
     model.train()
-    if hasattr(loader, "set_epoch"):
+    start = start if start is not None else EpochPosition()
+    if start.step:
+        loader.set_epoch(epoch, start_batch=start.step * accumulation)
+    elif hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
     world_size = dist.get_world_size() if is_distributed() else 1
-    bar = tqdm(total=steps, desc=progress, disable=progress is None, dynamic_ncols=True, leave=False,
-               file=sys.stdout)
-    sums = torch.zeros(3, dtype=torch.float64)  # loss x videos, top-1 correct, videos
-    wait_total, start = 0.0, time.perf_counter()
-    for step, group in enumerate(itertools.islice(grouped(timed_batches(loader), accumulation), steps)):
+    bar = tqdm(total=steps, initial=start.step, desc=progress, disable=progress is None, dynamic_ncols=True,
+               leave=False, file=sys.stdout)
+    sums = torch.tensor(start.sums, dtype=torch.float64)  # loss x videos, top-1 correct, videos
+    wait_total, began = 0.0, time.perf_counter()
+    step, stopped_by, videos_here = start.step, 0, 0
+    for group in itertools.islice(grouped(timed_batches(loader), accumulation), steps - start.step):
+        if step == start.step and start.rng_state is not None:
+            restore_rng_state(start.rng_state)
         micro_batches, clip_label_list = [], []
         for index, (batch, _) in enumerate(group):
             labels = clip_labels(batch)
@@ -286,30 +356,37 @@ def train_one_epoch(
             micro_batches.append((videos_by_frames, targets))
             clip_label_list.append(labels)
         labels = clip_label_list[0] if len(clip_label_list) == 1 else torch.cat(clip_label_list)
-        wait = sum(seconds for _, seconds in group)
         result = accumulated_step(model, criterion, optimizer, scheduler, scaler, micro_batches, device, precision,
                                   clip_grad)
         global_step += 1
         loss_value = float(result.loss)
         check_finite(loss_value, epoch, step, global_step, last_good)
+        step += 1
         correct = int(result.logits_by_frames[top_frames].float().argmax(dim=1).eq(labels).sum())
         if step_logger is not None and global_step % STEP_LOG_EVERY == 0:
             step_logger(global_step, loss_value, result.parts, scheduler.get_last_lr()[0])
         videos = int(labels.shape[0])
-        wait_total += wait
+        videos_here += videos
+        wait_total += sum(seconds for _, seconds in group)
         sums += torch.tensor([loss_value * videos, correct, videos], dtype=torch.float64)
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - began
         bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}",
-                        clips_s=f"{sums[2] * world_size / elapsed:.1f}", wait=f"{wait_total / elapsed:.2f}")
+                        clips_s=f"{videos_here * world_size / elapsed:.1f}", wait=f"{wait_total / elapsed:.2f}")
         bar.update(1)
+        stopped_by = stop_check() if stop_check is not None else 0
+        if stopped_by:
+            break
     bar.close()
-    elapsed = time.perf_counter() - start
-    sums = torch.tensor(reduce_counts(sums, device), dtype=torch.float64)
+    position = EpochPosition(step, sums.tolist())
+    if step < steps:
+        return EpochResult(None, global_step, position, stopped_by)
+    elapsed = time.perf_counter() - began
+    totals = torch.tensor(reduce_counts(sums, device), dtype=torch.float64)
     figures = {
-        "train_loss": float(sums[0] / max(sums[2], 1)),
-        "train_top1": float(100 * sums[1] / max(sums[2], 1)),
-        "clips_per_s": float(sums[2] / elapsed),
+        "train_loss": float(totals[0] / max(totals[2], 1)),
+        "train_top1": float(100 * totals[1] / max(totals[2], 1)),
+        "clips_per_s": videos_here * world_size / elapsed,  # every rank takes the same number of videos per step
         "data_wait": wait_total / elapsed,
         "epoch_s": elapsed,
     }
-    return figures, global_step
+    return EpochResult(figures, global_step, position, stopped_by)
