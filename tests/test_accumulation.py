@@ -123,9 +123,10 @@ def test_an_epoch_takes_accumulation_batches_per_step_and_transforms_each_micro_
         keys.append(key)
         return videos_by_frames, one_hot(labels)
 
-    figures, global_step = train_one_epoch(model, make_criterion("ffn"), optimizer, scheduler, scaler, loader,
-                                           torch.device("cpu"), epoch=3, steps=2, precision="fp32", top_frames=8,
-                                           accumulation=2, batch_transform=transform)
+    result = train_one_epoch(model, make_criterion("ffn"), optimizer, scheduler, scaler, loader,
+                             torch.device("cpu"), epoch=3, steps=2, precision="fp32", top_frames=8,
+                             accumulation=2, batch_transform=transform)
+    figures, global_step = result.figures, result.global_step
     assert global_step == 2 and scheduler.last_epoch == 2 and loader.epochs == [3]
     assert keys == [(3, 0, 0), (3, 0, 1), (3, 1, 0), (3, 1, 1)]  # the fifth batch is not a whole step
     assert 0.0 <= figures["train_top1"] <= 100.0 and figures["train_loss"] > 0

@@ -93,15 +93,17 @@ def mid_epoch_position(output: str, name: str, epoch: int) -> tuple[int, int]:
     return int(step), int(steps)
 
 
-def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(shards, tmp_path):
-    common = [*RUN_ARGS, "--shards", str(shards)]
+@pytest.mark.parametrize(("extra", "expected_steps"), [([], 12), (["--total-batch", "4"], 6)],
+                         ids=["one-batch-per-step", "two-micro-batches-per-step"])
+def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(shards, tmp_path, extra, expected_steps):
+    common = [*RUN_ARGS, "--shards", str(shards), *extra]
     assert train.main([*common, "--output", str(tmp_path / "whole")]) == 0
     parts = tmp_path / "parts"
     command = [sys.executable, "train.py", *common, "--output", str(parts)]
     assert train.main([*common, "--output", str(parts), "--stop-after-epochs", "1"]) == 0
     output = run_until_line([*command, "--resume"], "resumed from", signal.SIGTERM)
     step, steps = mid_epoch_position(output, "SIGTERM", epoch=2)
-    assert 0 < step < steps == 12, output
+    assert 0 < step < steps == expected_steps, output
     checkpoint = torch.load(parts / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["position"]["step"] == step
     assert len(checkpoint["position"]["sums"]) == 1 and checkpoint["position"]["record"]["epoch"] == 2
