@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from model.ffn_parts import BranchNorm, WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
-from model.interface import InputSpec, VideoModel
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
     bare_official_key,
@@ -685,12 +685,6 @@ def to_official_slowfast_state_dict(model: SlowFast) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Registry entry points
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """Raise ValueError naming the choices when `value` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
 
 
 def build_slowfast(

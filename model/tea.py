@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from model.ffn_parts import convert_to_ffn
-from model.interface import InputSpec, VideoModel
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
     bare_official_key,
@@ -528,8 +528,7 @@ def build_tea(
     private_norms : bool
         FFN: private BatchNorms per frame count (False: one shared set, an ablation).
     """
-    if temporal_mode not in TEMPORAL_MODES:
-        raise ValueError(f"temporal_mode={temporal_mode!r} is not one of {list(TEMPORAL_MODES)}")
+    check_choice("temporal_mode", temporal_mode, TEMPORAL_MODES)
     return TEANet(arch=arch, num_classes=num_classes, trained_frames=trained_frames, temporal_mode=temporal_mode,
                   dropout=float(dropout), private_norms=bool(private_norms))
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
-from model.interface import VideoModel
+from model.interface import VideoModel, check_choice
 from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
 from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
 from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
@@ -295,12 +295,6 @@ class TSMResNet(VideoModel):
     def load_pretrained(self, source: str) -> BackboneLoad:
         """ImageNet initialisation: "imagenet" (torchvision's V1 weights) or a torchvision-style ResNet file."""
         return load_imagenet_weights(self, self.arch, source)
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
-    """Raise ValueError naming the choices when `value` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
 
 
 def build_tsm(
