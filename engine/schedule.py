@@ -82,7 +82,7 @@ class LearningRateShape:
 
     def __call__(self, step: int) -> float:
         """Return the multiplier for optimiser step `step` (0-based)."""
-        if getattr(self, "warmup_start", None) is not None:
+        if self.warmup_start is not None:
             return self._from_start(step)
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
@@ -94,16 +94,15 @@ class LearningRateShape:
 
     def _step_factor(self, epoch: int) -> float:
         """The step schedule's multiplier in (whole) epoch `epoch`."""
-        factors = getattr(self, "lr_step_factors", None)
+        factors = self.lr_step_factors
         if factors is None:
             return STEP_FACTOR ** sum(epoch >= boundary for boundary in self.lr_steps)
         passed = [factor for boundary, factor in sorted(zip(self.lr_steps, factors)) if epoch >= boundary]
         return passed[-1] if passed else 1.0
 
     def _floored(self, cosine: float) -> float:
-        """The cosine multiplier lifted to end at the floor (the plain cosine when the floor is 0)."""
-        floor = getattr(self, "lr_floor", 0.0)
-        return cosine if floor == 0.0 else floor + (1.0 - floor) * cosine
+        """The cosine multiplier lifted to end at the floor (exactly the plain cosine when the floor is 0)."""
+        return self.lr_floor + (1.0 - self.lr_floor) * cosine
 
     def _decay_at(self, epoch: float) -> float:
         """The decay without warm-up at fractional epoch `epoch` (the cosine starting after the warm-up)."""

@@ -82,23 +82,19 @@ def all_parameters(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _classify_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split parameters into the official groups: weights, norm affine, head weight, head bias, other biases."""
+    """Split parameters into the official groups: weights, norm affine, head weight, head bias, other biases (a
+    parameter shared by several modules goes by its first owner)."""
     groups: dict[str, list[nn.Parameter]] = {
         "conv_weight": [], "norm": [], "head_weight": [], "head_bias": [], "other_bias": [],
     }
     head = getattr(model, "classifier", None)
-    for module in model.modules():
-        direct = list(module.named_parameters(recurse=False))
-        if not direct:
-            continue
+    for module, name, parameter in _direct_parameters(model):
         if module is head:
-            groups["head_weight"].append(module.weight)
-            groups["head_bias"].extend([module.bias] if module.bias is not None else [])
+            groups["head_bias" if name == "bias" else "head_weight"].append(parameter)
         elif isinstance(module, NORM_LAYERS):
-            groups["norm"].extend(parameter for _, parameter in direct)
+            groups["norm"].append(parameter)
         else:
-            for name, parameter in direct:
-                groups["other_bias" if name == "bias" else "conv_weight"].append(parameter)
+            groups["other_bias" if name == "bias" else "conv_weight"].append(parameter)
     return groups
 
 

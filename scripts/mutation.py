@@ -45,10 +45,10 @@ MUTMUT_LOG = "mutmut.log"
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "data_pipeline/sampling.py": ("tests/test_data_sampling.py",),
     "data_pipeline/augment.py": ("tests/test_data_sampling.py",),
-    "engine/schedule.py": ("tests/test_schedule.py",),
+    "engine/schedule.py": ("tests/test_schedule.py", "tests/test_schedule_shapes.py", "tests/test_recipes.py"),
     "engine/evaluation.py": ("tests/test_evaluation.py",),
     "model/losses.py": ("tests/test_model_api.py",),
-    "model/optim.py": ("tests/test_model_api.py",),
+    "model/optim.py": ("tests/test_model_api.py", "tests/test_optim_policies.py", "tests/test_recipes.py"),
     "model/temporal_shift.py": ("tests/test_model_shift.py",),
     "model/ffn_parts.py": ("tests/test_model_api.py", "tests/test_model_registry.py"),
     "model/interface.py": ("tests/test_model_api.py", "tests/test_model_registry.py"),

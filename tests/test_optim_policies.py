@@ -155,3 +155,45 @@ def test_optimizer_options_reach_torch() -> None:
     assert plain.param_groups[0]["betas"] == (0.9, 0.999) and plain.param_groups[0]["eps"] == 1e-8
     with pytest.raises(ValueError, match="choose one of"):
         build_optimizer(model, lr=0.1, optimizer="adam")
+
+
+class TiedHead(nn.Module):
+    """A classifier whose weight is also an embedding's (weight tying): one parameter held by two modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(5, 4)
+        self.norm = nn.LayerNorm(4)
+        self.classifier = nn.Linear(4, 5)
+        self.classifier.weight = self.embedding.weight
+
+
+@pytest.mark.parametrize("policy", sorted(PARAM_GROUP_POLICIES))
+def test_a_parameter_shared_by_two_modules_is_in_one_group_once(policy: str) -> None:
+    model = TiedHead()
+    found = settings_by_parameter(build_param_groups(model, WEIGHT_DECAY, param_groups=policy))
+    assert set(found) == {id(parameter) for parameter in model.parameters()} and len(found) == 4
+    build_optimizer(model, lr=0.1, weight_decay=WEIGHT_DECAY, param_groups=policy)  # torch refuses duplicates
+
+
+def test_a_registered_policy_is_listed_and_resolved() -> None:
+    from model.optim import policy_names, register_policy
+
+    @register_policy("test-one-group")
+    def one_group(model: nn.Module, weight_decay: float) -> list[dict]:
+        return [{"params": list(model.parameters()), "weight_decay": 0.0, "lr_mult": 2.0, "name": "one"}]
+
+    try:
+        assert "test-one-group" in policy_names() and set(policy_names()) == set(PARAM_GROUP_POLICIES)
+        assert resolve_policy("test-one-group") == "test-one-group"
+        (group,) = build_param_groups(TiedHead(), WEIGHT_DECAY, param_groups="test-one-group")
+        assert group["name"] == "one" and group["lr_mult"] == 2.0
+    finally:
+        del PARAM_GROUP_POLICIES["test-one-group"]
+
+
+def test_sgd_is_not_nesterov_unless_asked_and_the_conflict_message_names_the_fix() -> None:
+    sgd = build_optimizer(TiedHead(), lr=0.1, momentum=0.9)
+    assert sgd.defaults["nesterov"] is False and all(not group["nesterov"] for group in sgd.param_groups)
+    with pytest.raises(ValueError, match="give one of the two$"):
+        resolve_policy("all", official_groups=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from engine.schedule import LearningRateShape, scaled_learning_rate
+from engine.schedule import LearningRateShape, cosine_decay, scaled_learning_rate
 
 
 def previous_shape(schedule: str, steps_per_epoch: int, epochs: int, warmup_epochs: float, lr_steps: list[int],
@@ -114,11 +115,15 @@ def test_invalid_shapes_are_refused() -> None:
 
 
 def test_a_checkpointed_shape_from_before_the_new_options_still_computes() -> None:
-    """LambdaLR restores a shape's attributes from the checkpoint; a shape saved before the new options existed
-    lacks them and keeps the previous arithmetic."""
-    shape = LearningRateShape("step", 10, 5, 0.0, [2])
+    """LambdaLR restores a shape's attributes from the checkpoint over a freshly built shape; a checkpoint saved
+    before the new options existed lacks them, and the fresh shape's defaults keep the previous arithmetic."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    saved = torch.optim.lr_scheduler.LambdaLR(optimizer, LearningRateShape("step", 10, 5, 0.0, [2])).state_dict()
     for name in ("lr_step_factors", "warmup_start", "lr_floor", "epochs", "warmup_epochs"):
-        delattr(shape, name)
+        del saved["lr_lambdas"][0][name]
+    restored = torch.optim.lr_scheduler.LambdaLR(optimizer, LearningRateShape("step", 10, 5, 0.0, [2]))
+    restored.load_state_dict(saved)
+    shape = restored.lr_lambdas[0]
     assert [shape(19), shape(20)] == [1.0, 0.1]
 
 
@@ -126,3 +131,17 @@ def test_scaled_rate_at_another_reference_batch() -> None:
     assert scaled_learning_rate(0.03, 16, 16) == 0.03
     assert scaled_learning_rate(0.01, 16) == 0.005
     assert scaled_learning_rate(0.03, 4, 16) == pytest.approx(0.0075)
+
+
+def test_fractions_of_the_peak_rate_are_checked_at_their_bounds() -> None:
+    LearningRateShape("cosine", 10, 5, 1.0, [], warmup_start=0.0, lr_floor=0.0)  # 0 is allowed for both
+    for options in ({"lr_floor": 1.0}, {"lr_floor": 1.5}, {"lr_floor": -0.1}, {"warmup_start": 1.0}):
+        with pytest.raises(ValueError, match=r"are fractions of the peak rate in \[0, 1\)$"):
+            LearningRateShape("cosine", 10, 5, 1.0, [], **options)
+
+
+def test_a_decay_shorter_than_one_epoch_after_a_warmup_from_a_start_and_the_steps_past_the_end() -> None:
+    shape = LearningRateShape("cosine", 4, 2, 1.5, [], warmup_start=0.1)  # 1.5 epochs warm-up, 0.5 of decay
+    assert shape(7) == pytest.approx(cosine_decay(0.5))  # epoch 1.75: half-way through the decay
+    assert shape(8) == pytest.approx(0.0, abs=1e-12)  # the end
+    assert shape(12) == shape(8)  # past the end the multiplier stays at the end's value
