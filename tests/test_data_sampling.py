@@ -113,7 +113,7 @@ def test_independent_rates_are_sampled_separately() -> None:
     subset_every_time = True
     for _ in range(50):
         sets = indices_by_frames(48, (4, 8, 16), True, rng)
-        assert {rate: len(indices) for rate, indices in sets.items()} == {4: 4, 8: 8, 16: 16}
+        assert {frames: len(indices) for frames, indices in sets.items()} == {4: 4, 8: 8, 16: 16}
         subset_every_time &= set(sets[4].tolist()) <= set(sets[16].tolist())
     assert not subset_every_time, "independent sampling must not nest the 4-frame set in the 16-frame set"
 
@@ -123,9 +123,9 @@ def test_nested_rates_come_from_the_largest_set(train: bool) -> None:
     rng = np.random.default_rng(4)
     for num_frames in (48, 20, 9):
         sets = indices_by_frames(num_frames, (4, 8, 16), train, rng, sampling="nested")
-        for rate in (4, 8):
-            assert set(sets[rate].tolist()) <= set(sets[16].tolist())
-            assert np.all(np.diff(sets[rate]) >= 0)
+        for frames in (4, 8):
+            assert set(sets[frames].tolist()) <= set(sets[16].tolist())
+            assert np.all(np.diff(sets[frames]) >= 0)
         plan = plan_frames(num_frames, (4, 8, 16), train, rng, sampling="nested")
         assert len(plan.unique) <= 16
 
@@ -140,10 +140,10 @@ def test_plan_frames_decodes_each_frame_once_and_maps_back() -> None:
     plan = plan_frames(48, (4, 8, 16), True, rng)
     assert np.all(np.diff(plan.unique) > 0)
     assert len(plan.positions) == 1
-    rebuilt = {rate: plan.unique[positions] for rate, positions in plan.positions[0].items()}
+    rebuilt = {frames: plan.unique[positions] for frames, positions in plan.positions[0].items()}
     replay = indices_by_frames(48, (4, 8, 16), True, np.random.default_rng(5))
-    for rate in (4, 8, 16):
-        assert rebuilt[rate].tolist() == replay[rate].tolist()
+    for frames in (4, 8, 16):
+        assert rebuilt[frames].tolist() == replay[frames].tolist()
     two_clips = plan_frames(48, (8,), False, None, num_clips=2)
     assert [clip[8].tolist() for clip in two_clips.positions] != [two_clips.positions[0][8].tolist()] * 2
     assert eval_clip_fractions(2) == [0.5, 0.0]
@@ -301,14 +301,14 @@ def test_one_crop_shared_by_every_frame_and_rate() -> None:
     rng = np.random.default_rng(8)
     image = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
     plan = plan_frames(48, (4, 8, 16), True, rng)
-    frames = list(image.repeat(len(plan.unique), 1, 1, 1))
+    images = list(image.repeat(len(plan.unique), 1, 1, 1))
     boxes = choose_boxes(56, 40, True, 24, None, rng)
     mean, std = normalisation_tensors()
-    views = video_views(frames, boxes, plan.positions, mean, std)
+    views = video_views(images, boxes, plan.positions, mean, std)
     reference = views[16][0, 0]
-    for rate in (4, 8, 16):
-        assert views[rate].shape == (1, rate, 3, 24, 24)
-        assert torch.equal(views[rate][0], reference.expand(rate, -1, -1, -1))
+    for frames in (4, 8, 16):
+        assert views[frames].shape == (1, frames, 3, 24, 24)
+        assert torch.equal(views[frames][0], reference.expand(frames, -1, -1, -1))
 
 
 @pytest.mark.parametrize("width, height, crop, resize_to, side", [
@@ -341,33 +341,33 @@ def test_training_crops_need_an_rng() -> None:
 
 def test_views_layout_and_uint8_path_equal_the_float_path() -> None:
     """Two videos of 2 clips x 3 crops: view = clip * 3 + crop; uint8 outputs normalise to the float outputs."""
-    rates, views, size = (2, 5), 6, 24
+    eval_frames, views, size = (2, 5), 6, 24
     mean, std = normalisation_tensors()
-    float_outputs = allocate_views(rates, 2, views, (size, size))
-    uint8_outputs = allocate_views(rates, 2, views, (size, size), dtype=torch.uint8)
-    for rate in rates:
-        assert float_outputs[rate].shape == uint8_outputs[rate].shape == (2 * views, rate, 3, size, size)
-        assert float_outputs[rate].is_contiguous() and float_outputs[rate].dtype == torch.float32
-        assert uint8_outputs[rate].dtype == torch.uint8 and uint8_outputs[rate].stride()[2] == 1  # channels last
-        assert uint8_outputs[rate].permute(0, 1, 3, 4, 2).is_contiguous()
-        assert not float_outputs[rate].is_shared() and not uint8_outputs[rate].is_shared()  # not in a worker
+    float_outputs = allocate_views(eval_frames, 2, views, (size, size))
+    uint8_outputs = allocate_views(eval_frames, 2, views, (size, size), dtype=torch.uint8)
+    for frames in eval_frames:
+        assert float_outputs[frames].shape == uint8_outputs[frames].shape == (2 * views, frames, 3, size, size)
+        assert float_outputs[frames].is_contiguous() and float_outputs[frames].dtype == torch.float32
+        assert uint8_outputs[frames].dtype == torch.uint8 and uint8_outputs[frames].stride()[2] == 1  # channels last
+        assert uint8_outputs[frames].permute(0, 1, 3, 4, 2).is_contiguous()
+        assert not float_outputs[frames].is_shared() and not uint8_outputs[frames].is_shared()  # not in a worker
     generator = torch.Generator().manual_seed(3)
     for video, num_frames in enumerate((20, 7)):
-        plan = plan_frames(num_frames, rates, False, None, short_video="spread", num_clips=2)
-        frames = [torch.randint(0, 256, (36, 44, 3), dtype=torch.uint8, generator=generator).permute(2, 0, 1)
+        plan = plan_frames(num_frames, eval_frames, False, None, short_video="spread", num_clips=2)
+        images = [torch.randint(0, 256, (36, 44, 3), dtype=torch.uint8, generator=generator).permute(2, 0, 1)
                   for _ in plan.unique]  # (3, H, W) views of (H, W, 3) data, as the JPEG decoders return them
         boxes = eval_boxes(44, 36, size, 28, num_crops=3)
         rows = slice(video * views, (video + 1) * views)
-        render_views(frames, boxes, plan.positions, mean, std, {rate: float_outputs[rate][rows] for rate in rates})
-        render_views(frames, boxes, plan.positions, mean, std, {rate: uint8_outputs[rate][rows] for rate in rates})
+        render_views(images, boxes, plan.positions, mean, std, {frames: float_outputs[frames][rows] for frames in eval_frames})
+        render_views(images, boxes, plan.positions, mean, std, {frames: uint8_outputs[frames][rows] for frames in eval_frames})
         for clip, positions in enumerate(plan.positions):
             for crop, box in enumerate(boxes):
-                for rate in rates:
-                    chosen = torch.stack([frames[int(position)] for position in positions[rate]])
+                for frames in eval_frames:
+                    chosen = torch.stack([images[int(position)] for position in positions[frames]])
                     expected = (crop_resize(chosen, box) - mean) / std
-                    assert torch.equal(float_outputs[rate][video * views + clip * 3 + crop], expected)
-    for rate in rates:
-        assert torch.equal(normalise_views(uint8_outputs[rate], mean, std), float_outputs[rate])
+                    assert torch.equal(float_outputs[frames][video * views + clip * 3 + crop], expected)
+    for frames in eval_frames:
+        assert torch.equal(normalise_views(uint8_outputs[frames], mean, std), float_outputs[frames])
 
 
 def test_shared_empty_gives_shared_memory_of_the_shape_and_type() -> None:
@@ -405,7 +405,7 @@ def test_normalisation_tensors_resize_and_views_stay_on_the_frames_device() -> N
     frames = [torch.empty(3, 20, 30, dtype=torch.uint8, device=meta)]  # one stored frame, every view reads it
     plan = plan_frames(1, (2, 4), False, None, num_clips=2)
     views = video_views(frames, eval_boxes(30, 20, 16, 18, 3), plan.positions, mean, std)
-    assert {rate: (tensor.shape, tensor.device) for rate, tensor in views.items()} == {
+    assert {frames: (tensor.shape, tensor.device) for frames, tensor in views.items()} == {
         2: ((6, 2, 3, 16, 16), meta), 4: ((6, 4, 3, 16, 16), meta)}
 
 
@@ -466,17 +466,17 @@ def test_multi_rate_sampling_consumes_the_rng_in_a_fixed_order(sampling: str) ->
     result = indices_by_frames(48, (8, 4, 16), True, rng, sampling=sampling)
     replay = np.random.default_rng(5)
     if sampling == "independent":
-        expected = {rate: train_indices(48, rate, replay) for rate in (8, 4, 16)}
+        expected = {frames: train_indices(48, frames, replay) for frames in (8, 4, 16)}
     else:
         base = train_indices(48, 16, replay)
         expected = {8: base[nested_positions(16, 8, True, replay)], 4: base[nested_positions(16, 4, True, replay)],
                     16: base}
     assert rng.random() == replay.random()  # no draw more or less than the replay
     assert list(result) == [8, 4, 16]
-    assert {rate: indices.tolist() for rate, indices in result.items()} == {
-        rate: indices.tolist() for rate, indices in expected.items()}
+    assert {frames: indices.tolist() for frames, indices in result.items()} == {
+        frames: indices.tolist() for frames, indices in expected.items()}
     again = indices_by_frames(48, (8, 4, 16), True, np.random.default_rng(6), sampling=sampling)
-    assert any(again[rate].tolist() != result[rate].tolist() for rate in (4, 8, 16))  # random in training
+    assert any(again[frames].tolist() != result[frames].tolist() for frames in (4, 8, 16))  # random in training
 
 
 def test_nested_positions_draw_one_fraction_per_group() -> None:

@@ -138,9 +138,9 @@ def test_smoke_short_training_reports_held_out_accuracy(smoke_run: tuple) -> Non
     training = results["sections"]["short_training"]
     assert training["steps"] == training["planned_steps"] > 0
     assert training["accuracy"]["videos"] == results["sections"]["shards"]["temporal"]["validation"]
-    assert all(0.0 <= training["accuracy"][rate] <= 1.0 for rate in ("4", "8", "16"))
+    assert all(0.0 <= training["accuracy"][frames] <= 1.0 for frames in ("4", "8", "16"))
     assert training["accuracy_over_chance_16f"] == pytest.approx(training["accuracy"]["16"] * training["classes"])
-    mean = sum(training["accuracy"][rate] for rate in ("4", "8", "16")) / 3
+    mean = sum(training["accuracy"][frames] for frames in ("4", "8", "16")) / 3
     assert training["mean_accuracy_over_chance"] == pytest.approx(mean * training["classes"])
 
 

@@ -94,7 +94,7 @@ def test_training_forward_changes_only_its_branch_statistics(num_frames: int, br
 
 def test_forward_by_frames_returns_every_frame_count_and_checks_input() -> None:
     model = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES).eval()
-    videos = {rate: torch.randn(2, rate, 3, 32, 32) for rate in FFN_FRAMES}
+    videos = {frames: torch.randn(2, frames, 3, 32, 32) for frames in FFN_FRAMES}
     with torch.no_grad():
         logits = model.forward_by_frames(videos)
         assert set(logits) == set(FFN_FRAMES) and all(v.shape == (2, 5) for v in logits.values())
@@ -245,11 +245,11 @@ def test_official_loading_refuses_mismatches(golden_specs: dict) -> None:
 
 def test_distillation_loss_is_ce_on_highest_plus_kl_per_lower_rate() -> None:
     torch.manual_seed(0)
-    logits = {rate: torch.randn(3, 7, requires_grad=True) for rate in FFN_FRAMES}
+    logits = {frames: torch.randn(3, 7, requires_grad=True) for frames in FFN_FRAMES}
     labels = torch.tensor([1, 2, 6])
     total, parts = distillation_loss(logits, labels, lam=0.5)
     teacher = logits[16].softmax(1).detach()
-    kl = {rate: (teacher * (teacher.log() - logits[rate].log_softmax(1))).sum(1).mean() for rate in (4, 8)}
+    kl = {frames: (teacher * (teacher.log() - logits[frames].log_softmax(1))).sum(1).mean() for frames in (4, 8)}
     ce = torch.nn.functional.cross_entropy(logits[16], labels)
     torch.testing.assert_close(total, ce + 0.5 * (kl[4] + kl[8]))
     assert set(parts) == {"ce_16", "kl_4", "kl_8"}
@@ -257,7 +257,7 @@ def test_distillation_loss_is_ce_on_highest_plus_kl_per_lower_rate() -> None:
     ce_only = torch.autograd.grad(torch.nn.functional.cross_entropy(logits[16], labels), logits[16])[0]
     torch.testing.assert_close(logits[16].grad, ce_only)  # the teacher is detached
     total_all, parts_all = distillation_loss(logits, labels, lam=0.5, ce_all_frames=True)
-    extra = sum(torch.nn.functional.cross_entropy(logits[rate], labels) for rate in (4, 8))
+    extra = sum(torch.nn.functional.cross_entropy(logits[frames], labels) for frames in (4, 8))
     torch.testing.assert_close(total_all, total.detach() + extra.detach(), rtol=1e-5, atol=1e-6)
     assert {"ce_4", "ce_8"} <= set(parts_all)
 
@@ -291,11 +291,11 @@ def test_bad_options_raise_clear_errors() -> None:
 
 def test_distillation_loss_parts_default_weight_and_one_frame_count() -> None:
     torch.manual_seed(1)
-    logits = {rate: torch.randn(4, 6) for rate in FFN_FRAMES}
+    logits = {frames: torch.randn(4, 6) for frames in FFN_FRAMES}
     labels = torch.tensor([0, 5, 2, 2])
     teacher = logits[16].softmax(1)
-    kl = {rate: (teacher * (teacher.log() - logits[rate].log_softmax(1))).sum(1).mean() for rate in (4, 8)}
-    ce = {rate: torch.nn.functional.cross_entropy(logits[rate], labels) for rate in FFN_FRAMES}
+    kl = {frames: (teacher * (teacher.log() - logits[frames].log_softmax(1))).sum(1).mean() for frames in (4, 8)}
+    ce = {frames: torch.nn.functional.cross_entropy(logits[frames], labels) for frames in FFN_FRAMES}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecated implicit softmax dimension
         total, parts = distillation_loss(logits, labels)

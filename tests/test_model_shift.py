@@ -76,19 +76,19 @@ def cross_video_gradients(model: torch.nn.Module, seed: int) -> dict[int, tuple[
     """Per branch: (largest |d logits_i / d input_j| over i != j, smallest own-video gradient norm)."""
     generator = torch.Generator().manual_seed(seed)
     inputs = {
-        rate: torch.randn(NUM_VIDEOS, rate, 3, FRAME_SIZE, FRAME_SIZE, generator=generator).requires_grad_(True)
-        for rate in FFN_FRAMES
+        frames: torch.randn(NUM_VIDEOS, frames, 3, FRAME_SIZE, FRAME_SIZE, generator=generator).requires_grad_(True)
+        for frames in FFN_FRAMES
     }
     logits = model.forward_by_frames(inputs)
     results = {}
-    for rate in FFN_FRAMES:
+    for frames in FFN_FRAMES:
         cross, own = 0.0, float("inf")
         for video in range(NUM_VIDEOS):
-            (gradient,) = torch.autograd.grad(logits[rate][video].sum(), inputs[rate], retain_graph=True)
+            (gradient,) = torch.autograd.grad(logits[frames][video].sum(), inputs[frames], retain_graph=True)
             others = torch.cat([gradient[:video], gradient[video + 1:]])
             cross = max(cross, float(others.abs().max()))
             own = min(own, float(gradient[video].norm()))
-        results[rate] = (cross, own)
+        results[frames] = (cross, own)
     return results
 
 
@@ -101,8 +101,8 @@ def test_per_video_shift_never_leaks_across_videos(isolation_weights: dict) -> N
     model = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, shift_mode="per-video")
     model.load_state_dict(isolation_weights)
     model.eval()  # frozen BN: batch statistics cannot couple the videos
-    for rate, (cross, own) in cross_video_gradients(model, seed=0).items():
-        assert cross == 0.0, f"{rate}F branch leaks across videos"
+    for frames, (cross, own) in cross_video_gradients(model, seed=0).items():
+        assert cross == 0.0, f"{frames}F branch leaks across videos"
         assert own > 0.0
 
 

@@ -124,7 +124,7 @@ def branch_norm_grads(network: torch.nn.Module, loss: torch.Tensor) -> dict[str,
 def test_each_loss_term_reaches_only_its_branch():
     torch.manual_seed(0)
     network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16), dropout=0.0).train()
-    videos = {rate: torch.randn(4, rate, 3, 32, 32) for rate in (4, 8, 16)}
+    videos = {frames: torch.randn(4, frames, 3, 32, 32) for frames in (4, 8, 16)}
     labels = torch.tensor([0, 1, 2, 3])
     logits = network.forward_by_frames(videos)
     ce_only, _ = make_criterion("ffn", lam=0.0)(logits, labels)
