@@ -462,3 +462,27 @@ def test_slurm_example_submits_slices_and_finalize_that_reproduce_the_shards(dat
     subprocess.run(["bash", str(script)], cwd=REPO_ROOT, env=finalize_env, check=True, capture_output=True)
     assert _tar_bytes(out) == _tar_bytes(built)
     assert manifest_path(out, "train").read_bytes() == manifest_path(built, "train").read_bytes()
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [("1", "1"), ("2", "1"), ("3", "1"), ("16", "8"), (None, "1")])
+def test_slurm_example_starts_one_worker_per_two_cpus_of_the_task(tmp_path, cpus, workers):
+    """The array task's workers follow make shards' default rule: half the task's CPUs, at least one."""
+    fake_python = tmp_path / "python"
+    recorded = tmp_path / "argv"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" > "{recorded}"\n')
+    fake_python.chmod(0o755)
+    environment = dict(os.environ, DATA_ROOT=str(tmp_path), SHARDS=str(tmp_path / "shards"), PYTHON=str(fake_python),
+                       SLURM_JOB_ID="1", SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="1")
+    environment.pop("SLURM_CPUS_PER_TASK", None)
+    if cpus is not None:
+        environment["SLURM_CPUS_PER_TASK"] = cpus
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "slurm" / "shards.sbatch")], cwd=tmp_path, env=environment,
+                   check=True, capture_output=True)
+    argv = recorded.read_text().split()
+    assert argv[argv.index("--workers") + 1] == workers
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 1), (4, 2), (64, 32)])
+def test_default_workers_are_half_the_usable_cores(monkeypatch, cores, workers):
+    monkeypatch.setattr(make_shards, "default_workers", lambda: cores)
+    assert make_shards.default_shard_workers() == workers
