@@ -32,7 +32,6 @@ from model.official_checkpoints import unwrap_state_dict
 from model.registry import official_families, read_official_state_dict
 
 INFERENCE_KEY = "inference"
-DEFAULT_CROP_SIZE = 224
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_OPCODE = 0x80  # first byte of a pickle of protocol 2 or later (torch's legacy format)
 
