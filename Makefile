@@ -44,11 +44,11 @@ WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRAMES),4 8 16)
 LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
-.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
+.PHONY: help setup test demo demo-archs ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
 	clean distclean
 
 help:
-	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
+	@echo "make demo | demo-archs | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
 		"train-ffn | eval | predict | bench | gpu-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
@@ -92,6 +92,11 @@ predict: $(SETUP)
 
 demo: $(SETUP)
 	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --started-at $(MAKE_START) $(WORKERS_FLAG)
+
+# The official README's architecture table on the demo's data: vanilla, separated (ST) and FFN models of TSM, TEA,
+# SlowFast and UniFormer (reuses a finished `make demo`: data, shards, backbone and the TSM runs).
+demo-archs: $(SETUP)
+	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --archs --started-at $(MAKE_START) $(WORKERS_FLAG)
 
 # The paper's ablation rows of TSM-FFN on the demo's data and pretrained backbone (reuses a finished `make demo`).
 ablations: $(SETUP)
