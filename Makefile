@@ -3,6 +3,8 @@
 
 BOOTSTRAP_PYTHON ?= python3
 VENV ?= .venv
+# The dataset's layout for `make synthetic` and `make shards`: ssv2, ssv1, k400, hmdb51 or tsm-list.
+DATASET ?= ssv2
 DATA_ROOT ?= database
 SHARDS ?= $(DATA_ROOT)/shards
 RUNS ?= runs
@@ -50,7 +52,7 @@ LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 help:
 	@echo "make demo | demo-archs | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
 		"train-ffn | eval | predict | bench | gpu-check | clean"
-	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
+	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
 $(VENV)/.installed-%: $(REQUIREMENTS)
@@ -66,10 +68,12 @@ test: $(SETUP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 synthetic: $(SETUP)
-	$(PYTHON) -m preprocess.synthetic --root $(DATA_ROOT) --videos-per-class $(VIDEOS_PER_CLASS) $(SYNTH_ARGS)
+	$(PYTHON) -m preprocess.synthetic --dataset $(DATASET) --root $(DATA_ROOT) --videos-per-class $(VIDEOS_PER_CLASS) \
+		$(SYNTH_ARGS)
 
 shards: $(SETUP)
-	$(PYTHON) -m preprocess.make_shards --data-root $(DATA_ROOT) --out $(SHARDS) $(WORKERS_FLAG) $(SHARD_ARGS)
+	$(PYTHON) -m preprocess.make_shards --dataset $(DATASET) --data-root $(DATA_ROOT) --out $(SHARDS) $(WORKERS_FLAG) \
+		$(SHARD_ARGS)
 
 verify-shards: $(SETUP)
 	$(PYTHON) -m preprocess.verify_shards --shards $(SHARDS) $(VERIFY_ARGS)

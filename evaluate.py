@@ -43,7 +43,7 @@ from common.atomic import write_json_atomic
 from data_pipeline import add_loader_arguments, loader_options
 from data_pipeline.augment import DEFAULT_CROP_SIZE, default_test_resize
 from engine.cost import DEFAULT_LATENCY_RUNS, cost_settings, measure_costs
-from engine.data import check_model_input, make_loader, normalisation_of
+from engine.data import check_model_input, make_loader, normalisation_of, read_shard_facts
 from common.distributed import close_distributed, init_distributed
 from engine.evaluation import evaluate_networks
 from engine.inference import load_network
@@ -103,6 +103,16 @@ def full_res_sizes(crop_size: int, test_resize: int | None) -> tuple[int, int]:
     return resize, resize
 
 
+def check_class_count(networks: dict[str, nn.Module], paths: dict[str, Path], shards: Path, split: str) -> None:
+    """Stop with one line when a model's class count is not the one the split's manifest records."""
+    recorded = read_shard_facts(shards, split)["num_classes"]
+    for name, network in networks.items():
+        outputs = int(network.config["num_classes"])
+        if recorded is not None and outputs != recorded:
+            raise SystemExit(f"{paths[name]}: {outputs} classes, but the {split} shards in {shards} have {recorded}; "
+                             "evaluate a model on the dataset it was trained on")
+
+
 def settings_default(all_settings: list[dict[str, Any]], key: str, fallback: Any) -> Any:
     """Return the first recorded training setting `key`, or the fallback."""
     for settings in all_settings:
@@ -150,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         network, settings = load_network(path, args.arch, channels_last, args.trust_pickle)
         networks[name], paths[name], settings_by_name[name] = network.to(device), path, settings
         all_settings.append(settings)
+    check_class_count(networks, paths, args.shards, args.split)
     args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
     if args.test_resize is None:
         args.test_resize = settings_default(all_settings, "test_resize", None)

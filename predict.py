@@ -3,15 +3,17 @@
 Usage::
 
     python predict.py --checkpoint runs/ffn/best.pt --video clip.webm other.mp4 --frames 4 8 16 \\
-        [--labels labels.json] [--json predictions.json]
+        [--labels CLASS_LIST] [--json predictions.json]
 
 A video (any file ffmpeg reads: webm, mp4, mov, avi, ...) is turned into frames exactly as ``make shards`` does
 (preprocess.video_decode: the same ffmpeg resize to the short side, square pixels from its sample aspect ratio,
 ffmpeg's rotation, JPEG at the same quality), then into the evaluation batch as evaluate.py makes it from the
 shards (data_pipeline: the same frame sampling, resize, centre crop, normalisation and decoder). So a video
 scored here and the same video scored from shards give the same logits. Our checkpoints record the short side,
-JPEG quality, crop and test resize of their training data and their class names; flags override them, and
-official TSM / TSM-FFN files (read through model/'s loader) need ``--labels`` for names (else class indices).
+JPEG quality, frame rate, crop and test resize of their training data and their class names; flags override them,
+and official TSM / TSM-FFN files (read through model/'s loader) need ``--labels`` for names (else class indices):
+a shards manifest, SSv2's labels.json, TSM's category.txt or any file with one class per line (see
+preprocess.datasets.class_lists).
 
 An FFN at T frames uses its nearest trained branch (ties to the larger; ``branch_for``, as evaluate.py); a vanilla
 TSM runs at any count, with a one-line note when the count is not the one it was trained at. The latency is the
@@ -48,7 +50,8 @@ from engine.cost import DEFAULT_LATENCY_RUNS, LATENCY_WARMUP_RUNS, median_forwar
 from engine.data import check_model_input, normalisation_of
 from engine.inference import LoadedCheckpoint, load_checkpoint_network, trained_frames
 from engine.precision import CHANNELS_LAST_CHOICES, PRECISIONS, resolve_channels_last, resolve_precision
-from preprocess.annotations import AnnotationError, class_names, read_labels
+from preprocess.datasets import AnnotationError
+from preprocess.datasets.class_lists import read_class_list
 from preprocess.ffmpeg_tools import FfmpegNotFoundError, resolve_ffmpeg
 from preprocess.video_decode import DecodedVideo, decode_videos
 from shard_format import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE
@@ -75,6 +78,7 @@ class Predictor:
     decoder: Decoder
     short_side: int
     jpeg_quality: int
+    fps: float | None
     names: list[str] | None
     trained: list[int]
 
@@ -91,13 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "official TSM / TSM-FFN file")
     parser.add_argument("--video", type=Path, nargs="+", required=True, help="one or more video files")
     parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_FRAMES), help="frame counts")
-    parser.add_argument("--labels", type=Path, default=None, help="SSv2 labels.json (default: the names in the "
-                        "checkpoint, else class indices)")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="class names: a shards manifest, SSv2's labels.json, a JSON list, or a text file with one "
+                             "class per line or 'name index' lines (default: the names in the checkpoint, else "
+                             "class indices)")
     parser.add_argument("--json", type=Path, default=None, help="also write the predictions to this JSON file")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     add_loader_arguments(parser, LOADER_FLAGS, defaults={"crop_size": None})
     parser.add_argument("--short-side", type=int, default=None, help="frames' short side before the transform "
                         f"(default: the training shards', else {DEFAULT_SHORT_SIDE}; 0: native size)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="resample videos to this frame rate (default: the training shards', else every frame)")
     parser.add_argument("--jpeg-quality", type=int, default=None,
                         help=f"JPEG quality of the frames (default: the training shards', else {DEFAULT_QUALITY})")
     parser.add_argument("--arch", default=None, help="official checkpoints: the model, when not the one the file's "
@@ -127,6 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--top-k and --repeats must be >= 1, --warmup >= 0")
     if args.short_side is not None and args.short_side < 0:
         parser.error("--short-side must be >= 0 (0 keeps the native size)")
+    if args.fps is not None and not args.fps > 0:
+        parser.error("--fps must be positive (omit it to keep every frame)")
     if args.jpeg_quality is not None and not QUALITY_RANGE[0] <= args.jpeg_quality <= QUALITY_RANGE[1]:
         parser.error(f"--jpeg-quality: choose {QUALITY_RANGE[0]}-{QUALITY_RANGE[1]} (IJG scale)")
     if args.threads is not None and args.threads < 1:
@@ -151,14 +161,15 @@ def read_names(args: argparse.Namespace, loaded: LoadedCheckpoint) -> list[str] 
         names = loaded.inference.get("class_names")
         return list(names) if names and len(names) == num_classes else None
     if not args.labels.is_file():
-        raise SystemExit(f"{args.labels}: no such labels file; check --labels (SSv2's labels/labels.json)")
+        raise SystemExit(f"{args.labels}: no such labels file; check --labels (a shards manifest, SSv2's "
+                         "labels.json or a class list)")
     try:
-        names = class_names(read_labels(args.labels))
+        names = read_class_list(args.labels)
     except AnnotationError as error:
         raise SystemExit(str(error)) from error
     if len(names) != num_classes:
         raise SystemExit(f"{args.labels}: {len(names)} classes but {args.checkpoint} has {num_classes} outputs; "
-                         "give the labels.json the model was trained with")
+                         "give the class list the model was trained with")
     return names
 
 
@@ -223,6 +234,7 @@ def prepare(args: argparse.Namespace) -> Predictor:
         decoder=decoder,
         short_side=int(first_set(args.short_side, record.get("short_side"), DEFAULT_SHORT_SIDE)),
         jpeg_quality=int(first_set(args.jpeg_quality, record.get("jpeg_quality"), DEFAULT_QUALITY)),
+        fps=first_set(args.fps, record.get("fps")),
         names=read_names(args, loaded), trained=chosen_trained_frames(args, loaded),
     )
 
@@ -234,14 +246,16 @@ def check_files_exist(paths: Sequence[Path]) -> None:
             raise SystemExit(f"{path}: no such video; check --video")
 
 
-def decode_files(paths: Sequence[Path], short_side: int, quality: int) -> list[DecodedVideo]:
+def decode_files(
+    paths: Sequence[Path], short_side: int, quality: int, fps: float | None = None
+) -> list[DecodedVideo]:
     """Decode every video file to JPEG frames as ``make shards`` does; the first bad file ends the run (one line)."""
     check_files_exist(paths)
     try:
         ffmpeg = resolve_ffmpeg().path
     except FfmpegNotFoundError as error:
         raise SystemExit(str(error)) from error
-    videos = decode_videos(ffmpeg, list(paths), short_side, quality, max(1, len(paths)))
+    videos = decode_videos(ffmpeg, list(paths), short_side, quality, max(1, len(paths)), fps)
     for video in videos:
         if video.error is not None:
             raise SystemExit(f"{video.path}: {video.error}; {VIDEO_HINT}")
@@ -300,7 +314,7 @@ def settings_record(predictor: Predictor, args: argparse.Namespace) -> dict[str,
     return {
         "device": str(predictor.device), "precision": predictor.precision, "decode": predictor.config.decode,
         "frames": list(args.frames), "trained_frames": predictor.trained, "ffn": predictor.is_ffn,
-        "short_side": predictor.short_side, "jpeg_quality": predictor.jpeg_quality,
+        "short_side": predictor.short_side, "jpeg_quality": predictor.jpeg_quality, "fps": predictor.fps,
         "crop_size": predictor.config.crop_size, "test_resize": predictor.config.test_resize,
         "latency": f"forward pass alone, median of {args.repeats} after {args.warmup} warm-up, per video",
     }
@@ -321,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Predict every video at every frame count; print, write the JSON when asked, return the report."""
     check_files_exist(args.video)
     predictor = prepare(args)
-    videos = decode_files(args.video, predictor.short_side, predictor.jpeg_quality)
+    videos = decode_files(args.video, predictor.short_side, predictor.jpeg_quality, predictor.fps)
     top_key = f"top{args.top_k}"
     print(f"latency: the model's forward pass alone on {predictor.device} ({predictor.precision}), median of "
           f"{args.repeats} runs after {args.warmup} warm-up; decoding and the transform are not timed", flush=True)

@@ -13,7 +13,10 @@ Several processes (DDP; NCCL on CUDA, gloo on CPU)::
 
 ``--lr`` is the learning rate for a total batch of 32 videos; it is scaled linearly with the actual total batch
 (batch per process x processes) and the effective rate is printed. ``--preset official`` is the official FFN
-recipe, ``--preset demo`` the synthetic-data recipe of ``make demo``. Every epoch writes ``last.pt`` (and
+recipe (with the official scripts' per-dataset differences, engine.config.DATASET_OVERRIDES, for the dataset the
+shards' manifest names), ``--preset demo`` the synthetic-data recipe of ``make demo``. The class count and names
+come from the manifest; so does ``--flip`` when not given (on for Kinetics and HMDB51, off for
+Something-Something, whose classes name left and right). Every epoch writes ``last.pt`` (and
 ``best.pt`` when the validation top-1 at the highest trained frame count improves) atomically; ``--resume``
 continues exactly where ``last.pt`` stopped. Every checkpoint also records what predict.py needs (arch, trained
 frames, class names from the shards' manifest, transform sizes: engine.inference.inference_record).
@@ -41,7 +44,7 @@ from common.atomic import atomic_file, write_json_atomic
 from common.distributed import close_distributed, init_distributed
 from data_pipeline import add_loader_arguments, loader_options
 from engine.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, same_model, save_atomic
-from engine.config import BASE_DEFAULTS, PRESETS
+from engine.config import BASE_DEFAULTS, PRESETS, preset_values
 from engine.data import check_model_input, make_loader, normalisation_of, read_num_classes, read_shard_facts
 from engine.evaluation import evaluate_networks
 from engine.inference import INFERENCE_KEY, inference_record
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ce-all-frames", action="store_true",
                        help="FFN: cross-entropy at every frame count (not the official loss: CE at the highest only)")
     group = parser.add_argument_group("data")
-    add_loader_arguments(group, LOADER_FLAGS, defaults={name: None for name in PRESET_LOADER_FLAGS})
+    add_loader_arguments(group, LOADER_FLAGS, defaults={name: None for name in (*PRESET_LOADER_FLAGS, "flip")})
     group.add_argument("--val-batch-size", type=int, default=None, help="default: --batch-size")
     group.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and always at the end)")
     group.add_argument("--val-frames", type=int, nargs="+", default=None,
@@ -145,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line and fill unset options from the preset, then from BASE_DEFAULTS.
 
-    Frame counts are sorted and deduplicated: ``args.frames`` are the trained counts (one per FFN branch).
+    The preset's per-dataset overrides follow the dataset the training split's manifest names (``args.dataset``);
+    ``--flip`` not given follows the manifest's rule (off when it records none). Frame counts are sorted and
+    deduplicated: ``args.frames`` are the trained counts (one per FFN branch).
 
     Raises
     ------
@@ -155,7 +160,11 @@ def resolve_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     explicit = {name for name in MODEL_FLAGS if getattr(args, name) is not None}
-    preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    facts = read_shard_facts(args.shards, args.train_split)
+    args.dataset = facts["dataset"]
+    preset = preset_values(args.preset, args.dataset)
+    if args.flip is None:
+        args.flip = bool(facts["flip"])
     for key, value in BASE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, preset.get(key, value))
@@ -392,6 +401,8 @@ def fit(args: argparse.Namespace, process: Process, model: nn.Module, network: n
         if network.backbone_load is not None:
             print(network.backbone_load.summary(), flush=True)
         write_json_atomic(output / SETTINGS_JSON, settings)
+        print(f"dataset {args.dataset or 'not recorded'}: {network.config['num_classes']} classes, training flip "
+              f"{'on' if args.flip else 'off'}", flush=True)
         print(f"{args.mode} frames={list(args.frames)} arch={args.arch} device={process.device} "
               f"x{process.world_size} precision={process.precision} channels_last={process.channels_last} "
               f"batch={args.batch_size}/process (total {settings['total_batch']}) lr={args.lr} for batch "

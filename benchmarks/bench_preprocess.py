@@ -18,14 +18,22 @@ round-robin for several rounds and the best time of each is kept (other jobs add
 scaling (not pinned) and the videos-per-ffmpeg batch size. Every binary found (imageio-ffmpeg's static one,
 then ``ffmpeg`` on PATH, e.g. Debian's) is measured.
 
+Per dataset (``--datasets``, first binary, pinned): ``make shards --dataset NAME`` on each layout's textured
+synthetic data at its own sizes (SSv1 176x100 JPEG folders, Kinetics 340x256 / 348x256 / 256x340 H.264 at 24, 25
+and 30 fps, HMDB51 320x240 MPEG-4 avi at 30 fps, TSM-list 340x256 JPEG folders; SSv2 the clips above) against
+that layout's one-process ffmpeg ceiling: for video files the concat ceiling above, for frame folders one ffmpeg
+reading every frame file (image2 glob) and writing MJPEG to a pipe at native size.
+
     .venv/bin/python -m benchmarks.bench_preprocess --out runs/bench            # 48 clips, 3 rounds
     .venv/bin/python -m benchmarks.bench_preprocess --out runs/bench --quick    # 6 clips, 1 round, < 1 min
+    .venv/bin/python -m benchmarks.bench_preprocess --out runs/bench --datasets-only   # the per-dataset table
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import platform
@@ -45,7 +53,7 @@ from PIL import Image
 
 from common.atomic import write_json_atomic
 from preprocess import make_shards
-from preprocess.annotations import video_path
+from preprocess.datasets.ssv2 import video_path
 from preprocess.ffmpeg_tools import FFMPEG_ENV_VAR, resolve_ffmpeg
 from shard_format import manifest_path, read_manifest
 from preprocess.video_decode import PPM_HEADER, decode_videos, ffmpeg_command
@@ -64,6 +72,19 @@ JPEG_EOI = b"\xff\xd9"
 READ_CHUNK_BYTES = 1 << 20
 BATCH_SIZES = (1, 4, 8, 16)
 TARGET_RATIO = 0.9
+DATASET_NAMES = ("ssv2", "ssv1", "k400", "hmdb51", "tsm-list")
+# Each layout's clips: frame size (width, height) and frames per clip (a range).
+DATASET_CLIPS = {
+    "ssv1": ((176, 100), (24, 59)),
+    "k400": ((340, 256), (48, 72)),
+    "hmdb51": ((320, 240), (48, 72)),
+    "tsm-list": ((340, 256), (24, 59)),
+}
+DATASET_CLASSES = 4
+FULL_DATASET_VIDEOS_PER_CLASS = 3
+QUICK_DATASET_VIDEOS_PER_CLASS = 1
+CEILING_QSCALE = 1  # the -q:v closest to Pillow quality 90 in PSNR (the quality table)
+FRAME_GLOBS = {"ssv1": "20bn-something-something-v1/*/*.jpg", "tsm-list": "*/*/img_*.jpg"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu", type=int, default=None, help="CPU core to pin to (default: the last usable)")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--batch-videos", type=int, default=make_shards.DEFAULT_BATCH_VIDEOS)
+    parser.add_argument("--datasets", nargs="+", choices=DATASET_NAMES, default=list(DATASET_NAMES),
+                        help="datasets of the per-dataset table")
+    parser.add_argument("--datasets-only", action="store_true", help="only the per-dataset table")
+    parser.add_argument("--dataset-videos-per-class", type=int, default=None,
+                        help=f"clips per class of each layout ({DATASET_CLASSES} classes; default "
+                             f"{FULL_DATASET_VIDEOS_PER_CLASS}, quick {QUICK_DATASET_VIDEOS_PER_CLASS})")
     return parser.parse_args(argv)
 
 
@@ -131,20 +158,28 @@ def split_jpegs(stream: bytes) -> list[bytes]:
         start = end + 2
 
 
-def ceiling_command(ffmpeg: str, list_file: Path, qscale: int) -> list[str]:
-    """One ffmpeg over all clips: concat demuxer, TSM's scale, MJPEG to stdout."""
+def ceiling_command(ffmpeg: str, list_file: Path, qscale: int, renumber: bool = False) -> list[str]:
+    """One ffmpeg over all clips: concat demuxer, TSM's scale, MJPEG to stdout.
+
+    `renumber` (clips of different sizes and frame rates, whose concatenated timestamps go back in time and stop
+    the encoder): one filter graph for the whole run (``-reinit_filter 0``; the resize keeps its first output
+    size, so every frame still costs one resize) and each frame's index as its timestamp.
+    """
+    chain = f"scale=-1:{SHORT_SIDE}" + (",settb=1/1000,setpts=N" if renumber else "")
+    renumbering = (["-reinit_filter", "0"], ["-enc_time_base", "1/1000"]) if renumber else ([], [])
     return [
-        ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-threads", "1", "-f", "concat", "-safe", "0",
-        "-i", str(list_file), "-threads", "1", "-vf", f"scale=-1:{SHORT_SIDE}", "-fps_mode", "passthrough",
+        ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-threads", "1", *renumbering[0], "-f", "concat", "-safe",
+        "0", "-i", str(list_file), "-threads", "1", "-vf", chain, "-fps_mode", "passthrough", *renumbering[1],
         "-c:v", "mjpeg", "-qmin", "1", "-q:v", str(qscale), "-f", "image2pipe", "pipe:",
     ]  # fmt: skip
 
 
-def run_ceiling(ffmpeg: str, clips: list[Path], work: Path, qscale: int) -> tuple[int, bytes]:
+def run_ceiling(ffmpeg: str, clips: list[Path], work: Path, qscale: int, renumber: bool = False) -> tuple[int, bytes]:
     """Run the ceiling; return (frames, MJPEG stream)."""
     list_file = work / "concat.txt"
     list_file.write_text("".join(f"file '{clip}'\n" for clip in clips))
-    stream = subprocess.run(ceiling_command(ffmpeg, list_file, qscale), capture_output=True, check=True).stdout
+    command = ceiling_command(ffmpeg, list_file, qscale, renumber)
+    stream = subprocess.run(command, capture_output=True, check=True).stdout
     return len(split_jpegs(stream)), stream
 
 
@@ -165,15 +200,17 @@ def run_reference(ffmpeg: str, clips: list[Path], work: Path, qscale: int) -> in
     return frames
 
 
-def run_make_shards(ffmpeg: str, data_root: Path, work: Path, workers: int, batch_videos: int) -> int:
-    """`make shards` in-process on the train split; return the frames written."""
+def run_make_shards(ffmpeg: str, data_root: Path, work: Path, workers: int | None, batch_videos: int) -> int:
+    """`make shards` in-process on the train split (workers None: its default); return the frames written."""
     out = work / "shards"
     shutil.rmtree(out, ignore_errors=True)
     argv = [
-        "--data-root", str(data_root), "--out", str(out), "--splits", "train", "--workers", str(workers),
+        "--data-root", str(data_root), "--out", str(out), "--splits", "train",
         "--short-side", str(SHORT_SIDE), "--quality", str(QUALITY), "--train-shards", "8",
         "--batch-videos", str(batch_videos), "--no-progress",
     ]  # fmt: skip
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     with using_ffmpeg(ffmpeg):
         if make_shards.main(argv) != 0:
             raise RuntimeError("make_shards failed in the benchmark")
@@ -335,12 +372,14 @@ def per_binary(binary: dict[str, str], clips: list[Path], data_root: Path, work:
 
 
 def scaling(binary: dict[str, str], data_root: Path, work: Path, args, rounds: int) -> dict[str, Any]:
-    """make_shards frames/s at 1..N workers (not pinned) and, pinned, at each videos-per-ffmpeg batch size."""
+    """make_shards frames/s at 1, 2, cores / 2 and cores workers and at its default (not pinned) and, pinned, at
+    each videos-per-ffmpeg batch size."""
     cores = len(os.sched_getaffinity(0))
-    worker_counts = sorted({1, 2, cores} if cores > 1 else {1})
-    workers = timed_rounds(
-        {f"workers_{n}": (lambda n=n: run_make_shards(binary["path"], data_root, work, n, args.batch_videos))
-         for n in worker_counts}, rounds)  # fmt: skip
+    worker_counts = sorted({1, 2, max(1, cores // 2), cores} if cores > 1 else {1})
+    runs = {f"workers_{n}": (lambda n=n: run_make_shards(binary["path"], data_root, work, n, args.batch_videos))
+            for n in worker_counts}
+    runs["workers_default"] = lambda: run_make_shards(binary["path"], data_root, work, None, args.batch_videos)
+    workers = timed_rounds(runs, rounds)
     batches = {}
     if not args.quick:
         with pinned(args.cpu):
@@ -350,10 +389,109 @@ def scaling(binary: dict[str, str], data_root: Path, work: Path, args, rounds: i
     return {"cores": cores, "workers": workers, "batch_videos": batches}
 
 
+def make_layout(name: str, work: Path, videos_per_class: int) -> Path:
+    """Generate (once) a layout's textured synthetic data, every clip in train; return its root."""
+    from preprocess.synthetic_layouts import GENERATOR_FILE, generate_layout
+
+    size, frames = DATASET_CLIPS[name]
+    root = work / f"{name}_{videos_per_class}"
+    if not (root / GENERATOR_FILE).exists():
+        generate_layout(name, root, videos_per_class, frames, size[0], size[1], split_fractions=(1.0, 0.0, 0.0),
+                        classes=DATASET_CLASSES, force=True, textured=True)
+    return root
+
+
+def dataset_flags(name: str, root: Path) -> list[str]:
+    """make_shards' dataset flags for a synthetic layout (the TSM lists, their flip rule)."""
+    if name != "tsm-list":
+        return ["--dataset", name]
+    return ["--dataset", name, "--train-list", str(root / "train_list.txt"), "--categories",
+            str(root / "categories.txt"), "--no-flip"]
+
+
+def run_dataset_shards(ffmpeg: str, name: str, root: Path, work: Path, batch_videos: int) -> int:
+    """`make shards --dataset NAME` in-process on the train split, each dataset's default size; return frames."""
+    out = work / f"shards_{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [*dataset_flags(name, root), "--data-root", str(root), "--out", str(out), "--splits", "train",
+            "--workers", "1", "--quality", str(QUALITY), "--train-shards", "8", "--batch-videos", str(batch_videos),
+            "--max-skip-fraction", "1", "--no-progress"]  # fmt: skip
+    with using_ffmpeg(ffmpeg):
+        if make_shards.main(argv) != 0:
+            raise RuntimeError(f"make_shards --dataset {name} failed in the benchmark")
+    return read_manifest(manifest_path(out, "train"))["num_frames"]
+
+
+def usable_videos(name: str, root: Path) -> list[Path]:
+    """The video files of a layout that decode (the ceiling's input; the generator's missing and cut ones left out)."""
+    import json
+
+    from preprocess.datasets import DATASETS
+
+    truth = json.loads((root / "generator.json").read_text())["videos"]
+    args = make_shards.parse_args([*dataset_flags(name, root), "--data-root", str(root), "--out", str(root)])
+    entries = DATASETS[name].read(root, ("train",), args).entries["train"]
+    return [Path(entry.source) for entry in entries if truth.get(entry.video_id, {}).get("status") == "ok"]
+
+
+def run_frame_ceiling(ffmpeg: str, pattern: str) -> int:
+    """One ffmpeg reading every frame file matching a glob and writing MJPEG to a pipe at native size; frames."""
+    command = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-threads", "1", "-f", "image2", "-pattern_type",
+               "glob", "-i", pattern, "-threads", "1", "-c:v", "mjpeg", "-qmin", "1", "-q:v", str(CEILING_QSCALE),
+               "-f", "image2pipe", "pipe:"]  # fmt: skip
+    return len(split_jpegs(subprocess.run(command, capture_output=True, check=True).stdout))
+
+
+def video_ceiling_frames(ffmpeg: str, videos: list[Path], work: Path, renumber: bool) -> int:
+    """The concat ceiling over video files at the matched quality; frames."""
+    return run_ceiling(ffmpeg, videos, work, CEILING_QSCALE, renumber)[0]
+
+
+def dataset_rates(binary: dict[str, str], work: Path, args, rounds: int, ssv2: tuple[Path, list[Path]]) -> dict:
+    """make_shards against its one-process ceiling, per dataset, pinned to one core (frames per CPU second)."""
+    ffmpeg = binary["path"]
+    per_class = args.dataset_videos_per_class or (
+        QUICK_DATASET_VIDEOS_PER_CLASS if args.quick else FULL_DATASET_VIDEOS_PER_CLASS)
+    results = {}
+    for name in args.datasets:
+        root = ssv2[0] if name == "ssv2" else make_layout(name, work, per_class)
+        if name in FRAME_GLOBS:
+            ceiling = functools.partial(run_frame_ceiling, ffmpeg, str(root / FRAME_GLOBS[name]))
+        else:
+            videos = ssv2[1] if name == "ssv2" else usable_videos(name, root)
+            ceiling = functools.partial(video_ceiling_frames, ffmpeg, videos, work, name != "ssv2")
+        methods = {"make_shards": functools.partial(run_dataset_shards, ffmpeg, name, root, work, args.batch_videos),
+                   "ceiling": ceiling}
+        with pinned(args.cpu):
+            timings = timed_rounds(methods, rounds)
+        results[name] = {
+            "timings": timings,
+            "ratio_to_ceiling": timings["make_shards"]["cpu_fps"] / timings["ceiling"]["cpu_fps"],
+            "wall_ratio_to_ceiling": timings["make_shards"]["wall_fps"] / timings["ceiling"]["wall_fps"],
+            "clips": (list(CLIP_SIZE), list(CLIP_FRAMES)) if name == "ssv2" else DATASET_CLIPS[name],
+        }
+    return {"binary": binary, "datasets": results}
+
+
+def print_datasets(section: dict[str, Any]) -> None:
+    """Print the per-dataset table."""
+    print(f"\nper dataset (make shards --workers 1 vs its one-process ceiling, one pinned core, "
+          f"{section['binary']['version'][:40]}):")
+    print(f"  {'dataset':9s} {'make_shards cpu fps':>20s} {'ceiling cpu fps':>16s} {'ratio':>6s} {'wall ratio':>11s}")
+    for name, row in section["datasets"].items():
+        timings = row["timings"]
+        print(f"  {name:9s} {timings['make_shards']['cpu_fps']:20.0f} {timings['ceiling']['cpu_fps']:16.0f} "
+              f"{row['ratio_to_ceiling']:6.2f} {row['wall_ratio_to_ceiling']:11.2f}")
+
+
 def print_report(result: dict[str, Any]) -> None:
     """Print the tables."""
     if result["settings"]["quick"]:
         print("\nquick run: few frames, one round; fixed costs weigh more, do not judge the target from it")
+    if "datasets" in result:
+        print_datasets(result["datasets"])
+    if result["settings"].get("datasets_only"):
+        return
     for entry in result["binaries"]:
         quality = entry["quality"]
         print(f"\nffmpeg: {entry['binary']['version'][:60]} ({entry['binary']['path']})")
@@ -387,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work_dir or Path(scratch)
         classes = QUICK_CLASSES if args.quick else NUM_CLASSES
         data_root = work / f"clips_{classes}x{per_class}"
-        clips = make_clips(data_root, per_class, classes)
+        needs_ssv2 = not args.datasets_only or "ssv2" in args.datasets
+        clips = make_clips(data_root, per_class, classes) if needs_ssv2 else []
         found = binaries()
         result = {
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -395,15 +534,19 @@ def main(argv: list[str] | None = None) -> int:
                         "pinned_cpu": args.cpu},
             "clips": {"count": len(clips), "size": list(CLIP_SIZE), "frames": list(CLIP_FRAMES), "textured": True},
             "settings": {"short_side": SHORT_SIDE, "quality": QUALITY, "rounds": rounds, "quick": args.quick,
-                         "batch_videos": args.batch_videos},
-            "binaries": [per_binary(binary, clips, data_root, work, args, rounds)
-                         for binary in found[: 1 if args.quick else None]],
+                         "batch_videos": args.batch_videos, "datasets_only": args.datasets_only},
         }  # fmt: skip
-        result["scaling"] = scaling(found[0], data_root, work, args, rounds)
+        if args.datasets:
+            result["datasets"] = dataset_rates(found[0], work, args, rounds, (data_root, clips))
+        if not args.datasets_only:
+            result["binaries"] = [per_binary(binary, clips, data_root, work, args, rounds)
+                                  for binary in found[: 1 if args.quick else None]]
+            result["scaling"] = scaling(found[0], data_root, work, args, rounds)
     print_report(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "bench_preprocess.json", result)
-    print(f"\nwrote {args.out / 'bench_preprocess.json'}")
+    name = "bench_preprocess_datasets.json" if args.datasets_only else "bench_preprocess.json"
+    write_json_atomic(args.out / name, result)
+    print(f"\nwrote {args.out / name}")
     return 0
 
 

@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,7 +170,7 @@ def measure_latency_ms(network: nn.Module, frames: int, crop_size: int, views: i
     return MS_PER_S * median_forward(network, video, device, precision, runs, warmup)[1]
 
 
-def measure_costs(networks: dict[str, nn.Module], frames: Sequence[int], crop_size: int, views: int,
+def measure_costs(networks: dict[str, nn.Module], eval_frames: Sequence[int], crop_size: int, views: int,
                   device: torch.device, precision: str,
                   latency_runs: int = DEFAULT_LATENCY_RUNS) -> dict[str, dict[str, dict[str, float | None]]]:
     """Return {name: {"gflops": {"T": G}, "latency_ms": {"T": ms or None}}} for every network and frame count.
@@ -181,12 +182,13 @@ def measure_costs(networks: dict[str, nn.Module], frames: Sequence[int], crop_si
     for name, network in networks.items():
         gflops: dict[str, float | None] = {}
         latency: dict[str, float | None] = {}
-        for count in frames:
-            gflops[str(count)] = round(count_multiply_adds(network, count, crop_size, views) / GIGA, GFLOPS_DECIMALS)
-            latency[str(count)] = None
+        for frames in eval_frames:
+            gflops[str(frames)] = round(count_multiply_adds(network, frames, crop_size, views) / GIGA,
+                                        GFLOPS_DECIMALS)
+            latency[str(frames)] = None
             if latency_runs > 0:
-                milliseconds = measure_latency_ms(network, count, crop_size, views, device, precision, latency_runs)
-                latency[str(count)] = round(milliseconds, LATENCY_DECIMALS)
+                milliseconds = measure_latency_ms(network, frames, crop_size, views, device, precision, latency_runs)
+                latency[str(frames)] = round(milliseconds, LATENCY_DECIMALS)
         costs[name] = {"gflops": gflops, "latency_ms": latency}
     return costs
 
@@ -217,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--views", type=int, default=1, help="test crops x test clips")
-    parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (or give --shards)")
+    parser.add_argument("--shards", type=Path, default=None, help="take the class count from this train manifest")
     parser.add_argument("--trained-frames", type=int, nargs="+", default=[4, 8, 16], help="the FFN's branches")
     return parser
 
@@ -227,17 +230,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     a folded Weight Alteration, where the family has one)."""
     from model import build_model, model_family
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_classes is None and args.shards is None:
+        parser.error("give the head's class count: --num-classes N, or --shards S (its train manifest's count)")
+    if args.num_classes is None:
+        from engine.data import read_num_classes
+
+        args.num_classes = read_num_classes(args.shards, "train")
     vanilla = build_model(arch=args.arch, num_classes=args.num_classes).eval()
     ffn = build_model(arch=args.arch, num_classes=args.num_classes, trained_frames=args.trained_frames).eval()
     vanilla_name = model_family(args.arch).upper()
     print(f"{args.arch}, {args.crop_size} px, {args.views} view(s) per video: multiply-adds (G) per video")
-    for count in args.frames:
-        vanilla_gflops = count_multiply_adds(vanilla, count, args.crop_size, args.views) / GIGA
-        ffn_gflops = count_multiply_adds(ffn, count, args.crop_size, args.views) / GIGA
-        line = (f"  {count:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
-                f"(branch {ffn.branch_for(count)})")
-        share = weight_alteration_share(ffn, count, args.crop_size)
+    for frames in args.frames:
+        vanilla_gflops = count_multiply_adds(vanilla, frames, args.crop_size, args.views) / GIGA
+        ffn_gflops = count_multiply_adds(ffn, frames, args.crop_size, args.views) / GIGA
+        line = (f"  {frames:3d}F  {vanilla_name} {vanilla_gflops:9.4g}  FFN {ffn_gflops:9.4g} "
+                f"(branch {ffn.branch_for(frames)})")
+        share = weight_alteration_share(ffn, frames, args.crop_size)
         if share is not None:
             line += f"  Weight Alteration in the paper's form: +{100 * share:.3f}%"
         elif weight_alteration_modules(ffn):  # run as a convolution: already in the count

@@ -1,5 +1,5 @@
-"""The data side of a run: the class count and the inference facts (class names, frame size) from a manifest,
-and the loader of a split (its batches arrive on the training device: data_pipeline's VideoLoader moves and
+"""The data side of a run: the class count and the facts of a manifest (dataset, flip rule, class names, frame
+size), and the loader of a split (its batches arrive on the training device: data_pipeline's VideoLoader moves and
 normalises them).
 """
 
@@ -40,11 +40,13 @@ def read_num_classes(shards: Path, split: str) -> int:
 
 
 def read_shard_facts(shards: Path, split: str) -> dict[str, Any]:
-    """Return what a split's manifest records about its frames and classes, for inference (None when absent).
+    """Return what a split's manifest records about its dataset, frames and classes (each None when absent).
 
-    {"class_names": labels.json's templates in class-index order, "short_side": the frames' short side (0:
-    native size), "jpeg_quality": the IJG quality they were encoded at}. An unreadable manifest gives all None
-    (read_num_classes has already said what is wrong with it).
+    {"dataset": the layout `make shards` read ("ssv2", "k400", ...), "flip": whether training may flip the frames
+    horizontally (the dataset's rule), "class_names": in class-index order, "num_classes": the class count,
+    "short_side": the frames' short side (0: native size), "jpeg_quality": the IJG quality they were encoded at,
+    "fps": the frame rate video files were resampled to (None: every frame)}. An unreadable manifest gives all
+    None (read_num_classes says what is wrong with it).
     """
     try:
         manifest = read_manifest(manifest_path(shards, split))
@@ -52,10 +54,15 @@ def read_shard_facts(shards: Path, split: str) -> dict[str, Any]:
         manifest = {}
     settings = manifest.get("settings", {})
     names = manifest.get("class_names")
+    dataset, flip, fps = manifest.get("dataset"), manifest.get("flip"), settings.get("fps")
     return {
+        "dataset": dataset if isinstance(dataset, str) and dataset else None,
+        "flip": flip if isinstance(flip, bool) else None,
         "class_names": [str(name) for name in names] if isinstance(names, list) and names else None,
+        "num_classes": _int_or_none(settings.get(NUM_CLASSES_KEY)),
         "short_side": _int_or_none(settings.get("short_side")),
         "jpeg_quality": _int_or_none(settings.get("jpeg_quality")),
+        "fps": fps if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else None,
     }
 
 

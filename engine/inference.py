@@ -169,8 +169,9 @@ def inference_record(config: dict[str, Any], mode: str, frames: list[int], crop_
     crop_size, test_resize : int
         The evaluation crop and the short side before it (None: the loader's default for the crop).
     shard_facts : dict
-        engine.data.read_shard_facts of the training split: class names, short side, JPEG quality (each None when
-        the manifest does not record it; names whose count is not the class count are dropped).
+        engine.data.read_shard_facts of the training split: class names, short side, JPEG quality, frame rate and
+        dataset (each None when the manifest does not record it; names whose count is not the class count are
+        dropped).
     """
     names = shard_facts.get("class_names")
     if names is not None and len(names) != int(config["num_classes"]):
@@ -180,6 +181,7 @@ def inference_record(config: dict[str, Any], mode: str, frames: list[int], crop_
         "trained_frames": sorted(int(count) for count in frames), "class_names": names,
         "crop_size": int(crop_size), "test_resize": int(test_resize or default_test_resize(int(crop_size))),
         "short_side": shard_facts.get("short_side"), "jpeg_quality": shard_facts.get("jpeg_quality"),
+        "fps": shard_facts.get("fps"), "dataset": shard_facts.get("dataset"),
     }
 
 

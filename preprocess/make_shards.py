@@ -1,12 +1,14 @@
-"""`make shards`: SSv2 .webm videos to packed JPEG-frame WebDataset shards, resumable, parallel, cluster-ready.
+"""`make shards`: a video dataset as distributed to packed JPEG-frame WebDataset shards, resumable, parallel.
 
 Usage::
 
-    python -m preprocess.make_shards --data-root DIR --out SHARDS [--workers N] [--short-side 256]
-        [--quality 90] [--train-shards 256] [--eval-shards 64] [--seed 0] [--strict]
-        [--slice-index K --slice-count N | --finalize-only]
+    python -m preprocess.make_shards [--dataset ssv2|ssv1|k400|hmdb51|tsm-list] --data-root DIR --out SHARDS
+        [--workers N] [--short-side 256] [--fps N] [--quality 90] [--train-shards 256] [--eval-shards 64]
+        [--seed 0] [--strict] [--slice-index K --slice-count N | --finalize-only] [dataset flags]
 
-Each split's usable videos are put in a seeded shuffled order (sorted by a hash of seed, split and id, so the
+The dataset module (preprocess/datasets/) reads the dataset's own layout into entries: id, split, label, class
+names, source (a video file, decoded by ffmpeg, or a folder of frame files, read without decoding) and a skip
+reason; everything below is the same for every dataset. Each split's usable videos are put in a seeded shuffled order (sorted by a hash of seed, split and id, so the
 order does not depend on the annotation file order) and cut into contiguous runs, one per shard. A shard is
 written under a temporary name, renamed when complete, then its sidecar records samples, frames, bytes, skipped
 ids and the settings hash. A rerun skips every shard whose sidecar carries the same settings hash. The finalize
@@ -31,16 +33,16 @@ from typing import Any
 
 from common.atomic import remove_stale_temporaries
 import shard_format
-from preprocess.annotations import (
-    LABELS_FILE,
+from preprocess.datasets import (
+    DATASETS,
+    DEFAULT_DATASET,
+    SOURCE_FRAMES,
+    SOURCE_VIDEO,
     AnnotationError,
+    Dataset,
+    DatasetIndex,
     VideoEntry,
-    class_names,
     entries_digest,
-    labels_dir,
-    load_annotations,
-    read_labels,
-    video_path,
 )
 from preprocess.ffmpeg_tools import FfmpegInfo, FfmpegNotFoundError, resolve_ffmpeg
 from shard_format import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, QUALITY_RANGE, SPLITS, ManifestError
@@ -74,6 +76,15 @@ NON_VIDEO_RULE = (
     "a still image (image demuxer, or a one-frame GIF/APNG/animated WebP/JPEG XL, whatever the file name) is "
     "skipped as not a video; an animation of several frames is a video"
 )
+FRAME_FILES_RULE = (
+    "every frame file of the folder in number order, numbered from 1 without a gap (1..N of a list file's count "
+    "when it gives one); no video decode"
+)
+COPY_RULE = (
+    "a JPEG frame (RGB or grey, ending at its EOI marker) whose stored size is its own is copied byte for byte; "
+    "any other frame is decoded with Pillow, resized and encoded at jpeg_quality"
+)
+FRAME_RESIZE_RULE = "Pillow bicubic in RGB, long side rounded to the nearest pixel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +95,12 @@ class ShardTask:
     index: int
     shard_path: str
     entries: tuple[VideoEntry, ...]
-    video_paths: tuple[str, ...]
     settings_digest: str
     ffmpeg: str
     short_side: int
     quality: int
     batch_videos: int
+    fps: float | None = None
 
 
 @dataclasses.dataclass
@@ -101,6 +112,8 @@ class SplitPlan:
     tasks: list[ShardTask]
     pre_skipped: list[dict[str, str]]
     class_names: list[str] | None = None
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    label_file: str = ""
 
 
 def jpeg_encoder_name() -> str:
@@ -129,15 +142,57 @@ def shard_count(requested: int, usable: int) -> int:
     return 0 if usable == 0 else max(1, min(requested, usable))
 
 
+def frames_rule(fps: float | None) -> str:
+    """Describe which frames of a video file are stored (every one, or resampled to `fps`)."""
+    if fps is None:
+        return FRAMES_RULE
+    return f"resampled to {fps:g} fps (ffmpeg fps filter), then every frame (ffmpeg -fps_mode passthrough)"
+
+
 def split_settings(
-    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, num_shards: int, digest: str, num_classes: int
+    args: argparse.Namespace, ffmpeg: FfmpegInfo | None, split: str, num_shards: int, digest: str, num_classes: int,
+    source_kind: str = SOURCE_VIDEO, dataset_settings: dict[str, Any] | None = None,
 ) -> dict:
-    """Return the settings recorded in a split's manifest; their hash guards every sidecar."""
+    """Return the settings recorded in a split's manifest; their hash guards every sidecar.
+
+    Video files record the ffmpeg rules and binary (``fps`` only when given); frame folders record how their
+    files are stored. `dataset_settings` (e.g. the frame file pattern) are added as they are.
+    """
+    if source_kind == SOURCE_FRAMES:
+        settings = frame_folder_settings(args, split, num_shards, digest, num_classes)
+    else:
+        settings = video_settings(args, ffmpeg, split, num_shards, digest, num_classes)
+    return {**settings, **(dataset_settings or {})}
+
+
+def frame_folder_settings(args: argparse.Namespace, split: str, num_shards: int, digest: str,
+                          num_classes: int) -> dict[str, Any]:
+    """The settings of a split read from frame folders (no ffmpeg)."""
     return {
         "format_version": shard_format.FORMAT_VERSION,
         "split": split,
         "num_classes": num_classes,
-        "frames": FRAMES_RULE,
+        "frames": FRAME_FILES_RULE,
+        "size_rule": size_rule(args.short_side),
+        "short_side": args.short_side,
+        "frame_files": COPY_RULE,
+        "resize": FRAME_RESIZE_RULE,
+        "jpeg_quality": args.quality,
+        "jpeg_encoder": jpeg_encoder_name(),
+        "seed": args.seed,
+        "num_shards": num_shards,
+        "annotations": digest,
+    }
+
+
+def video_settings(args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, num_shards: int, digest: str,
+                   num_classes: int) -> dict[str, Any]:
+    """The settings of a split read from video files (the ffmpeg rules and binary)."""
+    settings = {
+        "format_version": shard_format.FORMAT_VERSION,
+        "split": split,
+        "num_classes": num_classes,
+        "frames": frames_rule(args.fps),
         "size_rule": size_rule(args.short_side),
         "short_side": args.short_side,
         "resize": RESIZE_RULE,
@@ -152,15 +207,21 @@ def split_settings(
         "num_shards": num_shards,
         "annotations": digest,
     }
+    if args.fps is not None:
+        settings["fps"] = args.fps
+    return settings
 
 
 def plan_split(
-    args: argparse.Namespace, ffmpeg: FfmpegInfo, split: str, entries: Sequence[VideoEntry], num_classes: int,
-    names: Sequence[str] | None = None,
+    args: argparse.Namespace, ffmpeg: FfmpegInfo | None, split: str, entries: Sequence[VideoEntry],
+    num_classes: int, names: Sequence[str] | None = None, dataset: Dataset | None = None,
+    dataset_index: DatasetIndex | None = None,
 ) -> SplitPlan:
     """Order a split's videos, cut them into shards and build each shard's task.
 
-    `num_classes` is the size of labels.json, `names` its templates in class-index order (for the manifest).
+    `num_classes` and `names` (class-index order) go into the settings and the manifest; `dataset` and
+    `dataset_index` (what the dataset module read) give the source kind, the dataset's own settings and the
+    facts recorded in the manifest (dataset, flip).
     """
     usable = sorted(
         (entry for entry in entries if entry.skip_reason is None),
@@ -169,7 +230,9 @@ def plan_split(
     pre_skipped = [{"id": entry.video_id, "reason": entry.skip_reason} for entry in entries if entry.skip_reason]
     requested = args.train_shards if split == "train" else args.eval_shards
     num_shards = shard_count(requested, len(usable))
-    settings = split_settings(args, ffmpeg, split, num_shards, entries_digest(usable), num_classes)
+    source_kind = dataset.source_kind if dataset is not None else SOURCE_VIDEO
+    settings = split_settings(args, ffmpeg, split, num_shards, entries_digest(usable), num_classes, source_kind,
+                              dataset_index.settings if dataset_index is not None else None)
     digest = shard_format.settings_hash(settings)
     tasks = []
     bounds = shard_format.shard_bounds(len(usable), num_shards)
@@ -181,31 +244,44 @@ def plan_split(
                 index=index,
                 shard_path=str(Path(args.out) / shard_format.shard_name(split, index)),
                 entries=chunk,
-                video_paths=tuple(str(video_path(args.data_root, entry.video_id)) for entry in chunk),
                 settings_digest=digest,
-                ffmpeg=ffmpeg.path,
+                ffmpeg=ffmpeg.path if ffmpeg is not None else "",
                 short_side=args.short_side,
                 quality=args.quality,
                 batch_videos=args.batch_videos,
+                fps=args.fps,
             )
         )
+    facts = {"dataset": dataset.name, "flip": bool(args.flip)} if dataset is not None else {}
+    label_file = dataset_index.label_files.get(split, "") if dataset_index is not None else ""
     return SplitPlan(split=split, settings=settings, tasks=tasks, pre_skipped=pre_skipped,
-                     class_names=list(names) if names is not None else None)
+                     class_names=list(names) if names is not None else None, facts=facts, label_file=label_file)
+
+
+def decode_entries(task: ShardTask, entries: Sequence[VideoEntry]) -> list[Any]:
+    """Decode a batch of entries in order: video files with ffmpeg (one process), frame folders without."""
+    from preprocess.frame_folders import read_frame_folder
+    from preprocess.video_decode import decode_videos
+
+    videos = [entry for entry in entries if entry.source_kind == SOURCE_VIDEO]
+    decoded = iter(decode_videos(task.ffmpeg, [Path(entry.source) for entry in videos], task.short_side,
+                                 task.quality, max(1, len(videos)), task.fps) if videos else [])
+    return [
+        next(decoded) if entry.source_kind == SOURCE_VIDEO
+        else read_frame_folder(Path(entry.source), entry.frame_pattern, entry.num_frames, task.short_side,
+                               task.quality)
+        for entry in entries
+    ]
 
 
 def _shard_members(
     task: ShardTask, counts: dict[str, Any], report: Callable[[int, int], None]
 ) -> Iterator[tuple[str, bytes]]:
     """Yield a shard's tar members batch by batch, so only one batch of frames is held in memory."""
-    from preprocess.video_decode import decode_videos
-
     step = max(1, task.batch_videos)
     for start in range(0, len(task.entries), step):
         entries = task.entries[start : start + step]
-        videos = decode_videos(
-            task.ffmpeg, [Path(path) for path in task.video_paths[start : start + step]],
-            task.short_side, task.quality, step,
-        )  # fmt: skip
+        videos = decode_entries(task, entries)
         batch_frames = 0
         for entry, video in zip(entries, videos):
             if video.error is not None:
@@ -325,7 +401,7 @@ def finalize(out_dir: Path, plans: Sequence[SplitPlan], max_shard_bytes: int) ->
     for plan in plans:
         try:
             manifests[plan.split] = shard_format.assemble_manifest(
-                out_dir, plan.split, len(plan.tasks), plan.settings, plan.pre_skipped, plan.class_names
+                out_dir, plan.split, len(plan.tasks), plan.settings, plan.pre_skipped, plan.class_names, plan.facts
             )
         except ManifestError as error:
             problems.append(str(error))
@@ -372,11 +448,11 @@ def report_summary(written: int, frames: int, skipped: Sequence[dict[str, str]],
         f" ({by_reason})" if skipped else ""))  # fmt: skip
 
 
-def report_empty_split(data_root: Path, plan: SplitPlan, manifest: dict[str, Any]) -> None:
+def report_empty_split(plan: SplitPlan, manifest: dict[str, Any]) -> None:
     """Print one line naming a split that holds no video and why (nothing for a split with videos)."""
     if manifest["num_samples"]:
         return
-    annotation_file = labels_dir(data_root) / f"{plan.split}.json"
+    annotation_file = plan.label_file
     skipped = manifest["skipped"]
     if not skipped:
         why = f"{annotation_file} lists no video"
@@ -404,12 +480,20 @@ def exit_status(written: int, skipped: int, strict: bool, max_skip_fraction: flo
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m preprocess.make_shards", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-root", type=Path, required=True, help="holds labels/ and data/20bn-something-something-v2/"
-    )
+    parser.add_argument("--dataset", choices=list(DATASETS), default=DEFAULT_DATASET,
+                        help="the dataset's layout: " + "; ".join(f"{name}: {dataset.description}"
+                                                                  for name, dataset in DATASETS.items()))
+    parser.add_argument("--data-root", type=Path, required=True, help="the dataset as distributed (see --dataset)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for shards, sidecars, manifests")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE, help="output short side; 0 = native size")
+    parser.add_argument("--splits", nargs="+", default=None, choices=list(SPLITS),
+                        help="splits to write (default: every split the dataset has)")
+    parser.add_argument("--short-side", type=int, default=None,
+                        help=f"output short side; 0 = native size (default {DEFAULT_SHORT_SIDE}; ssv1, tsm-list: 0)")
+    parser.add_argument("--fps", type=positive_number, default=None,
+                        help="video files: resample to this frame rate (default: every frame)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="record whether training may flip frames horizontally (default: the dataset's rule; "
+                             "tsm-list needs it)")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality, IJG scale (libjpeg)")
     parser.add_argument("--train-shards", type=int, default=DEFAULT_TRAIN_SHARDS,
                         help="train shards (capped at the number of videos)")
@@ -418,7 +502,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
                         help="finalize warns above this size and prints the shard count that fits")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the shuffled video order")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (default: half the usable cores; each keeps about two busy)")
     parser.add_argument("--batch-videos", type=int, default=DEFAULT_BATCH_VIDEOS, help="videos per ffmpeg process")
     parser.add_argument("--slice-index", type=int, default=None, help="this job's slice (default: SLURM array)")
     parser.add_argument("--slice-count", type=int, default=None, help="number of slices (default: SLURM array)")
@@ -428,9 +513,57 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="exit non-zero above this fraction of skipped videos")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: when stderr is a terminal)")
+    group = parser.add_argument_group("dataset flags")
+    for dataset in DATASETS.values():
+        if dataset.add_arguments is not None:
+            dataset.add_arguments(group)
     args = parser.parse_args(argv)
+    _check_dataset_args(parser, args)
     _check_args(parser, args)
     return args
+
+
+def default_shard_workers() -> int:
+    """Worker processes by default: half the usable cores (at least one).
+
+    Each worker keeps about two cores busy: its own process encodes JPEG frames while its ffmpeg child decodes the
+    next videos. On 2 cores, 2 workers ran at 0.83-0.89x the frames/s of 1 (docs/data.md, "Workers").
+    """
+    return max(1, default_workers() // 2)
+
+
+def positive_number(text: str) -> int | float:
+    """Parse a positive frame rate (an int when whole)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive frame rate, e.g. 10")
+    return int(value) if value == int(value) else value
+
+
+def _check_dataset_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the dataset's defaults (splits, short side, flip rule) and refuse another dataset's flags."""
+    dataset = DATASETS[args.dataset]
+    for other in DATASETS.values():
+        given = [name for name in other.own_flags if other is not dataset and getattr(args, name, None) is not None]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} applies to --dataset {other.name}, not {dataset.name}")
+    if dataset.check_arguments is not None and (problem := dataset.check_arguments(args)):
+        parser.error(problem)
+    available = dataset.available_splits(args)
+    if args.splits is None:
+        args.splits = list(available)
+    missing = [split for split in args.splits if split not in available]
+    if missing:
+        parser.error(f"--dataset {dataset.name} has no {missing[0]} split here; choose among {list(available)}")
+    if args.short_side is None:
+        args.short_side = dataset.default_short_side
+    if args.fps is not None and dataset.source_kind == SOURCE_FRAMES:
+        parser.error(f"--fps resamples video files; --dataset {dataset.name} stores its frame files as they are")
+    if args.flip is None:
+        args.flip = dataset.flip
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -448,15 +581,17 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if not 0 <= args.slice_index < args.slice_count:
         parser.error(f"--slice-index {args.slice_index} must be in [0, --slice-count {args.slice_count})")
     if args.workers is None:
-        args.workers = default_workers()
+        args.workers = default_shard_workers()
 
 
-def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo) -> list[SplitPlan]:
-    """Read and validate every annotation file, then plan every split (nothing is written)."""
-    annotations = load_annotations(args.data_root, args.splits)
-    labels = read_labels(labels_dir(args.data_root) / LABELS_FILE)
-    names = class_names(labels)
-    return [plan_split(args, ffmpeg, split, entries, len(labels), names) for split, entries in annotations.items()]
+def build_plans(args: argparse.Namespace, ffmpeg: FfmpegInfo | None) -> list[SplitPlan]:
+    """Read and validate every label file of the dataset, then plan every split (nothing is written)."""
+    dataset = DATASETS[args.dataset]
+    index = dataset.read(args.data_root, args.splits, args)
+    return [
+        plan_split(args, ffmpeg, split, entries, index.class_count, index.class_names, dataset, index)
+        for split, entries in index.entries.items()
+    ]
 
 
 def run_slice(args: argparse.Namespace, plans: Sequence[SplitPlan]) -> tuple[int, int, list[dict[str, str]]]:
@@ -483,8 +618,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
-        ffmpeg = resolve_ffmpeg()
-        LOGGER.info("ffmpeg: %s (%s, found via %s)", ffmpeg.path, ffmpeg.version, ffmpeg.source)
+        ffmpeg = None
+        if DATASETS[args.dataset].source_kind == SOURCE_VIDEO:
+            ffmpeg = resolve_ffmpeg()
+            LOGGER.info("ffmpeg: %s (%s, found via %s)", ffmpeg.path, ffmpeg.version, ffmpeg.source)
         plans = build_plans(args, ffmpeg)
     except (AnnotationError, FfmpegNotFoundError) as error:
         LOGGER.error("%s", error)
@@ -511,7 +648,7 @@ def _finalize_and_report(args: argparse.Namespace, plans: Sequence[SplitPlan]) -
     written = frames = 0
     skipped: list[dict[str, str]] = []
     for plan in plans:
-        report_empty_split(args.data_root, plan, manifests[plan.split])
+        report_empty_split(plan, manifests[plan.split])
     for split, manifest in manifests.items():
         report_summary(manifest["num_samples"], manifest["num_frames"], manifest["skipped"],
                        f"{split} ({len(manifest['shards'])} shards)")  # fmt: skip

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocess.annotations import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
+from preprocess.datasets.ssv2 import LABELS_SUBDIR, VIDEO_SUBDIR, template_key
 from common.atomic import write_json_atomic
 from shard_format import SPLITS
 
@@ -106,6 +106,7 @@ CODEC_ARGS = (
     "-deadline", "good", "-cpu-used", "4", "-threads", "1", "-row-mt", "0",
     "-fflags", "+bitexact", "-flags", "+bitexact",
 )
+SYNTHETIC_LAYOUTS = ("ssv1", "k400", "hmdb51", "tsm-list")  # preprocess/synthetic_layouts.py writes these
 BATCH_CLIPS = 32
 BATCH_PIXELS = BATCH_CLIPS * 32 * 32 * DEFAULT_FRAMES
 PROGRESS_EVERY = 16
@@ -521,16 +522,30 @@ def encode_webm(frames: np.ndarray, path: Path, fps: int, ffmpeg_path: str) -> N
     RuntimeError
         If ffmpeg fails; the message names the file and ffmpeg's last error line.
     """
+    encode_video(frames, path, fps, ffmpeg_path, CODEC_ARGS, "webm")
+
+
+def encode_video(
+    frames: np.ndarray, path: Path, fps: float, ffmpeg_path: str, codec_args: Sequence[str], container: str
+) -> None:
+    """Encode uint8 RGB frames (T, H, W, 3) with `codec_args` into `container` at `path` (temporary name, renamed).
+
+    Raises
+    ------
+    RuntimeError
+        If ffmpeg fails; the message names the file, ffmpeg's last error line and the codec.
+    """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     height, width = frames.shape[1:3]
-    command = [*_input_args(width, height, fps, ffmpeg_path), *CODEC_ARGS, "-f", "webm", str(temporary)]
+    command = [*_input_args(width, height, fps, ffmpeg_path), *codec_args, "-f", container, str(temporary)]
     try:
         completed = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True,
                                    check=False)
         if completed.returncode != 0:
             lines = completed.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
-            raise RuntimeError(f"{path}: ffmpeg failed ({lines[-1]}); check that {ffmpeg_path} has libvpx-vp9")
+            codec = codec_args[list(codec_args).index("-c:v") + 1] if "-c:v" in codec_args else "its codec"
+            raise RuntimeError(f"{path}: ffmpeg failed ({lines[-1]}); check that {ffmpeg_path} has {codec}")
         os.replace(temporary, path)
     finally:
         if temporary.exists():
@@ -552,7 +567,7 @@ def _clear_previous(root: Path) -> None:
             video.unlink()
 
 
-def _input_args(width: int, height: int, fps: int, ffmpeg_path: str) -> list[str]:
+def _input_args(width: int, height: int, fps: float, ffmpeg_path: str) -> list[str]:
     """Return the ffmpeg command start that reads raw RGB frames of `width` x `height` at `fps` from stdin."""
     return [ffmpeg_path, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0"]
@@ -808,13 +823,16 @@ def _parse_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``python -m preprocess.synthetic``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("ssv2", *SYNTHETIC_LAYOUTS), default="ssv2",
+                        help="the layout written (ssv2 here; the others: preprocess/synthetic_layouts.py)")
     parser.add_argument("--root", required=True, type=Path, help="output directory (DATA_ROOT)")
     parser.add_argument("--videos-per-class", required=True, type=int)
     parser.add_argument("--frames", type=_parse_frames, default=DEFAULT_FRAMES, help="48, or a range like 24-59")
     parser.add_argument("--size", type=_parse_size, default=None,
                         help="WIDTHxHEIGHT (default 32x32, or 427x240 with --textured)")
     parser.add_argument("--textured", action="store_true", help="rich texture for realistic JPEG sizes")
-    parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
+    parser.add_argument("--fps", type=int, default=None,
+                        help=f"frame rate (default {DEFAULT_FPS}; k400: 24, 25 and 30 in turn; hmdb51: 30)")
     parser.add_argument("--split", type=float, nargs=3, default=list(DEFAULT_SPLIT),
                         metavar=("TRAIN", "VALIDATION", "TEST"))
     parser.add_argument("--seed", type=int, default=0)
@@ -829,9 +847,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the generator from the command line; print any error as one line and return non-zero."""
     from preprocess.ffmpeg_tools import FfmpegNotFoundError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width, height = args.size or (TEXTURED_SIZE if args.textured else (32, 32))
+    if args.dataset != "ssv2":
+        if args.textured or args.controls:
+            parser.error(f"--textured and --controls apply to --dataset ssv2 only, not {args.dataset}")
+        return _main_layout(args, width, height)
+    args.fps = DEFAULT_FPS if args.fps is None else args.fps
     try:
         summary = generate_dataset(
             args.root, args.videos_per_class, args.frames, width, height, args.fps, args.split, args.seed,
@@ -847,6 +871,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.root} in {summary['seconds']:.1f} s ({summary['clips_per_second']:.1f} clips/s, "
         f"{summary['workers']} workers)"
     )
+    return 0
+
+
+def _main_layout(args: argparse.Namespace, width: int, height: int) -> int:
+    """Write another dataset's layout (preprocess.synthetic_layouts); print one line, or the error as one line."""
+    from preprocess.ffmpeg_tools import FfmpegNotFoundError
+    from preprocess.synthetic_layouts import generate_layout
+
+    try:
+        summary = generate_layout(args.dataset, args.root, args.videos_per_class, args.frames, width, height, args.fps,
+                                  args.split, args.seed, args.classes, args.force, args.workers)
+    except (DatasetExistsError, FfmpegNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary['num_videos']} {args.dataset} videos of {summary['num_classes']} classes to {args.root} "
+          f"in {summary['seconds']:.1f} s")
+    if args.dataset == "tsm-list":
+        root = args.root
+        print(f"shard them with: make shards DATASET=tsm-list DATA_ROOT={root} SHARD_ARGS=\"--train-list "
+              f"{root / 'train_list.txt'} --val-list {root / 'val_list.txt'} --test-list {root / 'test_list.txt'} "
+              f"--categories {root / 'categories.txt'} --no-flip\"")
     return 0
 
 

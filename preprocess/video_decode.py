@@ -136,11 +136,14 @@ def scale_filter(short_side: int, composite_alpha: bool = False, output_index: i
 
 
 def ffmpeg_command(
-    ffmpeg: str, paths: Sequence[Path], output_fds: Sequence[int], short_side: int, alpha_decoder: str | None = None
+    ffmpeg: str, paths: Sequence[Path], output_fds: Sequence[int], short_side: int, alpha_decoder: str | None = None,
+    fps: float | None = None,
 ) -> list[str]:
     """Build one ffmpeg command that decodes every path to its own PPM pipe.
 
-    `alpha_decoder` (one path only) forces that decoder (libvpx) and composites the alpha plane on black.
+    `alpha_decoder` (one path only) forces that decoder (libvpx) and composites the alpha plane on black. `fps`
+    resamples each video to that frame rate first (ffmpeg's fps filter: frames dropped or repeated by their
+    timestamps); None keeps every decoded frame.
     """
     command = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", STDERR_LOG_LEVEL]
     for path in paths:
@@ -148,6 +151,8 @@ def ffmpeg_command(
         command += ["-threads", "1", *decoder, "-nofind_stream_info", "-i", str(path)]
     for index, descriptor in enumerate(output_fds):
         chain = scale_filter(short_side, composite_alpha=alpha_decoder is not None, output_index=index)
+        if fps is not None:
+            chain = f"fps=fps={fps:g},{chain}"
         command += [
             "-map", f"{index}:v:0", "-threads", "1", "-filter_threads", "1", "-vf", chain,
             "-fps_mode", "passthrough", "-an", "-sn", "-dn",
@@ -297,13 +302,14 @@ def _make_pipe() -> tuple[int, int]:
 
 
 def _run_batch(
-    ffmpeg: str, paths: Sequence[Path], short_side: int, quality: int, alpha_decoder: str | None = None
+    ffmpeg: str, paths: Sequence[Path], short_side: int, quality: int, alpha_decoder: str | None = None,
+    fps: float | None = None,
 ) -> tuple[list[DecodedVideo], list[InputInfo], str]:
     """Decode `paths` with one ffmpeg process; return the videos, their input dumps and the first error line."""
     videos = [DecodedVideo(path=Path(path)) for path in paths]
     pipes = [_make_pipe() for _ in paths]
     write_fds = [write_fd for _, write_fd in pipes]
-    command = ffmpeg_command(ffmpeg, paths, write_fds, short_side, alpha_decoder)
+    command = ffmpeg_command(ffmpeg, paths, write_fds, short_side, alpha_decoder, fps)
     try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=write_fds
@@ -355,10 +361,11 @@ def _pump(process: subprocess.Popen, read_fds: list[int], videos: list[DecodedVi
 
 
 def _decode_one(
-    ffmpeg: str, path: Path, short_side: int, quality: int, alpha_decoder: str | None = None
+    ffmpeg: str, path: Path, short_side: int, quality: int, alpha_decoder: str | None = None,
+    fps: float | None = None,
 ) -> tuple[DecodedVideo, InputInfo]:
     """Decode one video alone; any ffmpeg error marks it bad with that error as the reason."""
-    (video,), (info,), error = _run_batch(ffmpeg, [path], short_side, quality, alpha_decoder)
+    (video,), (info,), error = _run_batch(ffmpeg, [path], short_side, quality, alpha_decoder, fps)
     video.composited_alpha = alpha_decoder is not None
     if error and NO_VIDEO_STREAM_MESSAGE in error:
         video.frames, video.error = [], f"{REASON_NO_FRAME}: no video stream"
@@ -371,7 +378,9 @@ def _decode_one(
     return video, info
 
 
-def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, quality: int) -> DecodedVideo:
+def _finish(
+    ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, quality: int, fps: float | None = None
+) -> DecodedVideo:
     """Apply what the input dump says: skip a single image, redo an alpha video with libvpx, record the SAR."""
     if video.error is not None:
         return video
@@ -383,7 +392,7 @@ def _finish(ffmpeg: str, video: DecodedVideo, info: InputInfo, short_side: int, 
             return video  # alpha_mode on another codec: no alpha decoder known, the colour planes are kept
         if decoder not in available_decoders(ffmpeg):
             return DecodedVideo(path=video.path, error=f"{REASON_NO_ALPHA_DECODER} ({decoder})")
-        video, info = _decode_one(ffmpeg, video.path, short_side, quality, decoder)
+        video, info = _decode_one(ffmpeg, video.path, short_side, quality, decoder, fps)
         if video.error is not None:
             return video
     video.source_sar = info.non_square_sar
@@ -430,6 +439,7 @@ def decode_videos(
     short_side: int,
     quality: int,
     batch_size: int,
+    fps: float | None = None,
 ) -> list[DecodedVideo]:
     """Decode `paths` in batches of `batch_size` videos per ffmpeg process.
 
@@ -445,6 +455,8 @@ def decode_videos(
         JPEG quality on the IJG scale (1-95).
     batch_size : int
         Videos per ffmpeg process.
+    fps : float, optional
+        Resample every video to this frame rate (ffmpeg's fps filter); None keeps every frame.
 
     Returns
     -------
@@ -454,19 +466,22 @@ def decode_videos(
     results: list[DecodedVideo] = []
     for start in range(0, len(paths), max(1, batch_size)):
         batch = [Path(path) for path in paths[start : start + max(1, batch_size)]]
-        results += _decode_batch(ffmpeg, batch, short_side, quality)
+        results += _decode_batch(ffmpeg, batch, short_side, quality, fps)
     return results
 
 
-def _decode_batch(ffmpeg: str, paths: list[Path], short_side: int, quality: int) -> list[DecodedVideo]:
+def _decode_batch(
+    ffmpeg: str, paths: list[Path], short_side: int, quality: int, fps: float | None = None
+) -> list[DecodedVideo]:
     """Decode one batch; pre-checked bad files are excluded, a failed batch is redone video by video."""
     reasons = {path: precheck(path) for path in paths}
     good = [path for path in paths if reasons[path] is None]
     decoded: dict[Path, DecodedVideo] = {}
     if good:
-        videos, infos, error = _run_batch(ffmpeg, good, short_side, quality)
+        videos, infos, error = _run_batch(ffmpeg, good, short_side, quality, fps=fps)
         if error or any(video.error or not video.frames for video in videos):
-            videos, infos = map(list, zip(*(_decode_one(ffmpeg, path, short_side, quality) for path in good)))
-        videos = [_finish(ffmpeg, video, info, short_side, quality) for video, info in zip(videos, infos)]
+            redone = (_decode_one(ffmpeg, path, short_side, quality, fps=fps) for path in good)
+            videos, infos = map(list, zip(*redone))
+        videos = [_finish(ffmpeg, video, info, short_side, quality, fps) for video, info in zip(videos, infos)]
         decoded = {video.path: video for video in videos}
     return [decoded.get(path) or DecodedVideo(path=path, error=reasons[path]) for path in paths]

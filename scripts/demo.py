@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -49,6 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as `python scripts/demo.py`: the repository's packages import from here
 
 from common.atomic import write_json_atomic  # noqa: E402
+from common.machine import machine_record  # noqa: E402
 from engine.backbone_cache import (  # noqa: E402
     BACKBONE_FILE,
     RECORD_FILE,
@@ -73,6 +73,7 @@ LOADER_WORKERS = 1
 DEFAULT_THREADS = 1
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 RUN_RECORD = "demo_run.json"
+COMMITTED_RESULTS = REPO_ROOT / "docs" / "results" / "tfd.json"
 TRAIN_LOG = "train.log"
 POLL_S = 1.0
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
@@ -234,6 +235,24 @@ def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tup
     command, folder = pretrain_command(args, runs)
     timer.run("pretraining", command)
     return folder / BACKBONE_FILE, json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+
+
+def report_backbone_match(pretraining: dict[str, Any]) -> None:
+    """Print one line when the backbone is not the one docs/results was made with (numbers will then differ)."""
+    committed = committed_backbone_sha256()
+    if committed is not None and pretraining.get("sha256") != committed:
+        print(f"note: this machine's backbone (sha256 {str(pretraining.get('sha256'))[:12]}...) is not the committed "
+              f"one ({committed[:12]}...): numbers will differ from docs/results within the measured spread "
+              "(docs/results.md, Reproducibility)", flush=True)
+
+
+def committed_backbone_sha256() -> str | None:
+    """The SHA-256 of the backbone the committed results (docs/results/tfd.json) were made with, if recorded."""
+    try:
+        settings = json.loads(COMMITTED_RESULTS.read_text(encoding="utf-8"))["settings"]
+        return settings["pretraining"]["sha256"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return None
 
 
 def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
@@ -466,7 +485,7 @@ def settings_record(args: argparse.Namespace, summary: dict[str, Any], losses: d
         "pretraining": None if pretraining is None else {
             "checkpoint": str(backbone), "sha256": pretraining["sha256"], "settings": pretraining["settings"],
             "val_top1": pretraining["val_top1"], "train_s": pretraining["train_s"]},
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_record(),
     }
 
 
@@ -603,6 +622,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     build_shards(args, data_root, shards, timer)
     num_classes = int(summary["num_classes"])
     backbone, pretraining = pretrain_backbone(args, runs, timer)
+    report_backbone_match(pretraining)
     main_backbone = backbone if args.start == PRETRAINED else None
     if args.start == RANDOM:
         runs = runs / "random_start"
@@ -1090,7 +1110,7 @@ def run_archs(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_seconds": {name: round(value, 1) for name, value in timer.cpu_seconds.items()},
         "idle_estimate_s": round(estimate, 1),
         "run_seconds": run_seconds(run_histories(checkpoints)),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_record(),
     }
     write_json_atomic(runs / f"{ARCHS_REPORT}.json", report)
     write_archs_plot(report, runs / f"{ARCHS_REPORT}.png")

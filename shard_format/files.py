@@ -9,7 +9,9 @@ no shard and ``num_samples`` 0.
 
 Manifest schema: {"format_version", "split", "settings" (the writer's settings plus their "hash"),
 "num_samples", "num_frames", "shards": [{"name", "num_samples", "num_frames", "bytes"}], "skipped":
-[{"id", "reason"}], optional "class_names" (class-index order)}.
+[{"id", "reason"}], optional "class_names" (class-index order), optional "dataset" (the layout `make shards` read,
+e.g. "k400") and "flip" (whether training may flip the frames horizontally)}. The optional keys are outside the
+hashed settings: they change no shard byte.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import io
 import itertools
 import json
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,7 @@ def assemble_manifest(
     settings: dict[str, Any],
     extra_skipped: Sequence[dict[str, str]] = (),
     class_names: Sequence[str] | None = None,
+    facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build and atomically write ``<split>.manifest.json`` from the sidecars of shards 0..num_shards-1.
 
@@ -127,7 +130,7 @@ def assemble_manifest(
     `extra_skipped` lists entries skipped before any shard was assigned (e.g. a template not in labels.json);
     they join the sidecars' skipped ids in the manifest's "skipped". `class_names` (labels.json's templates in
     class-index order) go into the manifest's "class_names", outside the hashed settings: naming the classes
-    changes no shard byte.
+    changes no shard byte. `facts` are further top-level keys outside the hashed settings ("dataset", "flip").
 
     Raises
     ------
@@ -164,6 +167,10 @@ def assemble_manifest(
     }
     if class_names is not None:
         manifest["class_names"] = [str(name) for name in class_names]
+    clashing = sorted(set(facts or {}) & set(manifest))
+    if clashing:
+        raise ValueError(f"manifest facts {clashing} would replace the manifest's own keys")
+    manifest.update(facts or {})
     write_json_atomic(manifest_path(out_dir, split), manifest)
     return manifest
 
@@ -209,6 +216,8 @@ def write_jpeg_split(
     num_shards: int,
     settings: dict[str, Any],
     shard_sizes: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write already-encoded JPEG videos as `num_shards` shards plus sidecars and the manifest.
 
@@ -228,6 +237,8 @@ def write_jpeg_split(
     shard_sizes : sequence of int, optional
         Videos per shard, in order (uneven sizes allowed; they must add up to len(videos)); replaces the even
         split and `num_shards`.
+    class_names, facts : optional
+        Written into the manifest outside the settings (see `assemble_manifest`).
 
     Returns
     -------
@@ -256,4 +267,4 @@ def write_jpeg_split(
         if members:
             write_tar_atomic(shard_path, members)
         write_sidecar(shard_path, stop - start, frames, [], digest)
-    return assemble_manifest(out_dir, split, len(bounds) - 1, settings)
+    return assemble_manifest(out_dir, split, len(bounds) - 1, settings, class_names=class_names, facts=facts)

@@ -101,3 +101,21 @@ def test_study_schedules():
     assert demo.train_command(model.train_args, Path("s"), Path("o"), 0, 12, smoke, None, model.epochs)[-1] == "1"
     assert set(demo.STUDIES["mechanism"]) >= {"tsm16_e20", "ffn_e20", "tsm4_e20", "tsm8_e20", "ffn_lam0",
                                               "ffn_lam0.5", "ffn_random", "tsm16_random"}
+
+
+def test_a_backbone_other_than_the_committed_one_is_announced(capsys: pytest.CaptureFixture[str]) -> None:
+    committed = demo.committed_backbone_sha256()
+    assert committed is not None and len(committed) == 64
+    demo.report_backbone_match({"sha256": committed})
+    assert capsys.readouterr().out == ""
+    demo.report_backbone_match({"sha256": "0" * 64})
+    assert "numbers will differ from docs/results within the measured spread" in capsys.readouterr().out
+
+
+def test_the_machine_record_names_the_kernels_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.machine import machine_record
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    record = machine_record()
+    assert record["cpu_capability"] and record["cpu_model"] and record["kernel_environment"] == {
+        "ONEDNN_MAX_CPU_ISA": "AVX2"}

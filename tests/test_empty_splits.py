@@ -13,7 +13,7 @@ import train
 from data_pipeline import build_loader
 from data_pipeline.stream import ShardDataError
 from preprocess import make_shards
-from preprocess.annotations import video_path
+from preprocess.datasets.ssv2 import video_path
 from shard_format import manifest_path, read_manifest, read_sidecar, shard_name, write_jpeg_split
 from preprocess.synthetic import generate_dataset
 from test_train import TINY_ARGS, clip_records, write_shards

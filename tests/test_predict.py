@@ -23,7 +23,7 @@ from engine.inference import INFERENCE_KEY, inference_record
 from model import build_model
 from model.tsm_resnet import to_torchvision_state_dict
 from preprocess import make_shards
-from preprocess.annotations import class_names, video_path
+from preprocess.datasets.ssv2 import class_names, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
 from preprocess.synthetic import generate_dataset
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from preprocess import make_shards, verify_shards
-from preprocess.annotations import video_path
+from preprocess.datasets.ssv2 import video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
 from shard_format import manifest_path, read_manifest
 from preprocess.synthetic import generate_dataset

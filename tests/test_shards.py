@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from preprocess import make_shards, verify_shards
-from preprocess.annotations import AnnotationError, load_annotations, template_key, video_path
+from preprocess.datasets.ssv2 import AnnotationError, load_annotations, template_key, video_path
 from preprocess.ffmpeg_tools import resolve_ffmpeg
 from shard_format import (
     ManifestError,

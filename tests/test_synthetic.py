@@ -147,7 +147,8 @@ def test_splits_are_stratified_by_class(dataset):
 
 
 def test_the_annotation_reader_accepts_the_dataset(dataset):
-    annotations = pytest.importorskip("preprocess.annotations")
+    from preprocess.datasets import ssv2 as annotations
+
     root, _ = dataset
     loaded = annotations.load_annotations(root)
     assert sum(len(entries) for entries in loaded.values()) == len(all_entries(root))

@@ -1,4 +1,4 @@
-"""Read and validate Something-Something V2 label files.
+"""Something-Something V2 as distributed: label JSON files and one VP9 .webm per video.
 
 Layout (SSv2's own)::
 
@@ -21,13 +21,20 @@ Two kinds of problems are told apart:
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from preprocess.datasets.base import (
+    SOURCE_VIDEO,
+    AnnotationError,
+    Dataset,
+    DatasetIndex,
+    VideoEntry,
+    mark_duplicates,
+)
 from shard_format import SPLITS, TEST_LABEL
 
 LABELS_SUBDIR = Path("labels")
@@ -37,22 +44,7 @@ VIDEO_SUFFIX = ".webm"
 UNLABELLED_SPLITS = ("test",)
 FORBIDDEN_ID_CHARACTERS = (".", "/", "\\")
 REASON_UNKNOWN_TEMPLATE = "template not in labels.json"
-REASON_DUPLICATE_ID = "duplicate id"
-
-
-class AnnotationError(ValueError):
-    """A label file is missing or malformed; the message names the file, the entry and the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoEntry:
-    """One annotated video of a split."""
-
-    video_id: str
-    split: str
-    label: int
-    template: str
-    skip_reason: str | None = None
+DEFAULT_SHORT_SIDE = 256
 
 
 def template_key(template: str) -> str:
@@ -154,8 +146,10 @@ def _entry_template(path: Path, position: int, video_id: str, entry: dict[str, A
     return template
 
 
-def read_split(path: Path, split: str, labels: dict[str, int]) -> list[VideoEntry]:
+def read_split(path: Path, split: str, labels: dict[str, int], data_root: Path | None = None) -> list[VideoEntry]:
     """Read one split file and return its entries in file order (unknown templates carry a skip reason).
+
+    With `data_root`, each entry's source is its .webm file under it.
 
     Raises
     ------
@@ -170,33 +164,18 @@ def read_split(path: Path, split: str, labels: dict[str, int]) -> list[VideoEntr
     entries = []
     for position, raw_entry in enumerate(payload):
         video_id = _entry_id(path, position, raw_entry)
+        source = str(video_path(data_root, video_id)) if data_root is not None else ""
         if split in UNLABELLED_SPLITS:
-            entries.append(VideoEntry(video_id, split, TEST_LABEL, ""))
+            entries.append(VideoEntry(video_id, split, TEST_LABEL, "", source=source))
             continue
         template = _entry_template(path, position, video_id, raw_entry)
         label = labels.get(template_key(template))
         if label is None:
             reason = f"{REASON_UNKNOWN_TEMPLATE}: {template_key(template)!r}"
-            entries.append(VideoEntry(video_id, split, TEST_LABEL, template, skip_reason=reason))
+            entries.append(VideoEntry(video_id, split, TEST_LABEL, template, skip_reason=reason, source=source))
         else:
-            entries.append(VideoEntry(video_id, split, label, template))
+            entries.append(VideoEntry(video_id, split, label, template, source=source))
     return entries
-
-
-def _mark_duplicates(entries_by_split: dict[str, list[VideoEntry]]) -> dict[str, list[VideoEntry]]:
-    """Keep the first entry of each id (splits in the given order); later ones carry a duplicate reason."""
-    first_seen: dict[str, str] = {}
-    marked: dict[str, list[VideoEntry]] = {}
-    for split, entries in entries_by_split.items():
-        marked[split] = []
-        for entry in entries:
-            if entry.video_id in first_seen:
-                reason = f"{REASON_DUPLICATE_ID}: {entry.video_id} already in {first_seen[entry.video_id]}.json"
-                entry = dataclasses.replace(entry, skip_reason=entry.skip_reason or reason)
-            else:
-                first_seen[entry.video_id] = split
-            marked[split].append(entry)
-    return marked
 
 
 def load_annotations(data_root: Path, splits: Sequence[str] = SPLITS) -> dict[str, list[VideoEntry]]:
@@ -225,15 +204,27 @@ def load_annotations(data_root: Path, splits: Sequence[str] = SPLITS) -> dict[st
     folder = labels_dir(data_root)
     labels = read_labels(folder / LABELS_FILE)
     ordered = [split for split in SPLITS if split in splits]
-    entries = {split: read_split(folder / f"{split}.json", split, labels) for split in ordered}
-    return _mark_duplicates(entries)
+    entries = {split: read_split(folder / f"{split}.json", split, labels, data_root) for split in ordered}
+    return mark_duplicates(entries, lambda split: f"{split}.json")
 
 
-def entries_digest(entries: Sequence[VideoEntry]) -> str:
-    """Return a short hash of a split's entries (ids, labels, templates, skip reasons) for the settings hash."""
-    digest = hashlib.sha256()
-    for entry in entries:
-        record = [entry.video_id, entry.label, entry.template, entry.skip_reason]
-        digest.update(json.dumps(record, separators=(",", ":")).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+def read_dataset(data_root: Path, splits: Sequence[str], args: argparse.Namespace | None = None) -> DatasetIndex:
+    """Read SSv2 for `make shards`: labels.json's templates are the class names, sources are the .webm files.
+
+    The class count recorded is the size of labels.json (as before the dataset interface).
+    """
+    labels = read_labels(labels_dir(data_root) / LABELS_FILE)
+    entries = load_annotations(data_root, splits)
+    files = {split: str(labels_dir(data_root) / f"{split}.json") for split in entries}
+    return DatasetIndex(class_names(labels), entries, files, num_classes=len(labels))
+
+
+DATASET = Dataset(
+    name="ssv2",
+    description="Something-Something V2: labels/*.json and data/20bn-something-something-v2/<id>.webm",
+    source_kind=SOURCE_VIDEO,
+    splits=tuple(SPLITS),
+    default_short_side=DEFAULT_SHORT_SIDE,
+    flip=False,
+    read=read_dataset,
+)
