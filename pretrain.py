@@ -182,7 +182,7 @@ def pretrain(args: argparse.Namespace) -> Path:
         device = get_device(args.device)
     except ValueError as error:
         raise SystemExit(f"pretrain.py: {error}") from error
-    begin = time.perf_counter()
+    begin, cpu_begin = time.perf_counter(), time.process_time()
     network, history = train_backbone(args, pretraining, device)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": pretraining.export(network.cpu()), "arch": args.arch,
@@ -191,7 +191,8 @@ def pretrain(args: argparse.Namespace) -> Path:
     save_atomic(payload, path)
     record = {"settings": settings, "sha256": file_sha256(path), "history": history,
               "val_top1": history[-1]["val_top1"] if history else None,
-              "train_s": round(time.perf_counter() - begin, 1), "device": str(device)}
+              "train_s": round(time.perf_counter() - begin, 1), "cpu_s": round(time.process_time() - cpu_begin, 1),
+              "device": str(device)}
     write_json_atomic(record_path, record)
     print(f"pretrain: wrote {path} (sha256 {record['sha256']}, val top-1 {record['val_top1']:.2f}, "
           f"{record['train_s']:.0f} s)", flush=True)

@@ -73,6 +73,7 @@ LOADER_WORKERS = 1
 DEFAULT_THREADS = 1
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 RUN_RECORD = "demo_run.json"
+CPU_RECORD = "demo_cpu.json"  # CPU seconds of a run's training (its processes), kept for reruns that reuse it
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "results" / "tfd.json"
 TRAIN_LOG = "train.log"
 POLL_S = 1.0
@@ -326,6 +327,7 @@ def run_trainings(trainings: list[Training], jobs: int, timer: Timer, phase: str
     if jobs <= 1 or len(trainings) <= 1:
         for training in trainings:
             timer.run(training.label, training.command)
+            record_cpu(training, timer.cpu_seconds[training.label])
         return
     print(f"\n== {phase} {len(trainings)} runs, {jobs} at a time (each one's output: <run>/{trainings[0].log})",
           flush=True)
@@ -346,7 +348,26 @@ def run_trainings(trainings: list[Training], jobs: int, timer: Timer, phase: str
             timer.cpu_seconds[item[0].label] = children_cpu_seconds() - cpu_start  # this child alone was reaped
             running.remove(item)
             finish_training(*item, running, timer)
+            record_cpu(item[0], timer.cpu_seconds[item[0].label])
     timer.seconds[f"{phase} ({len(trainings)} runs, {jobs} at a time)"] = time.perf_counter() - start
+
+
+def record_cpu(training: Training, seconds: float) -> None:
+    """Add a finished training's CPU seconds to its run's CPU record (a resumed run adds to what it took before)."""
+    if training.log != TRAIN_LOG:
+        return
+    path = training.output / CPU_RECORD
+    before = json.loads(path.read_text(encoding="utf-8"))["cpu_s"] if path.is_file() else 0.0
+    write_json_atomic(path, {"cpu_s": round(before + seconds, 1)})
+
+
+def run_cpu_seconds(checkpoints: dict[str, Path]) -> dict[str, float | None]:
+    """{"name@seedS": CPU seconds of its training} from each run's CPU record (None where none was kept)."""
+    seconds = {}
+    for key, checkpoint in checkpoints.items():
+        path = checkpoint.parent / CPU_RECORD
+        seconds[key] = json.loads(path.read_text(encoding="utf-8"))["cpu_s"] if path.is_file() else None
+    return seconds
 
 
 def finish_training(training: Training, process: subprocess.Popen, log: Any, started: float,
@@ -1042,8 +1063,8 @@ def print_arch_report(report: dict[str, Any]) -> None:
         print(f"  ffn - best separated model at untrained counts (reported): {differences}")
 
 
-def print_arch_times(timer: Timer, setup_s: float | None, total_s: float, idle_estimate_s: float) -> None:
-    """Print the time breakdown: wall seconds, CPU seconds, and the idle estimate."""
+def print_arch_times(timer: Timer, setup_s: float | None, total_s: float, idle: dict[str, Any]) -> None:
+    """Print the time breakdown: wall and CPU seconds of this invocation, and the idle estimate of the whole run."""
     print("\ntime breakdown (wall seconds; CPU seconds of each step's processes)")
     if setup_s is not None:
         print(f"  {'set-up (make, venv)':<36} {setup_s:8.1f}")
@@ -1051,8 +1072,13 @@ def print_arch_times(timer: Timer, setup_s: float | None, total_s: float, idle_e
         cpu = timer.cpu_seconds.get(name)
         print(f"  {name:<36} {seconds:8.1f}" + ("" if cpu is None else f"  cpu {cpu:8.1f}"))
     print(f"  {'total':<36} {total_s:8.1f}  ({total_s / 60:.1f} min)")
-    print(f"  idle estimate on {DEFAULT_JOBS} cores: {idle_estimate_s:.0f} s ({idle_estimate_s / 60:.1f} min): each "
-          "side-by-side phase replayed with its jobs' CPU seconds, the other steps' CPU seconds added")
+    print(f"\nidle estimate after make demo on {idle['jobs']} cores (each step's CPU seconds, reused runs included, "
+          "side-by-side steps replayed in the runner's order)")
+    for phase in ("pretraining", "training", "evaluation"):
+        print(f"  {phase:<36} {idle[phase + '_s']:8.1f}  (cpu {idle[phase + '_cpu_s']:.1f})")
+    if idle["missing"]:
+        print(f"  no CPU record (left out): {', '.join(idle['missing'])}")
+    print(f"  {'total':<36} {idle['total_s']:8.1f}  ({idle['total_s'] / 60:.1f} min)")
 
 
 def replayed_seconds(durations: Sequence[float], jobs: int) -> float:
@@ -1063,13 +1089,38 @@ def replayed_seconds(durations: Sequence[float], jobs: int) -> float:
     return max(slots, default=0.0)
 
 
-def idle_estimate(timer: Timer, phases: dict[str, list[str]], jobs: int) -> float:
-    """Seconds the run would take on idle cores: every side-by-side phase replayed with its jobs' CPU seconds
-    (single-threaded jobs: on a free core their wall time is their CPU time), plus every other step's CPU seconds."""
-    in_phases = {label for labels in phases.values() for label in labels}
-    estimate = sum(replayed_seconds([timer.cpu_seconds.get(label, 0.0) for label in labels], jobs)
-                   for labels in phases.values())
-    return estimate + sum(cpu for name, cpu in timer.cpu_seconds.items() if name not in in_phases)
+def idle_estimate(families: Sequence[str], seeds: Sequence[int], backbones: dict[str, tuple[Path, dict[str, Any]]],
+                  checkpoints: dict[str, Path], timer: Timer, jobs: int, setup_s: float | None) -> dict[str, Any]:
+    """What `make demo-archs` takes on idle cores after `make demo`, from CPU seconds.
+
+    Each job is single-threaded, so on a free core its wall time is its CPU time. Every side-by-side step
+    (pretraining, training, evaluation) is replayed `jobs` at a time in the runner's order with its jobs' CPU
+    seconds, including jobs this invocation reused (from each backbone's pretrain.json and each run's CPU record).
+    What `make demo` made (the TSM backbone and runs, the data and the shards) is left out: demo-archs reuses it.
+    """
+    new_families = [family for family in families if family != "tsm"]
+    missing: list[str] = []
+    pretraining = []
+    for family in new_families:
+        cpu = backbones[family][1].get("cpu_s")
+        pretraining.append(cpu or 0.0)
+        missing += [] if cpu is not None else [f"pretrain {ARCH_EXPERIMENTS[family].arch}"]
+    cpu_by_run = run_cpu_seconds(checkpoints)
+    ordered = sorted(((ARCH_KINDS.index(kind), index, f"{name}@seed{seed}") for seed in seeds
+                      for index, family in enumerate(new_families)
+                      for kind, name in arch_model_names(family).items()), key=lambda item: item[:2])
+    training = []
+    for _, _, key in ordered:
+        training.append(cpu_by_run.get(key) or 0.0)
+        missing += [] if cpu_by_run.get(key) is not None else [key]
+    evaluation = [timer.cpu_seconds.get(f"evaluate {family}", 0.0) for family in families]
+    phases = {"pretraining": pretraining, "training": training, "evaluation": evaluation}
+    estimate: dict[str, Any] = {"jobs": jobs, "missing": missing, "setup_s": setup_s}
+    for phase, durations in phases.items():
+        estimate[f"{phase}_s"] = round(replayed_seconds(durations, jobs), 1)
+        estimate[f"{phase}_cpu_s"] = round(sum(durations), 1)
+    estimate["total_s"] = round(sum(estimate[f"{phase}_s"] for phase in phases) + (setup_s or 0.0), 1)
+    return estimate
 
 
 def run_archs(args: argparse.Namespace) -> dict[str, Any]:
@@ -1084,17 +1135,13 @@ def run_archs(args: argparse.Namespace) -> dict[str, Any]:
     build_shards(args, data_root, shards, timer)
     num_classes = int(summary["num_classes"])
     backbones = pretrain_families(families, args, runs, timer)
-    pretraining_labels = [name for name in timer.seconds if name.startswith("pretrain ")]
     checkpoints, commands = train_families(families, backbones, runs, shards, num_classes, args, timer)
-    training_labels = [name for name in timer.seconds if name.startswith("train ")]
     per_family = evaluate_families(families, checkpoints, shards, runs, args, timer)
-    evaluation_labels = [name for name in timer.seconds if name.startswith("evaluate ")]
     report: dict[str, Any] = {"archs": {family: family_entry(family, per_family[family], args.seeds,
                                                              backbones[family], commands)
                                         for family in families}}
     total_s = time.time() - begin + (setup_s or 0.0)
-    phases = {"pretraining": pretraining_labels, "training": training_labels, "evaluation": evaluation_labels}
-    estimate = idle_estimate(timer, phases, args.jobs) + (setup_s or 0.0)
+    idle = idle_estimate(families, args.seeds, backbones, checkpoints, timer, DEFAULT_JOBS, setup_s)
     first = next(iter(per_family.values()))
     report["settings"] = {
         "seeds": list(args.seeds), "data_seed": DATA_SEED, "classes": summary.get("templates"),
@@ -1108,14 +1155,15 @@ def run_archs(args: argparse.Namespace) -> dict[str, Any]:
                       **{name: round(value, 1) for name, value in timer.seconds.items()},
                       "total": round(total_s, 1)},
         "cpu_seconds": {name: round(value, 1) for name, value in timer.cpu_seconds.items()},
-        "idle_estimate_s": round(estimate, 1),
+        "idle_estimate": idle,
         "run_seconds": run_seconds(run_histories(checkpoints)),
+        "run_cpu_seconds": run_cpu_seconds(checkpoints),
         "machine": machine_record(),
     }
     write_json_atomic(runs / f"{ARCHS_REPORT}.json", report)
     write_archs_plot(report, runs / f"{ARCHS_REPORT}.png")
     print_arch_report(report)
-    print_arch_times(timer, setup_s, total_s, estimate)
+    print_arch_times(timer, setup_s, total_s, idle)
     print(f"\nwrote {runs / f'{ARCHS_REPORT}.json'} and {runs / f'{ARCHS_REPORT}.png'}")
     return report
 

@@ -159,7 +159,10 @@ def test_toy_run_trains_every_family_and_writes_the_report(tmp_path, capsys):
         for name in demo.arch_model_names(family).values():
             assert (runs / "seed0" / name / "last.pt").is_file()
     assert (runs / "archs.png").is_file()
-    assert report["settings"]["idle_estimate_s"] > 0 and report["settings"]["cpu_seconds"]
+    idle = report["settings"]["idle_estimate"]
+    assert idle["training_cpu_s"] > 0 and idle["pretraining_cpu_s"] > 0 and not idle["missing"]
+    assert idle["total_s"] >= idle["training_s"] >= idle["training_cpu_s"] / 2
+    assert all(report["settings"]["run_cpu_seconds"].values())
     printed = capsys.readouterr().out
     assert "TEA-FFN" in printed and "idle estimate" in printed
     assert demo.main([*arguments[:3], "slowfast", *arguments[3:]]) == 0  # a rerun reuses every finished run
