@@ -142,6 +142,8 @@ def test_archs_runs_alone():
         demo.main(["--runs", "unused", "--archs", "--study", "ablations"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # a guard against a hang only: 16 one-epoch trainings take minutes on a loaded machine
 def test_toy_run_trains_every_family_and_writes_the_report(tmp_path, capsys):
     """One epoch per model, every family, on a tiny dataset and tiny pretraining: archs.json and archs.png."""
     runs = tmp_path / "demo"
