@@ -746,6 +746,7 @@ ARCH_EXPERIMENTS: dict[str, ArchExperiment] = {
                                                                                   "val_every": 5}),
 }
 FAMILIES = tuple(ARCH_EXPERIMENTS)
+MAKE_DEMO_FAMILY = "tsm"  # the family whose backbone and four runs `make demo` makes (demo-archs reuses them)
 ARCHS_REPORT = "archs"
 ARCH_KINDS = ("ffn", "vanilla", "st_middle", "st_low")  # training order: the longest runs first
 PRETRAIN_LOG = "pretrain.log"
@@ -760,7 +761,7 @@ def arch_model_names(family: str) -> dict[str, str]:
     """
     low, middle, high = ARCH_EXPERIMENTS[family].frames
     return {"vanilla": f"{family}{high}", "st_low": f"{family}{low}", "st_middle": f"{family}{middle}",
-            "ffn": "ffn" if family == "tsm" else f"{family}_ffn"}
+            "ffn": "ffn" if family == MAKE_DEMO_FAMILY else f"{family}_ffn"}
 
 
 def preset_flags(preset: dict[str, Any]) -> list[str]:
@@ -813,11 +814,11 @@ def pretrain_families(families: Sequence[str], args: argparse.Namespace, runs: P
     jobs, folders = [], {}
     for family in families:
         arch = ARCH_EXPERIMENTS[family].arch
-        command, folder = pretrain_command(args, runs, None if family == "tsm" else arch)
+        command, folder = pretrain_command(args, runs, arch)
         folders[family] = folder
         if (folder / BACKBONE_FILE).is_file() and (folder / RECORD_FILE).is_file():
             print(f"\n== pretraining {arch}: reusing {folder / BACKBONE_FILE}", flush=True)
-            continue  # pretrain.py checks the settings and the SHA-256 again below, in the first job's place
+            continue  # the folder is named by the settings' hash; the SHA-256 is checked below
         folder.mkdir(parents=True, exist_ok=True)
         jobs.append(Training(f"pretrain {arch}", command, folder, PRETRAIN_LOG))
     run_trainings(jobs, args.jobs, timer, phase="pretraining")
@@ -1098,7 +1099,7 @@ def idle_estimate(families: Sequence[str], seeds: Sequence[int], backbones: dict
     seconds, including jobs this invocation reused (from each backbone's pretrain.json and each run's CPU record).
     What `make demo` made (the TSM backbone and runs, the data and the shards) is left out: demo-archs reuses it.
     """
-    new_families = [family for family in families if family != "tsm"]
+    new_families = [family for family in families if family != MAKE_DEMO_FAMILY]
     missing: list[str] = []
     pretraining = []
     for family in new_families:
