@@ -28,6 +28,8 @@ PREDICT_ARGS ?=
 BENCH_ARGS ?=
 PRETRAIN_ARGS ?=
 GPU_ARGS ?=
+MUTATION_MODULES ?=
+MUTATION_ARGS ?=
 
 REQUIREMENTS := requirements.txt
 REQ_HASH := $(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
@@ -42,16 +44,17 @@ SETUP := $(VENV)/.installed-$(REQ_HASH)
 endif
 
 WORKERS_FLAG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
+MUTATION_FLAG := $(if $(strip $(MUTATION_MODULES)),--modules $(MUTATION_MODULES),)
 # predict: FRAMES when given on the command line or in the environment, else 4 8 16.
 PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRAMES),4 8 16)
 LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
-.PHONY: help setup test demo demo-archs ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
-	clean distclean
+.PHONY: help setup test demo demo-archs ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench \
+	gpu-check mutation slurm-check clean distclean
 
 help:
 	@echo "make demo | demo-archs | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
-		"train-ffn | eval | predict | bench | gpu-check | clean"
+		"train-ffn | eval | predict | bench | gpu-check | mutation | slurm-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
 # The stamp is keyed to the content of requirements.txt: a second run installs nothing.
@@ -120,6 +123,16 @@ bench: $(SETUP)
 # The CUDA paths in one run (about 4 min on one H100 / H200); without CUDA, or with GPU_ARGS=--smoke, a toy-size run.
 gpu-check: $(SETUP)
 	$(PYTHON) -m benchmarks.gpu_check --out $(RUNS)/gpu/gpu_check.json $(GPU_ARGS)
+
+# Mutation testing of the modules that decide results (slow, not part of `make test`; docs/testing.md):
+# RUNS/mutation/report.md and report.json. MUTATION_MODULES="engine/schedule.py model/losses.py" picks modules.
+mutation: $(SETUP)
+	nice -n 19 $(PYTHON) scripts/mutation.py --out $(RUNS)/mutation $(MUTATION_FLAG) $(MUTATION_ARGS)
+
+# The SLURM scripts of scripts/slurm/ end to end on a one-host cluster with two emulated nodes (as root; installs
+# SLURM and munge with apt-get when missing, else prints what is missing and "skipped"; about 3 min on 2 cores).
+slurm-check: $(SETUP)
+	$(PYTHON) scripts/slurm/check.py --work $(RUNS)/slurm-check
 
 # Never touches DATA_ROOT or SHARDS.
 clean:

@@ -52,9 +52,10 @@ from engine.reporting import format_table, plot_top1
 
 DEFAULT_FRAMES = (2, 4, 6, 8, 10, 12, 14, 16)
 DEFAULT_TAG = "eval"
-# Loader options with an evaluation flag (the crop's default comes from the training run, else 224).
-LOADER_FLAGS = ("num_workers", "decode", "tar_reader", "short_video", "crop_size", "test_resize", "test_crops",
-                "test_clips")
+# Loader options with an evaluation flag (the crop's default comes from the training run's test crop, else its
+# crop, else 224).
+LOADER_FLAGS = ("num_workers", "decode", "tar_reader", "short_video", "sampling", "crop_size", "test_resize",
+                "test_crops", "test_clips", "test_crop_layout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         networks[name], paths[name], settings_by_name[name] = network.to(device), path, settings
         all_settings.append(settings)
     check_class_count(networks, paths, args.shards, args.split)
-    args.crop_size = args.crop_size or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE)
+    args.crop_size = (args.crop_size or settings_default(all_settings, "test_crop_size", None)
+                      or settings_default(all_settings, "crop_size", DEFAULT_CROP_SIZE))
     if args.test_resize is None:
         args.test_resize = settings_default(all_settings, "test_resize", None)
     if args.full_res:
@@ -188,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "split": args.split, "frames": frames, "shards": str(args.shards), "crop_size": args.crop_size,
             "test_resize": args.test_resize, "test_crops": args.test_crops, "test_clips": args.test_clips,
+            "test_crop_layout": args.test_crop_layout, "sampling": args.sampling,
             "full_res": args.full_res, "short_video": args.short_video,
             "batch_size": args.batch_size, "precision": precision, "device": str(device),
             "world_size": world_size, "seconds": round(seconds, 2),

@@ -103,7 +103,7 @@ def make_step(name: str, arch: str, settings: dict, device: torch.device) -> Cal
     if name == "ffn":
         num_videos = frames // FRAMES_PER_FFN_VIDEO
         inputs = {
-            rate: torch.randn(num_videos, rate, 3, size, size, generator=generator).to(device) for rate in FFN_FRAMES
+            frames: torch.randn(num_videos, frames, 3, size, size, generator=generator).to(device) for frames in FFN_FRAMES
         }
     else:
         num_videos = frames // TSM_FRAMES

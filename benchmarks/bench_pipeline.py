@@ -6,7 +6,7 @@
    official multi-scale train augmentation to 224, full-resolution decode; the worker's uint8 batch normalised to
    the float batch on the CPU, counted) against an official-style baseline built from the same JPEG bytes (one
    file per frame in a folder per video, PIL open per frame, per-frame Python crop and resize, then the official
-   transform chain: Stack, ToTorchFormatTensor, GroupNormalize; torch.stack per rate as the default collate).
+   transform chain: Stack, ToTorchFormatTensor, GroupNormalize; torch.stack per frame count as the default collate).
    A leaner per-frame variant of the baseline (each image normalised on its own, same numbers), `nested` sampling
    and the worker's share alone (normalisation on a GPU or MPS device) are reported apart. Each allocator setting
    (data_pipeline.host_memory's kept freed memory, glibc's defaults) runs in a fresh process of its own, ours and
@@ -62,7 +62,7 @@ from preprocess.synthetic import render_clip
 
 WIDTH, HEIGHT = 427, 240
 JPEG_QUALITY = 90
-RATES = (4, 8, 16)
+TRAIN_FRAMES = (4, 8, 16)
 CROP_SIZE = 224
 BATCH = 8
 FRAME_COUNTS = (48, 44, 40, 36)
@@ -170,7 +170,7 @@ def read_webdataset(paths: list[Path], packed: bool) -> int:
 def open_clip_images(video_dir: Path, num_frames: int, rng: np.random.Generator) -> tuple[CropBox, list[Image.Image]]:
     """One FFN clip's crop box and its 28 PIL images, opened per frame (official order: the box, then 4, 8, 16)."""
     box = multi_scale_box(WIDTH, HEIGHT, CROP_SIZE, rng, flip=False)
-    indices = [index for rate in RATES for index in train_indices(num_frames, rate, rng)]
+    indices = [index for frames in TRAIN_FRAMES for index in train_indices(num_frames, frames, rng)]
     return box, [Image.open(video_dir / f"img_{index + 1:05d}.jpg").convert("RGB") for index in indices]
 
 
@@ -187,7 +187,7 @@ def official_chain_clip(video_dir: Path, num_frames: int, rng: np.random.Generat
     One transform on the group of all 28 images, as the official dataset code applies its group transforms:
     per-image crop and resize, then Stack (the images concatenated along channels, (S, S, 3 x 28)),
     ToTorchFormatTensor (to (3 x 28, S, S), contiguous, float, /255) and GroupNormalize (per-channel subtract and
-    divide); split back into the rates.
+    divide); split back per frame count.
     """
     box, images = open_clip_images(video_dir, num_frames, rng)
     stacked = np.concatenate([crop_resize_pil(image, box) for image in images], axis=2)
@@ -195,11 +195,11 @@ def official_chain_clip(video_dir: Path, num_frames: int, rng: np.random.Generat
     for channel, mean, std in zip(tensor, IMAGENET_MEAN * len(images), IMAGENET_STD * len(images)):
         channel.sub_(mean).div_(std)
     frames = tensor.view(len(images), 3, CROP_SIZE, CROP_SIZE)
-    return dict(zip(RATES, frames.split(list(RATES))))
+    return dict(zip(TRAIN_FRAMES, frames.split(list(TRAIN_FRAMES))))
 
 
 def per_frame_clip(video_dir: Path, num_frames: int, rng: np.random.Generator) -> dict[int, torch.Tensor]:
-    """A leaner variant of the baseline: each image to a normalised tensor on its own, stacked per rate.
+    """A leaner variant of the baseline: each image to a normalised tensor on its own, stacked per frame count.
 
     It skips the chain's channel concatenation and separate uint8 reordering pass; same numbers (tested).
     """
@@ -210,21 +210,21 @@ def per_frame_clip(video_dir: Path, num_frames: int, rng: np.random.Generator) -
         for channel, mean, std in zip(tensor, IMAGENET_MEAN, IMAGENET_STD):
             channel.sub_(mean).div_(std)
         tensors.append(tensor)
-    return dict(zip(RATES, torch.stack(tensors).split(list(RATES))))
+    return dict(zip(TRAIN_FRAMES, torch.stack(tensors).split(list(TRAIN_FRAMES))))
 
 
 BASELINES = {"official_chain": official_chain_clip, "per_frame": per_frame_clip}
 
 
 def run_baseline(entries: list[tuple[Path, int]], clips: int, seed: int, variant: str = "official_chain") -> float:
-    """Baseline clips/s over `clips` clips in batches of BATCH (torch.stack per rate, as the default collate)."""
+    """Baseline clips/s over `clips` clips in batches of BATCH (torch.stack per frame count, as the default collate)."""
     make_clip = BASELINES[variant]
     rng = np.random.default_rng(seed)
     start = time.process_time()
     done = 0
     while done < clips:
         batch = [make_clip(*entries[(done + index) % len(entries)], rng) for index in range(BATCH)]
-        stacked = {rate: torch.stack([clip[rate] for clip in batch]) for rate in RATES}
+        stacked = {frames: torch.stack([clip[frames] for clip in batch]) for frames in TRAIN_FRAMES}
         del stacked
         done += BATCH
     return done / (time.process_time() - start)
@@ -233,10 +233,10 @@ def run_baseline(entries: list[tuple[Path, int]], clips: int, seed: int, variant
 def ours_dataset(shards: Path, sampling: str, batches: int, shuffle_buffer: int, decode: bool = True) -> Any:
     """One loader worker's dataset for FFN training clips: the cpu decoder in the worker, or none (`decode`)."""
     config = PipelineConfig(
-        frames=RATES, batch_size=BATCH, train=True, device="cpu", seed=1, sampling=sampling, crop_size=CROP_SIZE,
+        frames=TRAIN_FRAMES, batch_size=BATCH, train=True, device="cpu", seed=1, sampling=sampling, crop_size=CROP_SIZE,
         multi_scale=True, shuffle_buffer=shuffle_buffer, num_workers=1,
     )  # fmt: skip
-    decoder = make_decoder("cpu", torch.device("cpu"), max_frames=BATCH * sum(RATES)) if decode else None
+    decoder = make_decoder("cpu", torch.device("cpu"), max_frames=BATCH * sum(TRAIN_FRAMES)) if decode else None
     return ShardVideoDataset(read_split(shards, SPLIT), config, EpochPlan(batches_per_rank=batches), decoder)
 
 
@@ -252,7 +252,7 @@ def run_ours(shards: Path, clips: int, sampling: str, normalise: bool = True) ->
     done, decoded = 0, 0
     for batch, stats in dataset:
         if normalise:
-            floats = {rate: normalise_views(frames, mean, std) for rate, frames in batch["videos"].items()}
+            floats = {frames: normalise_views(videos, mean, std) for frames, videos in batch["videos"].items()}
             del floats
         done += len(batch["id"])
         decoded += stats["frames_decoded"]
@@ -313,7 +313,7 @@ def measure_worker_memory(shards: Path, decode: bool, quick: bool) -> dict[str, 
     process.join()
     result["buffer_samples"] = DEFAULT_SHUFFLE_BUFFER
     result["buffer_estimate_mib"] = DEFAULT_SHUFFLE_BUFFER * result["mean_selected_kib"] / 1024
-    result["decoded_batch_mib"] = BATCH * sum(RATES) * 3 * CROP_SIZE * CROP_SIZE * 4 / 2**20
+    result["decoded_batch_mib"] = BATCH * sum(TRAIN_FRAMES) * 3 * CROP_SIZE * CROP_SIZE * 4 / 2**20
     result["decode_in_worker"] = decode
     return result
 
@@ -328,7 +328,7 @@ def gpu_backends(shards: Path, clips: int) -> dict[str, Any]:
     names = [name for name, backend in DECODERS.items() if not backend.in_worker and backend.available()]
     results = {}
     for name in names:
-        decoder = make_decoder(name, device, max_frames=BATCH * sum(RATES))
+        decoder = make_decoder(name, device, max_frames=BATCH * sum(TRAIN_FRAMES))
         decoder.decode(groups[0])
         torch.cuda.synchronize()
         start, frames = time.perf_counter(), 0
@@ -415,7 +415,7 @@ def ffn_figures(data: dict[str, Any], clips: int, repeats: int, keep_freed: bool
         "ours_worker_only_clips_per_s": best["ours_worker_only"][0],
         "baseline_clips_per_s": best["baseline"],
         "baseline_per_frame_clips_per_s": best["baseline_per_frame"],
-        "baseline_frames_decoded_per_clip": float(sum(RATES)),
+        "baseline_frames_decoded_per_clip": float(sum(TRAIN_FRAMES)),
         "ratio_independent": best["ours_independent"][0] / best["baseline"],
         "ratio_nested": best["ours_nested"][0] / best["baseline"],
         "ratio_worker_only": best["ours_worker_only"][0] / best["baseline"],
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = build_data(work, args)
         figures = {
             "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "settings": {"videos": data["videos"], "rates": RATES, "crop": CROP_SIZE, "batch": BATCH,
+            "settings": {"videos": data["videos"], "frames": TRAIN_FRAMES, "crop": CROP_SIZE, "batch": BATCH,
                          "clips": args.clips, "repeats": args.repeats, "quick": args.quick},  # fmt: skip
             "jpeg_kib": data["jpeg_kib"],
             "iteration": iteration_figures(data, args.repeats),

@@ -18,7 +18,9 @@ table beside it, rewritten after every section so that a run cut short still rep
    real loader of each backend; data stall = 1 - real / in-GPU;
 4. model_speed: plain ResNet-50, naive TSM, our TSM and TSM-FFN side by side (``benchmarks.bench_model``), bf16
    and fp32, channels_last;
-5. memory: peak GPU memory of TSM-FFN training at 8 and 16 videos per GPU;
+5. memory: peak GPU memory of TSM-FFN training at 8 and 16 videos per GPU; families: the official FFN model of
+   every registered family (model.registry.reference_runs): training frames/s in the training precision and peak
+   GPU memory at its official recipe's videos per GPU;
 6. short_training: a short real training of TSM-FFN on the temporal shards, held-out accuracy against chance;
 7. cost: multiply-adds and latency per video of TSM and TSM-FFN at 4, 8 and 16 frames (``engine.cost``, what
    evaluate.py and predict.py report), in the training precision and in fp32.
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -43,15 +44,14 @@ IMPORTS_STARTED = time.perf_counter()  # the budget includes the heavy imports b
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.gpu_check_data import (  # noqa: E402
-    BatchDecoder,
-    ThroughputSpec,
-    backend_device,
-    backend_unavailable_reason,
-    differences_255,
-    make_temporal_shards,
-    make_throughput_shards,
-    select_samples,
+from benchmarks.gpu_check_data import BatchDecoder, backend_unavailable_reason, select_samples  # noqa: E402
+from benchmarks.gpu_data_sections import (  # noqa: E402
+    BACKENDS,
+    FFN_FRAMES,
+    FRAMES_PER_FFN_VIDEO,
+    backend_parity,
+    section_decode,
+    section_shards,
 )
 from benchmarks.gpu_report import (  # noqa: E402
     V100_32GB_MIB,
@@ -70,66 +70,18 @@ from engine.evaluation import evaluate_networks  # noqa: E402
 from engine.precision import tf32_disabled  # noqa: E402
 from engine.schedule import LearningRateShape  # noqa: E402
 from engine.training import make_criterion, train_step  # noqa: E402
-from model import build_model  # noqa: E402
+from model import build_model, model_options  # noqa: E402
+from model.registry import model_recipe, reference_runs  # noqa: E402
 from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
 
 IMPORT_S = time.perf_counter() - IMPORTS_STARTED
 NUM_CLASSES = 174
-FFN_FRAMES = (4, 8, 16)
-FRAMES_PER_FFN_VIDEO = sum(FFN_FRAMES)  # frames one FFN training video feeds the network
-BACKENDS = tuple(DECODERS)  # registry order: dali, torchvision, cpu
 # Rough seconds per training step of the four bench_model networks together (224 frames, H100), to size its run.
 BENCH_STEP_S = {"bf16": 0.4, "fp32": 1.0}
 CONSTANT_RATE = LearningRateShape("step", steps_per_epoch=1, epochs=1, warmup_epochs=0.0, lr_steps=[])
 
 
-# Shards
-
-
-def section_shards(context: Context, seconds: float) -> dict[str, Any]:
-    """Make the throughput shards and the temporal shards (numpy + Pillow, forked processes)."""
-    sizes = context.sizes
-    spec = ThroughputSpec(
-        num_videos=sizes.num_videos, min_frames=sizes.min_frames, max_frames=sizes.max_frames,
-        width=sizes.frame_width, height=sizes.frame_height, pool_clips=sizes.pool_clips,
-        num_shards=sizes.num_shards, seed=context.seed,
-    )  # fmt: skip
-    workers = max(1, os.cpu_count() or 1) if not context.smoke else 1
-    throughput_dir = context.work / "throughput"
-    throughput = make_throughput_shards(throughput_dir, spec, workers)
-    context.shards["throughput"] = throughput_dir
-    temporal_dir = context.work / "temporal"
-    temporal = make_temporal_shards(
-        temporal_dir, sizes.temporal_videos_per_class, sizes.temporal_size, seed=context.seed, workers=workers
-    )
-    context.shards["temporal"] = temporal_dir
-    context.temporal_classes = int(temporal["classes"])
-    return {"throughput": throughput, "temporal": temporal, "folder": str(context.work)}
-
-
 # Backends on identical samples (sections 1 and 2)
-
-
-def backend_parity(context: Context) -> dict[str, Any]:
-    """torchvision and dali against the cpu backend on the same samples and crop boxes."""
-    sizes = context.sizes
-    shards = context.need_shards("throughput")
-    samples = select_samples(shards, sizes.parity_videos, sizes.crop, context.seed, FFN_FRAMES)
-    max_frames = len(samples) * FRAMES_PER_FFN_VIDEO
-    reference = BatchDecoder("cpu", torch.device("cpu"), max_frames)(samples)["videos"]
-    results: dict[str, Any] = {"videos": len(samples), "crop": sizes.crop}
-    for backend in ("torchvision", "dali"):
-        device = backend_device(backend, context.device, context.smoke)
-        if device is None:
-            results[backend] = {"status": "skipped", "reason": backend_unavailable_reason(backend)}
-            continue
-
-        def compare_backend(backend: str = backend, device: torch.device = device) -> dict[str, Any]:
-            frames = BatchDecoder(backend, device, max_frames)(samples)["videos"]
-            return {"status": "ok", "device": str(device), **differences_255(reference, frames)}
-
-        results[backend] = guarded(compare_backend)
-    return results
 
 
 def model_parity(context: Context) -> dict[str, Any]:
@@ -164,66 +116,6 @@ def section_parity(context: Context, seconds: float) -> dict[str, Any]:
     return {"backends": guarded(lambda: backend_parity(context)), "model": guarded(lambda: model_parity(context))}
 
 
-def decode_rate(decoder: BatchDecoder, samples: Sequence[Any], batch: int, seconds: float) -> dict[str, Any]:
-    """Decode + augment batches of `batch` videos cyclically for `seconds`; frames per second."""
-    groups = [samples[start : start + batch] for start in range(0, len(samples) - batch + 1, batch)]
-    if not groups:
-        raise SectionSkipped(f"fewer than {batch} selected videos for the decode benchmark")
-    position = {"index": 0, "decoded": 0, "videos": 0}
-
-    def step() -> None:
-        group = groups[position["index"] % len(groups)]
-        decoder(group)
-        position["index"] += 1
-        position["decoded"] += sum(len(sample.jpegs) for sample in group)
-        position["videos"] += len(group)
-
-    for group in groups[:2]:
-        decoder(group)
-    position.update(index=0, decoded=0, videos=0)
-    steps, elapsed = run_for(step, seconds, 1, decoder.device)
-    output_frames = position["videos"] * FRAMES_PER_FFN_VIDEO
-    return {
-        "batch_videos": batch, "batches": steps, "seconds": elapsed,
-        "decoded_frames_per_s": position["decoded"] / elapsed, "output_frames_per_s": output_frames / elapsed,
-        "videos_per_s": position["videos"] / elapsed,
-    }  # fmt: skip
-
-
-def section_decode(context: Context, seconds: float) -> dict[str, Any]:
-    """Section 2: decode + augment frames/s of each backend into the training layout (one process)."""
-    sizes = context.sizes
-    shards = context.need_shards("throughput")
-    samples = select_samples(shards, sizes.decode_videos, sizes.crop, context.seed, FFN_FRAMES)
-    plan = []
-    for backend in BACKENDS:
-        batches = sizes.decode_batches if backend != "cpu" else sizes.decode_batches[:1]
-        if backend_device(backend, context.device, context.smoke) is not None:
-            plan += [(backend, batch) for batch in batches]
-    per_run = 0.75 * seconds / max(1, len(plan))
-    results: dict[str, Any] = {
-        "videos_selected": len(samples),
-        "mean_decoded_frames_per_video": float(np.mean([len(sample.jpegs) for sample in samples])),
-        "note": "decoded = JPEGs decoded (unique frames); output = frames delivered (sum of the frame counts per "
-                "video); the cpu backend is one process here (the loader runs it in its workers)",
-    }  # fmt: skip
-    for backend in BACKENDS:
-        if backend_device(backend, context.device, context.smoke) is None:
-            results[backend] = {"status": "skipped", "reason": backend_unavailable_reason(backend)}
-    for backend, batch in plan:
-        device = backend_device(backend, context.device, context.smoke)
-        entry = results.setdefault(backend, {"device": str(device), "runs": {}, "status": "ok"})
-
-        def measure(backend: str = backend, device: torch.device = device, batch: int = batch) -> dict[str, Any]:
-            decoder = BatchDecoder(backend, device, batch * FRAMES_PER_FFN_VIDEO)
-            return {"status": "ok", **decode_rate(decoder, samples, batch, per_run)}
-
-        entry["runs"][str(batch)] = guarded(measure)
-        if entry["runs"][str(batch)]["status"] != "ok":
-            entry["status"] = "failed"
-    return results
-
-
 # Training throughput with the real loader (section 3)
 
 
@@ -247,10 +139,13 @@ def make_ffn_step(context: Context, model: torch.nn.Module, optimizer: torch.opt
     return step
 
 
-def ffn_training(context: Context, arch: str, num_classes: int, learning_rate: float = 1e-3) -> FfnStep:
-    """TSM-FFN (4, 8, 16) training in the CUDA training setting (bf16 autocast, channels_last) or fp32 on CPU."""
+def ffn_training(context: Context, arch: str, num_classes: int, learning_rate: float = 1e-3,
+                 trained_frames: Sequence[int] = FFN_FRAMES) -> FfnStep:
+    """An FFN's training in the CUDA training setting (bf16 autocast, channels_last where the family has it) or fp32
+    on the CPU."""
     torch.manual_seed(context.seed)
-    model = build_model(arch, num_classes, trained_frames=FFN_FRAMES, channels_last=context.on_cuda).to(context.device)
+    options = {"channels_last": context.on_cuda} if "channels_last" in model_options(arch) else {}
+    model = build_model(arch, num_classes, trained_frames=trained_frames, **options).to(context.device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, weight_decay=5e-4)
     return make_ffn_step(context, model, optimizer)
@@ -406,19 +301,25 @@ def summarise_model_speed(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def memory_at(context: Context, videos: int) -> dict[str, Any]:
-    """Peak memory of TSM-FFN training steps at `videos` per GPU (bf16, channels_last, random frames)."""
+def random_batch(context: Context, trained_frames: Sequence[int], videos: int,
+                 crop: int) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Random videos {T: (videos, T, 3, crop, crop)} and labels on the device."""
+    videos_by_frames = {frames: torch.randn(videos, frames, 3, crop, crop, device=context.device)
+                        for frames in trained_frames}
+    return videos_by_frames, torch.randint(0, NUM_CLASSES, (videos,), device=context.device)
+
+
+def memory_at(context: Context, videos: int, arch: str | None = None,
+              trained_frames: Sequence[int] = FFN_FRAMES) -> dict[str, Any]:
+    """Peak memory of FFN training steps at `videos` per GPU (bf16, channels_last, random frames; TSM by default)."""
     sizes = context.sizes
     gc.collect()
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(context.device)
     context_mib = (total - free - torch.cuda.memory_reserved(context.device)) / 2**20
     torch.cuda.reset_peak_memory_stats(context.device)
-    train_step = ffn_training(context, sizes.arch, NUM_CLASSES)
-    videos_by_frames = {
-        frames: torch.randn(videos, frames, 3, sizes.crop, sizes.crop, device=context.device) for frames in FFN_FRAMES
-    }
-    labels = torch.randint(0, NUM_CLASSES, (videos,), device=context.device)
+    train_step = ffn_training(context, arch or sizes.arch, NUM_CLASSES, trained_frames=trained_frames)
+    videos_by_frames, labels = random_batch(context, trained_frames, videos, sizes.crop)
     for _ in range(3):
         train_step(videos_by_frames, labels)
     synchronize(context.device)
@@ -445,6 +346,42 @@ def section_memory(context: Context, seconds: float) -> dict[str, Any]:
             for videos in context.sizes.memory_batches
         },
     }  # fmt: skip
+
+
+def family_step_rate(context: Context, arch: str, trained_frames: Sequence[int], videos: int,
+                     seconds: float) -> dict[str, Any]:
+    """Training frames/s of one family's FFN (random videos on the device, the training precision)."""
+    crop = context.sizes.crop
+    train_step = ffn_training(context, arch, NUM_CLASSES, trained_frames=trained_frames)
+    videos_by_frames, labels = random_batch(context, trained_frames, videos, crop)
+    for _ in range(context.warmup_steps):
+        train_step(videos_by_frames, labels)
+    steps, elapsed = run_for(lambda: train_step(videos_by_frames, labels), seconds, context.min_steps,
+                             context.device)
+    return {"arch": arch, "frames": list(trained_frames), "videos": videos, "crop": crop, "steps": steps,
+            "frames_per_s": steps * videos * sum(trained_frames) / elapsed}
+
+
+def section_families(context: Context, seconds: float) -> dict[str, Any]:
+    """Section 5b: the official FFN model of every registered family: training frames/s in the training precision
+    and peak GPU memory at its official recipe's videos per GPU (its views included)."""
+    results: dict[str, Any] = {"precision": context.precision}
+    runs = reference_runs()
+    for family, run in runs.items():
+        recipe = model_recipe(run.arch, "official") or {}
+        videos = int(recipe.get("batch_size", context.sizes.batch)) * int(recipe.get("train_views", 1))
+        videos = 1 if context.smoke else videos
+
+        def measure(arch: str = run.arch, frames: tuple[int, ...] = run.trained_frames,
+                    videos: int = videos) -> dict[str, Any]:
+            record = {"status": "ok", **family_step_rate(context, arch, frames, videos, seconds / 2 / len(runs))}
+            if context.on_cuda:
+                record["memory"] = guarded(lambda: {"status": "ok", **memory_at(context, videos, arch, frames)})
+            return record
+
+        results[family] = guarded(measure)
+        gc.collect()
+    return results
 
 
 # Section 6: a short real training on the temporal shards
@@ -546,6 +483,7 @@ SECTIONS: list[tuple[str, SectionFunction]] = [
     ("loader_training", section_loader_training),
     ("model_speed", section_model_speed),
     ("memory", section_memory),
+    ("families", section_families),
     ("short_training", section_short_training),
     ("cost", section_cost),
 ]

@@ -273,6 +273,6 @@ def differences_255(reference: dict[int, torch.Tensor], other: dict[int, torch.T
 
     scale = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0
     gaps = torch.cat(
-        [((reference[rate].float().cpu() - other[rate].float().cpu()).abs() * scale).flatten() for rate in reference]
+        [((reference[frames].float().cpu() - other[frames].float().cpu()).abs() * scale).flatten() for frames in reference]
     )
     return {"mean_abs_255": gaps.mean().item(), "max_abs_255": gaps.max().item(), "values": int(gaps.numel())}

@@ -1,5 +1,6 @@
 """Process-group set-up under torchrun (NCCL on CUDA, gloo otherwise), the device of each process, and the
-collectives the stages share (counts summed over ranks)."""
+collectives the stages share (objects gathered from every rank, counts summed over ranks, rank 0's buffers copied to
+every rank)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import datetime
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from common.device import get_device
 
@@ -56,6 +59,18 @@ def close_distributed() -> None:
         dist.destroy_process_group()
 
 
+def gather_from_ranks(value: Any) -> list[Any]:
+    """Return every rank's `value` (any picklable object), indexed by rank; every rank must call it.
+
+    Outside a process group: ``[value]``.
+    """
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def reduce_counts(counts: Sequence[float] | torch.Tensor, device: torch.device | str | None = None) -> list[float]:
     """Sum per-rank counts (e.g. [correct_top1, correct_top5, total]) over all ranks.
 
@@ -80,3 +95,38 @@ def reduce_counts(counts: Sequence[float] | torch.Tensor, device: torch.device |
     reduced = values.to(device)
     torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.SUM)
     return reduced.cpu().tolist()
+
+
+def broadcast_buffers(module: nn.Module, source_rank: int = 0) -> int:
+    """Copy every buffer of `module` (BatchNorm running statistics and counters) from `source_rank` to all ranks.
+
+    Under DistributedDataParallel each rank's training forward updates its own BatchNorm running statistics from
+    its own batch; DDP copies rank 0's buffers to the others only at the start of the next training forward, so
+    after an epoch's last step the ranks hold different statistics. Calling this before validation and before a
+    checkpoint is written makes every rank evaluate with the statistics rank 0 saves. It changes nothing in
+    training: the next training forward would have copied the same values. Buffers are sent one flat tensor per
+    device and dtype. Every rank must call it; outside a process group it does nothing.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The network (not its DDP wrapper; the buffers are the same tensors).
+    source_rank : int
+        The rank whose buffers every rank gets.
+
+    Returns
+    -------
+    int
+        The number of buffers copied (0 outside a process group).
+    """
+    if not is_distributed():
+        return 0
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for buffer in module.buffers():
+        groups.setdefault((buffer.device, buffer.dtype), []).append(buffer)
+    for buffers in groups.values():
+        flat = torch.cat([buffer.detach().reshape(-1) for buffer in buffers])
+        dist.broadcast(flat, src=source_rank)
+        for buffer, values in zip(buffers, flat.split([buffer.numel() for buffer in buffers])):
+            buffer.data.copy_(values.view_as(buffer))
+    return sum(len(buffers) for buffers in groups.values())

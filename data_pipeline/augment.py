@@ -15,10 +15,26 @@ that survive the crop. Frames stored at short side R (what `make shards` writes)
 exact slices, equal to the official chain's pixels. Other stored sizes differ from the official chain by the
 resampling filter and by under one stored pixel of crop position (measured in docs/evaluation_protocols.md).
 
-Training (official multi-scale crop, TSN's GroupMultiScaleCrop as facts): base = the short side; candidate sides
-``int(base * s)`` for s in (1, .875, .75, .66), a side within 3 px of the crop size snapped to it (official quirk);
-a (width, height) pair whose scale indices differ by at most 1; one of 13 fixed offsets on a 4 x 4 grid of steps
-``(W - w) // 4``, ``(H - h) // 4``; resized to crop x crop. A snapped side larger than the frame is clamped to it.
+Training crops (``train_crop``), one box per view, shared by every frame and frame count of the view:
+
+- "multi-scale" (TSM / TEA, TSN's GroupMultiScaleCrop): base = the short side; candidate sides ``int(base * s)``
+  for s in (1, .875, .75, .66), a side within 3 px of the crop size snapped to it (official quirk); a (width,
+  height) pair whose scale indices differ by at most 1; one of 13 fixed offsets on a 4 x 4 grid of steps
+  ``(W - w) // 4``, ``(H - h) // 4``; resized to crop x crop. A snapped side larger than the frame is clamped to it.
+- "resized": a uniformly random crop of the frame resized to short side ``test_resize``.
+- "jitter" (SlowFast, PySlowFast's ``random_short_side_scale_jitter`` with inverse-uniform sampling, then
+  ``random_crop``): short side ``S = round(1 / U(1 / high, 1 / low))`` for ``jitter_range = (low, high)``, long side
+  ``floor(long / short * S)``, crop origin ``randint(0, H' - C)`` / ``randint(0, W' - C)`` (end excluded, as
+  numpy's randint there; 0 when the side equals the crop).
+- "random-resized" (UniFormer, PySlowFast's ``random_resized_crop``): up to 10 tries of an area fraction
+  U(0.08, 1) and a log-uniform aspect ratio in [3/4, 4/3], ``w = round(sqrt(area * ratio))``,
+  ``h = round(sqrt(area / ratio))``, accepted when it fits, origin uniform (both ends included); else the central
+  crop clamped to the ratio range; resized to crop x crop (the box is not square).
+
+Test crops (``test_crop_layout``): "tsm" (above: torchvision CenterCrop, or GroupFullResSample for 3) or
+"uniform" (PySlowFast's ``uniform_crop``: crop c of the short-side-resized frame at index c along the long side:
+0 the left / top, 1 the centre ``ceil((W - C) / 2)``, 2 the right / bottom; one crop is index 0, as FFN's
+Something-Something loaders test).
 """
 
 from __future__ import annotations
@@ -41,6 +57,12 @@ SNAP_TOLERANCE_PX = 3
 TEST_SCALE_NUMERATOR, TEST_SCALE_DENOMINATOR = 256, 224  # official scale_size = crop * 256 // 224
 CHANNEL_ORDERS = ("RGB", "BGR")
 TEST_CROP_COUNTS = (1, 3)
+TRAIN_CROPS = ("multi-scale", "resized", "jitter", "random-resized")
+TEST_CROP_LAYOUTS = ("tsm", "uniform")
+DEFAULT_JITTER_RANGE = (256, 320)
+RANDOM_RESIZED_SCALE = (0.08, 1.0)
+RANDOM_RESIZED_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+RANDOM_RESIZED_TRIES = 10
 DEFAULT_CROP_SIZE = 224  # the crop of every official protocol (train and test)
 # Frames normalised per step on the CPU: 4 frames of 224 x 224 are 2.4 MB of float, which stay in cache between
 # the conversion and the two arithmetic passes (faster than whole-batch passes, see benchmarks/bench_pipeline.py).
@@ -102,15 +124,63 @@ def _resized_crop_side(width: int, height: int, crop_size: int, resize: int) -> 
     return max(1, min(short, int(round(crop_size * short / resize))))
 
 
-def random_resized_box(
+def resized_box(
     width: int, height: int, crop_size: int, resize: int, rng: np.random.Generator, flip: bool
 ) -> CropBox:
-    """Choose a uniformly random crop_size crop of the frame resized to short side `resize` (no multi-scale)."""
+    """Choose a uniformly random crop_size crop of the frame resized to short side `resize` (train_crop "resized")."""
     side = _resized_crop_side(width, height, crop_size, resize)
     x = int(rng.integers(width - side + 1))
     y = int(rng.integers(height - side + 1))
     mirror = bool(flip and rng.random() < 0.5)
     return CropBox(x, y, side, side, crop_size, crop_size, mirror)
+
+
+def jitter_box(
+    width: int, height: int, crop_size: int, jitter_range: Sequence[int], rng: np.random.Generator, flip: bool
+) -> CropBox:
+    """Choose the short-side jitter crop (train_crop "jitter", see the module docstring): short side S drawn
+    inverse-uniformly in `jitter_range`, then a random crop_size crop of the frame resized to S."""
+    low, high = (int(side) for side in jitter_range)
+    short_side = int(round(1.0 / rng.uniform(1.0 / high, 1.0 / low)))
+    if width < height:
+        scaled_width, scaled_height = short_side, int(math.floor(float(height) / width * short_side))
+    else:
+        scaled_width, scaled_height = int(math.floor(float(width) / height * short_side)), short_side
+    y = int(rng.integers(0, scaled_height - crop_size)) if scaled_height > crop_size else 0
+    x = int(rng.integers(0, scaled_width - crop_size)) if scaled_width > crop_size else 0
+    side = _resized_crop_side(width, height, crop_size, short_side)
+    mirror = bool(flip and rng.random() < 0.5)
+    return CropBox(_to_stored(x, scaled_width, width, side), _to_stored(y, scaled_height, height, side), side, side,
+                   crop_size, crop_size, mirror)
+
+
+def random_resized_box(
+    width: int, height: int, crop_size: int, rng: np.random.Generator, flip: bool,
+    scale: Sequence[float] = RANDOM_RESIZED_SCALE, ratio: Sequence[float] = RANDOM_RESIZED_RATIO,
+) -> CropBox:
+    """Choose the Inception-style random resized crop (train_crop "random-resized", see the module docstring)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(RANDOM_RESIZED_TRIES):
+        target_area = rng.uniform(*scale) * area
+        aspect = math.exp(rng.uniform(*log_ratio))
+        box_width = int(round(math.sqrt(target_area * aspect)))
+        box_height = int(round(math.sqrt(target_area / aspect)))
+        if 0 < box_width <= width and 0 < box_height <= height:
+            y = int(rng.integers(0, height - box_height + 1))
+            x = int(rng.integers(0, width - box_width + 1))
+            break
+    else:
+        frame_ratio = width / height
+        if frame_ratio < min(ratio):
+            box_width, box_height = width, int(round(width / min(ratio)))
+        elif frame_ratio > max(ratio):
+            box_width, box_height = int(round(height * max(ratio))), height
+        else:
+            box_width, box_height = width, height
+        y, x = (height - box_height) // 2, (width - box_width) // 2
+    mirror = bool(flip and rng.random() < 0.5)
+    return CropBox(x, y, box_width, box_height, crop_size, crop_size, mirror)
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -141,7 +211,23 @@ def _to_stored(origin: int, scaled: int, stored: int, side: int) -> int:
     return max(0, min(stored - side, mapped))
 
 
-def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: int = 1) -> list[CropBox]:
+def uniform_origins(width: int, height: int, crop_size: int, num_crops: int) -> list[tuple[int, int]]:
+    """Return PySlowFast ``uniform_crop``'s (x, y) origins for crop indices 0 .. num_crops - 1 (one crop: index 0,
+    the left or top crop; three: left / top, centre, right / bottom), along the long side."""
+    centre_x, centre_y = int(math.ceil((width - crop_size) / 2)), int(math.ceil((height - crop_size) / 2))
+    origins = []
+    for index in range(num_crops):
+        x, y = centre_x, centre_y
+        if height > width:
+            y = {0: 0, 2: height - crop_size}.get(index, centre_y)
+        else:
+            x = {0: 0, 2: width - crop_size}.get(index, centre_x)
+        origins.append((x, y))
+    return origins
+
+
+def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: int = 1,
+               layout: str = "tsm") -> list[CropBox]:
     """Return the test crops of the official test chain (resize the short side to `resize`, then crop).
 
     Parameters
@@ -153,17 +239,24 @@ def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: 
     resize : int
         Short side of the official resize (GroupScale).
     num_crops : int
-        1: the centre crop (torchvision CenterCrop); 3: TSM's GroupFullResSample (left, right, centre).
+        1 or 3.
+    layout : str
+        "tsm": 1 is the centre crop (torchvision CenterCrop), 3 TSM's GroupFullResSample (left, right, centre);
+        "uniform": PySlowFast's uniform_crop (`uniform_origins`).
 
     Raises
     ------
     ValueError
-        If num_crops is not 1 or 3.
+        If num_crops is not 1 or 3, or the layout is unknown.
     """
     if num_crops not in TEST_CROP_COUNTS:
         raise ValueError(f"test_crops={num_crops}; use 1 (centre crop) or 3 (TSM's GroupFullResSample)")
+    if layout not in TEST_CROP_LAYOUTS:
+        raise ValueError(f"test_crop_layout={layout!r}; use one of {TEST_CROP_LAYOUTS}")
     scaled_width, scaled_height = scaled_size(width, height, resize)
-    if num_crops == 1:
+    if layout == "uniform":
+        origins = uniform_origins(scaled_width, scaled_height, crop_size, num_crops)
+    elif num_crops == 1:
         origins = [centre_crop_origin(scaled_width, scaled_height, crop_size)]
     else:
         origins = full_res_origins(scaled_width, scaled_height, crop_size)
@@ -177,6 +270,29 @@ def eval_boxes(width: int, height: int, crop_size: int, resize: int, num_crops: 
     ]
 
 
+def train_box(width: int, height: int, crop_size: int, resize: int, rng: np.random.Generator, train_crop: str,
+              flip: bool = False, jitter_range: Sequence[int] = DEFAULT_JITTER_RANGE) -> CropBox:
+    """One training crop box of the mode `train_crop` (one of TRAIN_CROPS; see the module docstring)."""
+    if train_crop == "multi-scale":
+        return multi_scale_box(width, height, crop_size, rng, flip)
+    if train_crop == "resized":
+        return resized_box(width, height, crop_size, resize, rng, flip)
+    if train_crop == "jitter":
+        return jitter_box(width, height, crop_size, jitter_range, rng, flip)
+    if train_crop == "random-resized":
+        return random_resized_box(width, height, crop_size, rng, flip)
+    raise ValueError(f"train_crop={train_crop!r}; use one of {TRAIN_CROPS}")
+
+
+def resolve_train_crop(train_crop: str | None, multi_scale: bool) -> str:
+    """The training crop mode: `train_crop` when given, else "multi-scale" or "resized" as `multi_scale` says."""
+    if train_crop is None:
+        return "multi-scale" if multi_scale else "resized"
+    if train_crop not in TRAIN_CROPS:
+        raise ValueError(f"train_crop={train_crop!r}; use one of {TRAIN_CROPS}")
+    return train_crop
+
+
 def choose_boxes(
     width: int,
     height: int,
@@ -187,38 +303,53 @@ def choose_boxes(
     multi_scale: bool = True,
     flip: bool = False,
     test_crops: int = 1,
+    *,
+    train_crop: str | None = None,
+    jitter_range: Sequence[int] = DEFAULT_JITTER_RANGE,
+    train_views: int = 1,
+    test_crop_size: int | None = None,
+    test_crop_layout: str = "tsm",
 ) -> list[CropBox]:
-    """Return the crop boxes of one video: one in training (shared by all its frames and frame counts), else the test
-    crops.
+    """Return the crop boxes of one video: in training one per view (each shared by all frames and frame counts of
+    its view), else the test crops.
 
     Parameters
     ----------
     width, height : int
         Stored frame size.
     train : bool
-        Training (random crop) or test (fixed crops).
+        Training (random crops) or test (fixed crops).
     crop_size : int
-        Output side.
+        Output side of the training crops (and of the test crops unless `test_crop_size`).
     test_resize : int, optional
         Short side before the crop (None: the official ``crop_size * 256 // 224``); used by test crops and by
-        training without multi-scale.
+        the "resized" training crop.
     rng : numpy.random.Generator, optional
         Needed when training.
     multi_scale : bool
-        Official multi-scale crop in training; False: random crop of the resized frame.
+        Without `train_crop`: the official multi-scale crop (True) or "resized" (False).
     flip : bool
         Random horizontal mirror in training (off for Something-Something: its labels are directional).
     test_crops : int
-        1 (centre crop) or 3 (TSM's GroupFullResSample).
+        1 or 3.
+    train_crop : str, optional
+        One of TRAIN_CROPS (None: from `multi_scale`).
+    jitter_range : pair of int
+        The short-side range of the "jitter" crop.
+    train_views : int
+        Training boxes drawn one after the other (repeated augmentation: each is one view of the video).
+    test_crop_size : int, optional
+        Output side of the test crops (None: `crop_size`).
+    test_crop_layout : str
+        "tsm" or "uniform" (see `eval_boxes`).
     """
     resize = test_resize if test_resize is not None else default_test_resize(crop_size)
     if not train:
-        return eval_boxes(width, height, crop_size, resize, test_crops)
+        return eval_boxes(width, height, test_crop_size or crop_size, resize, test_crops, test_crop_layout)
     if rng is None:
         raise ValueError("training crops need an rng")
-    if multi_scale:
-        return [multi_scale_box(width, height, crop_size, rng, flip)]
-    return [random_resized_box(width, height, crop_size, resize, rng, flip)]
+    mode = resolve_train_crop(train_crop, multi_scale)
+    return [train_box(width, height, crop_size, resize, rng, mode, flip, jitter_range) for _ in range(train_views)]
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,8 @@ def finish_batch(
         "id": [sample.video_id for sample in chosen],
         "views": views,
     }
+    if chosen[0].augment_seeds is not None:
+        batch["augment_seeds"] = [list(sample.augment_seeds) for sample in chosen]
     return batch, len(good) - len(good_indices)
 
 

@@ -36,6 +36,7 @@ from data_pipeline.augment import (
     normalisation_tensors,
     normalise_views,
 )
+from data_pipeline.clip_augment import AUGMENT_SEED_BOUND, ClipRandAugment, augment_batch_views
 from data_pipeline.decode import Decoder, choose_backend, make_decoder
 from data_pipeline.host_memory import keep_freed_memory as keep_freed_host_memory
 from data_pipeline.jpeg_header import headers_fit
@@ -79,10 +80,25 @@ class EpochPlan:
         The epoch (`VideoLoader.set_epoch`): with the seed it fixes shard order, shuffle, sampling and crops.
     batches_per_rank : int
         Training: the exact full batches each rank yields this epoch (0 in evaluation).
+    start_batch : int
+        Training: the pass starts at this batch of the rank's epoch (a run resumed in the middle of an epoch);
+        the batches before it are cut from the same videos, frames and crops but neither decoded nor yielded.
     """
 
     epoch: int = 0
     batches_per_rank: int = 0
+    start_batch: int = 0
+
+
+def batches_to_skip(start_batch: int, worker: int, workers: int) -> int:
+    """Return how many of its batches one worker slot leaves out so that its rank's pass starts at `start_batch`.
+
+    Batch j of a rank's training epoch comes from slot j % workers: the DataLoader takes the workers' batches in
+    turn, and the slots' quotas differ by at most one, the larger ones first (stream.worker_quota).
+    """
+    if start_batch <= worker:
+        return 0
+    return (start_batch - worker + workers - 1) // workers
 
 
 def select_sample(raw: dict[str, Any], shard: Path, config: PipelineConfig, rng: np.random.Generator,
@@ -106,6 +122,9 @@ def select_frames(
 ) -> SelectedSample:
     """Sample one video's frame indices and crop boxes (in that order) and keep the JPEG bytes of those frames.
 
+    Draw order (the training random stream): frame indices, crop boxes (one per view), then, with RandAugment
+    on, one augmentation seed per view.
+
     Parameters
     ----------
     video_id, label : str, int
@@ -126,12 +145,16 @@ def select_frames(
     )
     boxes = choose_boxes(
         width, height, config.train, config.crop_size, config.test_resize, rng, config.multi_scale, config.flip,
-        config.test_crops,
+        config.test_crops, train_crop=config.train_crop, jitter_range=config.jitter_range,
+        train_views=config.train_views, test_crop_size=config.test_crop_size, test_crop_layout=config.test_crop_layout,
     )
+    augment_seeds = None
+    if config.train and config.rand_augment:
+        augment_seeds = tuple(int(seed) for seed in rng.integers(0, AUGMENT_SEED_BOUND, size=len(boxes)))
     jpegs = frame_bytes(plan.unique)
     return SelectedSample(
         video_id=video_id, label=label, width=width, height=height, jpegs=jpegs, plan=plan, boxes=boxes,
-        header_ok=headers_fit(jpegs, width, height) if check_headers else None,
+        header_ok=headers_fit(jpegs, width, height) if check_headers else None, augment_seeds=augment_seeds,
     )
 
 
@@ -185,10 +208,18 @@ class ShardVideoDataset(IterableDataset):
         self.decoder = decoder
 
     def _slot(self) -> Slot:
-        """This worker's slot."""
+        """This worker's slot.
+
+        The DataLoader takes its workers' batches in turn from its worker 0, and batch j of a rank's training
+        epoch belongs to slot j % slots; a pass starting at batch k therefore gives DataLoader worker i the slot
+        (i + k) % slots, so that the turns begin with the slot of batch k.
+        """
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        return Slot(self.config.rank, self.config.world_size, worker, self.config.worker_slots)
+        slots = self.config.worker_slots
+        if self.config.train:
+            worker = (worker + self.plan.start_batch) % slots
+        return Slot(self.config.rank, self.config.world_size, worker, slots)
 
     def _selected(self, slot: Slot, rng: np.random.Generator) -> Iterator[SelectedSample]:
         """Yield this slot's samples, frames selected: training, its exact share of the epoch; evaluation, all."""
@@ -240,7 +271,11 @@ class ShardVideoDataset(IterableDataset):
             torch.set_num_threads(WORKER_TORCH_THREADS)
         rng = np.random.default_rng([self.config.seed, self.plan.epoch, slot.index, WORKER_STREAM])
         decoder = copy.copy(self.decoder)  # each pass starts without a previous pass's fallback video
-        for group in self._groups(slot, rng):
+        augment = clip_rand_augment(self.config)
+        skip = batches_to_skip(self.plan.start_batch, slot.worker, slot.num_workers) if self.config.train else 0
+        for index, group in enumerate(self._groups(slot, rng)):
+            if index < skip:
+                continue  # cut (its random draws made) but not decoded: the pass resumes after it
             stats = {
                 "samples": len(group), "batches": 1, "corrupt_videos_replaced": 0,
                 "frames_decoded": sum(len(sample.jpegs) for sample in group),
@@ -250,7 +285,16 @@ class ShardVideoDataset(IterableDataset):
                 yield group, stats
                 continue
             batch, stats["corrupt_videos_replaced"] = decoder.decode(group)
+            if augment is not None:
+                augment_batch_views(batch, augment, self.config.normalisation)
             yield batch, stats
+
+
+def clip_rand_augment(config: PipelineConfig) -> ClipRandAugment | None:
+    """The RandAugment of the training views (None when off or in evaluation)."""
+    if not (config.train and config.rand_augment):
+        return None
+    return ClipRandAugment(config.rand_augment, config.crop_size)
 
 
 def batch_on_device(
@@ -306,6 +350,7 @@ class VideoLoader:
     plan: EpochPlan = EpochPlan()
     totals: dict[str, int] = field(default_factory=lambda: {key: 0 for key in STATS_KEYS})
     normalisation_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+    rand_augment: ClipRandAugment | None = None
 
     @property
     def backend(self) -> str:
@@ -329,9 +374,24 @@ class VideoLoader:
         """Pin the workers' batches for the copy to a CUDA device (in-worker decoders only)."""
         return self.decoder.in_worker and torch.cuda.is_available()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it."""
-        self.plan = replace(self.plan, epoch=int(epoch))
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Set the epoch: all workers of all ranks derive shard order, shuffle, sampling and crops from it.
+
+        `start_batch` (training only) starts the next pass at that batch of the epoch, as a run resumed in the
+        middle of an epoch needs: it yields exactly the batches an uninterrupted pass yields from there on; the
+        batches before it are cut from their videos (the workers' random streams stay in step) but not decoded.
+
+        Raises
+        ------
+        ValueError
+            If `start_batch` is outside 0 .. the batches of the epoch, or given to an evaluation loader.
+        """
+        start_batch = int(start_batch)
+        if start_batch and not self.config.train:
+            raise ValueError(f"start_batch={start_batch}: an evaluation pass always starts at its first batch")
+        if not 0 <= start_batch <= self.plan.batches_per_rank:
+            raise ValueError(f"start_batch={start_batch} is outside the epoch's {self.plan.batches_per_rank} batches")
+        self.plan = replace(self.plan, epoch=int(epoch), start_batch=start_batch)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (exact; in evaluation each worker's last batch may be partial)."""
@@ -370,6 +430,8 @@ class VideoLoader:
         if not self.decoder.in_worker:
             item, replaced = self.decoder.decode(item)
             stats = dict(stats, corrupt_videos_replaced=stats["corrupt_videos_replaced"] + replaced)
+            if self.rand_augment is not None:
+                augment_batch_views(item, self.rand_augment, self.config.normalisation)
         if self.normalisation_tensors is None and holds_pixels(item):
             self.normalisation_tensors = normalisation_tensors(self.device, self.config.normalisation)
         return batch_on_device(item, self.device, self.config.normalisation, self.normalisation_tensors), stats
@@ -462,9 +524,10 @@ def build_loader(shards: str | Path, split: str = "train", *args: Any, **options
             shards, len(entries), split, config.world_size, config.worker_slots,
             config.world_size * config.worker_slots,
         )  # fmt: skip
-    views = config.test_crops * config.test_clips
-    decoder = make_decoder(backend, device, config.batch_size * views * sum(config.frames), config.normalisation)
-    return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches))
+    decoder = make_decoder(backend, device, config.batch_size * config.views * sum(config.frames),
+                           config.normalisation)
+    augment = None if decoder.in_worker else clip_rand_augment(config)  # in-worker decoders augment there
+    return VideoLoader(entries, config, decoder, EpochPlan(batches_per_rank=batches), rand_augment=augment)
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

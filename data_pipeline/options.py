@@ -16,7 +16,16 @@ from typing import Any
 
 import torch
 
-from data_pipeline.augment import DEFAULT_CROP_SIZE, IMAGENET_NORMALISATION, TEST_CROP_COUNTS, Normalisation
+from data_pipeline.augment import (
+    DEFAULT_CROP_SIZE,
+    DEFAULT_JITTER_RANGE,
+    IMAGENET_NORMALISATION,
+    TEST_CROP_COUNTS,
+    TEST_CROP_LAYOUTS,
+    TRAIN_CROPS,
+    Normalisation,
+)
+from data_pipeline.clip_augment import check_rand_augment
 from data_pipeline.decode import DECODERS
 from data_pipeline.sampling import SAMPLING_MODES, SHORT_VIDEO_RULES, check_sampling, check_short_video
 from data_pipeline.stream import TAR_READERS
@@ -26,9 +35,11 @@ AUTO_DECODE = "auto"
 
 
 def _flag(name: str, help_text: str, value_type: Callable[[str], Any] | None = None,
-          choices: Callable[[], Sequence[Any]] | None = None, boolean: bool = False) -> dict[str, Any]:
+          choices: Callable[[], Sequence[Any]] | None = None, boolean: bool = False,
+          nargs: int | None = None) -> dict[str, Any]:
     """Field metadata describing the option's command-line flag."""
-    return {"flag": name, "help": help_text, "type": value_type, "choices": choices, "boolean": boolean}
+    return {"flag": name, "help": help_text, "type": value_type, "choices": choices, "boolean": boolean,
+            "nargs": nargs}
 
 
 def decode_choices() -> tuple[str, ...]:
@@ -60,7 +71,16 @@ class PipelineConfig:
     sampling, short_video : str
         See data_pipeline.sampling.
     crop_size, test_resize, multi_scale, flip, test_crops, test_clips
-        See data_pipeline.augment.choose_boxes and sampling.plan_frames (training always uses one crop, one clip).
+        See data_pipeline.augment.choose_boxes and sampling.plan_frames (training uses one clip).
+    train_crop, jitter_range, test_crop_size, test_crop_layout
+        The training crop mode (None: from multi_scale), the "jitter" short-side range, the test crops' side
+        (None: crop_size) and their layout (data_pipeline.augment).
+    train_views : int
+        Training views per video (repeated augmentation: each view its own crop and RandAugment draw, the same
+        frames); a batch then holds batch_size x train_views clips.
+    rand_augment : str, optional
+        A timm RandAugment configuration (e.g. "rand-m7-n4-mstd0.5-inc1") applied to every training view, the
+        same transform on all its frames and frame counts (data_pipeline.clip_augment); None: off.
     shuffle_buffer : int
         Compressed samples held per worker for shuffling (training).
     rank, world_size : int, optional
@@ -100,6 +120,18 @@ class PipelineConfig:
         "--test-resize", "evaluation short side before the centre crop (default: crop * 256 // 224)", int))
     multi_scale: bool = field(default=True, metadata=_flag(
         "--multi-scale", "training crops of the official multi-scale recipe (else one centre crop)", boolean=True))
+    train_crop: str | None = field(default=None, metadata=_flag(
+        "--train-crop", "training crop: multi-scale (TSM, TEA), resized (a random crop at the test short side), "
+        "jitter (short-side jitter, SlowFast), random-resized (UniFormer); default: from --[no-]multi-scale",
+        choices=lambda: TRAIN_CROPS))
+    jitter_range: tuple[int, int] = field(default=DEFAULT_JITTER_RANGE, metadata=_flag(
+        "--jitter-range", "short-side range of --train-crop jitter (MIN MAX)", int, nargs=2))
+    train_views: int = field(default=1, metadata=_flag(
+        "--train-views", "training views per video (repeated augmentation: own crop and RandAugment, same "
+        "frames)", int))
+    rand_augment: str | None = field(default=None, metadata=_flag(
+        "--rand-augment", "timm RandAugment configuration for training views, the same on every frame of a clip "
+        "(e.g. rand-m7-n4-mstd0.5-inc1)"))
     flip: bool = field(default=False, metadata=_flag(
         "--flip", "random horizontal flip in training (never for Something-Something: it swaps left and right)",
         boolean=True))
@@ -108,6 +140,11 @@ class PipelineConfig:
         choices=lambda: TEST_CROP_COUNTS))
     test_clips: int = field(default=1, metadata=_flag(
         "--test-clips", "temporal clips per video (2: TSM's twice_sample, centre then start)", int))
+    test_crop_size: int | None = field(default=None, metadata=_flag(
+        "--test-crop-size", "side of the test crops (default: --crop-size)", int))
+    test_crop_layout: str = field(default="tsm", metadata=_flag(
+        "--test-crop-layout", "tsm: centre crop / GroupFullResSample; uniform: PySlowFast's uniform_crop (one "
+        "crop: the left or top one)", choices=lambda: TEST_CROP_LAYOUTS))
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     rank: int | None = None
     world_size: int | None = None
@@ -127,6 +164,13 @@ class PipelineConfig:
         self.train, self.shuffle_buffer = bool(self.train), int(self.shuffle_buffer)
         self.test_crops = 1 if self.train else int(self.test_crops)
         self.test_clips = 1 if self.train else int(self.test_clips)
+        self.train_views = int(self.train_views) if self.train else 1
+        self.jitter_range = (int(self.jitter_range[0]), int(self.jitter_range[1]))
+
+    @property
+    def views(self) -> int:
+        """Views per video in a batch: training views, or test crops x test clips."""
+        return self.train_views if self.train else self.test_crops * self.test_clips
 
     @property
     def worker_slots(self) -> int:
@@ -150,6 +194,17 @@ def check_options(config: PipelineConfig) -> None:
         raise ValueError(f"crop_size={config.crop_size}; use a positive size")
     if config.tar_reader not in TAR_READERS:
         raise ValueError(f"tar_reader={config.tar_reader!r}; use one of {TAR_READERS}")
+    if config.train_crop is not None and config.train_crop not in TRAIN_CROPS:
+        raise ValueError(f"train_crop={config.train_crop!r}; use one of {TRAIN_CROPS}")
+    if config.test_crop_layout not in TEST_CROP_LAYOUTS:
+        raise ValueError(f"test_crop_layout={config.test_crop_layout!r}; use one of {TEST_CROP_LAYOUTS}")
+    if int(config.train_views) < 1:
+        raise ValueError(f"train_views={config.train_views}; use at least 1")
+    low, high = config.jitter_range
+    if not 0 < int(low) <= int(high):
+        raise ValueError(f"jitter_range={tuple(config.jitter_range)}; give MIN MAX with 0 < MIN <= MAX")
+    if config.rand_augment is not None:
+        check_rand_augment(config.rand_augment)
     if config.prefetch is not None and config.prefetch < 0:
         raise ValueError(f"prefetch={config.prefetch}; use 0 (off) or a positive queue depth")
 
@@ -188,6 +243,8 @@ def add_loader_arguments(parser: argparse.ArgumentParser | Any, names: Sequence[
                 keywords["type"] = meta["type"]
             if meta["choices"] is not None:
                 keywords["choices"] = tuple(meta["choices"]())
+            if meta.get("nargs") is not None:
+                keywords["nargs"] = meta["nargs"]
         parser.add_argument(meta["flag"], **keywords)
 
 

@@ -15,9 +15,17 @@ repeated ``floor(T / n)`` or ``ceil(T / n)`` times, in order.
 short-video branch): at test time every video, short or not, takes ``int(tick * f + tick * i)`` (f = 0.5, and 0.0
 for the second clip of ``twice_sample``), with the official float arithmetic. Training refuses it (ValueError).
 
-FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour) samples every
-frame count on its own; ``sampling="nested"`` samples only the largest count and takes the smaller ones out of it
-(position ``floor((j + u) * T_max / T)`` of the largest set), so a video decodes at most ``T_max`` frames.
+FFN trains on several frame counts at once. ``sampling="independent"`` (the official behaviour of the 2D
+networks, TSM and TEA) samples every frame count on its own; ``sampling="nested"`` samples only the largest count
+and takes the smaller ones out of it (position ``floor((j + u) * T_max / T)`` of the largest set), so a video
+decodes at most ``T_max`` frames.
+
+``sampling="rounded"`` is the rule of the official FFN loaders of the 3D and Transformer networks (FFN-pytorch,
+``slowfast/datasets/sth_ffn.py``): with ``s = (n - 1) / T``, training takes frame
+``randint(round(i s), round((i + 1) s))`` for segment i, both ends included (numpy rounding: halves to even),
+drawn for the highest frame count first and then for the others in ascending order (64, 16, 32; or 16, 4, 8);
+test takes ``round(i s) + int(s / (C + 1) * (c + 1))`` for clip c of C (one clip: ``round(i s) + int(s / 2)``).
+Every index is in [0, n - 1] for any n >= 1, so the short-video rule does not apply.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SHORT_VIDEO_RULES = ("official", "spread", "segments")
-SAMPLING_MODES = ("independent", "nested")
+SAMPLING_MODES = ("independent", "nested", "rounded")
 EVAL_CLIP_CENTRE = 0.5
 
 
@@ -140,6 +148,52 @@ def sample_indices(
     return eval_indices(num_frames, frames, short_video, clip_fraction)
 
 
+def rounded_segment_bounds(num_frames: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last frame of each of T segments of the rounded rule: round(i s), round((i + 1) s), s = (n - 1) / T.
+
+    numpy rounding (halves to even), as the official loaders' ``int(np.round(...))``.
+    """
+    segment = (num_frames - 1) / frames
+    positions = np.arange(frames + 1, dtype=np.int64) * segment
+    bounds = np.round(positions).astype(np.int64)
+    return bounds[:-1], bounds[1:]
+
+
+def rounded_train_indices(num_frames: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """The rounded rule's training indices: one frame drawn in each segment, both ends included."""
+    starts, ends = rounded_segment_bounds(num_frames, frames)
+    return rng.integers(starts, ends + 1).astype(np.int64)
+
+
+def rounded_eval_indices(num_frames: int, frames: int, clip: int = 0, num_clips: int = 1) -> np.ndarray:
+    """The rounded rule's test indices of clip `clip` of `num_clips`: ``round(i s) + int(s / (C + 1) * (c + 1))``."""
+    starts, _ = rounded_segment_bounds(num_frames, frames)
+    offset = int((num_frames - 1) / frames / (num_clips + 1) * (clip + 1))
+    return np.minimum(starts + offset, num_frames - 1)
+
+
+def rounded_training_order(requested_frames: Sequence[int]) -> list[int]:
+    """The order the rounded rule draws frame counts in: the highest first, then the others ascending."""
+    counts = sorted({int(frames) for frames in requested_frames})
+    return [counts[-1], *counts[:-1]]
+
+
+def rounded_indices_by_frames(num_frames: int, requested_frames: Sequence[int], train: bool,
+                              rng: np.random.Generator | None = None, clip: int = 0,
+                              num_clips: int = 1) -> dict[int, np.ndarray]:
+    """Every requested frame count's indices under the rounded rule (see the module docstring)."""
+    if num_frames < 1:
+        raise ValueError(f"need num_frames >= 1, got {num_frames}")
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs an rng")
+        drawn = {frames: rounded_train_indices(num_frames, frames, rng)
+                 for frames in rounded_training_order(requested_frames)}
+    else:
+        drawn = {frames: rounded_eval_indices(num_frames, frames, clip, num_clips) for frames in requested_frames}
+    return {int(frames): drawn[int(frames)] for frames in requested_frames}
+
+
 def nested_positions(
     largest: int, frames: int, train: bool, rng: np.random.Generator | None = None
 ) -> np.ndarray:
@@ -179,8 +233,8 @@ def indices_by_frames(
     rng : numpy.random.Generator, optional
         Needed when training.
     sampling : str
-        "independent" (official: every frame count on its own) or "nested" (smaller counts taken out of the
-        largest).
+        "independent" (every frame count on its own), "nested" (smaller counts taken out of the largest) or
+        "rounded" (the 3D / Transformer loaders' rule; one clip at the segment middles in test).
     short_video : str
         "official" or "spread".
     clip_fraction : float
@@ -195,6 +249,8 @@ def indices_by_frames(
     if not requested_frames:
         raise ValueError("requested_frames is empty; pass at least one frame count, e.g. (16,)")
     requested = [int(frames) for frames in requested_frames]
+    if sampling == "rounded":
+        return rounded_indices_by_frames(num_frames, requested, train, rng)
     if sampling == "independent" or len(requested) == 1:
         return {frames: sample_indices(num_frames, frames, train, rng, short_video, clip_fraction)
                 for frames in requested}
@@ -245,13 +301,20 @@ def plan_frames(
 ) -> FramePlan:
     """Sample every clip and frame count of one video and return the frames to decode with their positions.
 
-    Training always uses one clip. Test clips follow `eval_clip_fractions`.
+    Training always uses one clip. Test clips follow `eval_clip_fractions` (the rounded rule: its own clip
+    offsets).
     """
-    fractions = [EVAL_CLIP_CENTRE] if train else eval_clip_fractions(num_clips)
-    clips = [
-        indices_by_frames(num_frames, requested_frames, train, rng, sampling, short_video, fraction)
-        for fraction in fractions
-    ]
+    if sampling == "rounded":
+        check_sampling(sampling)
+        clip_count = 1 if train else num_clips
+        clips = [rounded_indices_by_frames(num_frames, requested_frames, train, rng, clip, clip_count)
+                 for clip in range(clip_count)]
+    else:
+        fractions = [EVAL_CLIP_CENTRE] if train else eval_clip_fractions(num_clips)
+        clips = [
+            indices_by_frames(num_frames, requested_frames, train, rng, sampling, short_video, fraction)
+            for fraction in fractions
+        ]
     unique = np.unique(np.concatenate([indices for clip in clips for indices in clip.values()]))
     positions = [
         {frames: np.searchsorted(unique, indices).astype(np.int64) for frames, indices in clip.items()}

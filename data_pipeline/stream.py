@@ -274,6 +274,9 @@ class SelectedSample:
     header_ok : bool or None
         Whether every JPEG's frame header reads and gives width x height, checked in the loader worker for the
         GPU backends (jpeg_header.headers_fit); None when not checked (the GPU decoders then check it).
+    augment_seeds : tuple of int or None
+        One seed per view for the clip augmentation (data_pipeline.clip_augment), drawn in the worker when it is
+        on; None otherwise.
     """
 
     video_id: str
@@ -284,6 +287,7 @@ class SelectedSample:
     plan: FramePlan
     boxes: list = field(default_factory=list)
     header_ok: bool | None = None
+    augment_seeds: tuple[int, ...] | None = None
 
     def compressed_bytes(self) -> int:
         """Return the bytes of JPEG data held."""

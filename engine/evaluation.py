@@ -25,7 +25,6 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, top_k: int = TOP_K)
     return torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
 
 
-@torch.no_grad()
 def evaluate_networks(networks: dict[str, nn.Module], loader: Any, eval_frames: Sequence[int],
                       device: torch.device, precision: str) -> dict[str, dict[int, dict[str, float]]]:
     """Evaluate networks at every frame count in one pass over the loader.
@@ -51,20 +50,10 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, eval_frames: 
     dict
         {name: {T: {"top1": percent, "top5": percent, "n": videos}}}, summed over all ranks.
     """
-    correct = torch.zeros(len(networks), len(eval_frames), 2, dtype=torch.int64, device=device)  # read at the end
-    num_videos = 0
     for network in networks.values():
         network.eval()
-    for batch in loader:
-        labels = batch["label"]
-        views = int(batch.get("views", 1))
-        for model_index, network in enumerate(networks.values()):
-            for frames_index, frames in enumerate(eval_frames):
-                with autocast_context(precision, device):
-                    logits = network(batch["videos"][frames]).float()
-                logits = logits.view(labels.shape[0], views, -1).mean(dim=1)
-                correct[model_index, frames_index] += topk_correct(logits, labels)
-        num_videos += labels.shape[0]
+    with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
+        correct, num_videos = count_correct(networks, loader, eval_frames, device, precision)
     totals = torch.full((len(networks), len(eval_frames), 1), float(num_videos), dtype=torch.float64)
     counts = torch.cat([correct.cpu().double(), totals], dim=2)
     counts = torch.tensor(reduce_counts(counts, device), dtype=torch.float64).view_as(counts)
@@ -77,3 +66,24 @@ def evaluate_networks(networks: dict[str, nn.Module], loader: Any, eval_frames: 
                 "top1": 100.0 * top1 / max(total, 1.0), "top5": 100.0 * top5 / max(total, 1.0), "n": int(total)
             }
     return results
+
+
+def count_correct(networks: dict[str, nn.Module], loader: Any, eval_frames: Sequence[int], device: torch.device,
+                  precision: str) -> tuple[torch.Tensor, int]:
+    """Return this rank's correct counts, int64 (networks, frame counts, [top-1, top-k]) on the device, and videos.
+
+    The views of a video are consecutive rows of a batch (video-major); their logits are averaged per video.
+    """
+    correct = torch.zeros(len(networks), len(eval_frames), 2, dtype=torch.int64, device=device)  # read at the end
+    num_videos = 0
+    for batch in loader:
+        labels = batch["label"]
+        views = int(batch.get("views", 1))
+        for model_index, network in enumerate(networks.values()):
+            for frames_index, frames in enumerate(eval_frames):
+                with autocast_context(precision, device):
+                    logits = network(batch["videos"][frames]).float()
+                logits = logits.view(labels.shape[0], views, -1).mean(dim=1)
+                correct[model_index, frames_index] += topk_correct(logits, labels)
+        num_videos += labels.shape[0]
+    return correct, num_videos

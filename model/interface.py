@@ -95,6 +95,12 @@ class InputSpec:
                 for field in dataclasses.fields(self)}
 
 
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Raise ValueError (one line) naming the choices when a model option's `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
+
+
 def nearest_branch(trained_frames: Sequence[int], frames: int) -> int:
     """The trained frame count nearest to `frames`, ties to the larger (FFN's official branch rule).
 

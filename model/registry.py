@@ -5,6 +5,11 @@ listed once in `FAMILY_MODULES` (imported on the first lookup). An entry functio
 ``trained_frames`` plus its own keyword options (with defaults) and returns a `model.interface.VideoModel`.
 `build_model` records the name, the class count, the trained frame counts and every option (defaults included)
 in ``model.config``, so ``build_model(**model.config)`` rebuilds the same network.
+
+A family also registers its training recipes by name (`register_recipe`, e.g. "official": the run of the family's
+official code): the settings a training run takes, keyed by train.py's option names (``lr``, ``schedule``,
+``param_groups``, ``shift_mode``, ...). `model_recipe(arch, name)` finds the recipe of an arch's family, so a
+training script asks for "the official recipe of this arch" without naming a family.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +29,8 @@ from model.interface import InputSpec, VideoModel
 FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
 
 _REGISTRY: dict[str, "ModelEntry"] = {}
+_REFERENCE_RUNS: dict[str, "ReferenceRun"] = {}
+_RECIPES: dict[tuple[str, str], "Recipe"] = {}
 _OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
 _IMAGE_PRETRAINING: dict[str, "ImagePretraining"] = {}
 _FAMILIES_LOADED = False
@@ -193,6 +201,91 @@ def model_options(arch: str) -> dict[str, Any]:
     signature = inspect.signature(model_entry(arch).builder)
     return {name: (None if parameter.default is inspect.Parameter.empty else parameter.default)
             for name, parameter in signature.parameters.items() if name not in BUILD_KEYS}
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of a recipe value: lists and tuples become tuples (recursively), dicts read-only views."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A registered training recipe: its settings and, per dataset, the settings that differ there."""
+
+    settings: Mapping[str, Any]
+    dataset_overrides: Mapping[str, Mapping[str, Any]]
+
+
+def register_recipe(family: str, name: str, settings: Mapping[str, Any],
+                    dataset_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Register a family's named training recipe (frozen: the registry keeps a read-only copy).
+
+    Parameters
+    ----------
+    family : str
+        The family, as its models are registered (`register_model`'s ``family``).
+    name : str
+        The recipe's name, e.g. "official" (``train.py --preset official``).
+    settings : mapping
+        Training settings keyed by train.py's option names; lists are stored as tuples.
+    dataset_overrides : mapping, optional
+        {dataset: settings} where the recipe differs for a dataset (a manifest's "dataset", e.g. "k400").
+
+    Raises
+    ------
+    ValueError
+        When the family already registered another recipe under that name.
+    """
+    recipe = Recipe(_frozen(settings), _frozen(dataset_overrides or {}))
+    key = (family, name)
+    if key in _RECIPES and _RECIPES[key] != recipe:
+        raise ValueError(f"recipe {name!r} of family {family!r} is registered twice with different settings")
+    _RECIPES[key] = recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceRun:
+    """The model of a family's official FFN run: its arch and trained frame counts (what ``make gpu-check`` times
+    and measures for the family, at the per-process batch of the family's "official" recipe)."""
+
+    arch: str
+    trained_frames: tuple[int, ...]
+
+
+def register_reference_run(family: str, arch: str, trained_frames: Sequence[int]) -> None:
+    """Register the model of a family's official FFN run."""
+    _REFERENCE_RUNS[family] = ReferenceRun(arch, tuple(sorted(int(frames) for frames in trained_frames)))
+
+
+def reference_runs() -> dict[str, ReferenceRun]:
+    """{family: the model of its official FFN run}, for every family that registered one."""
+    _load_families()
+    return dict(sorted(_REFERENCE_RUNS.items()))
+
+
+def recipe_names() -> list[str]:
+    """The names of every family's registered recipes, sorted (each once)."""
+    _load_families()
+    return sorted({name for _, name in _RECIPES})
+
+
+def model_recipe(arch: str, name: str, dataset: str | None = None) -> Mapping[str, Any] | None:
+    """The recipe `name` of the family of `arch`, with the overrides of `dataset` applied (a read-only mapping), or
+    None when that family has none."""
+    recipe = _RECIPES.get((model_family(arch), name))
+    if recipe is None:
+        return None
+    return types.MappingProxyType({**recipe.settings, **recipe.dataset_overrides.get(dataset or "", {})})
+
+
+def families_with_recipe(name: str) -> list[str]:
+    """The families that registered a recipe called `name`, sorted."""
+    _load_families()
+    return sorted(family for family, recipe in _RECIPES if recipe == name)
 
 
 def normalise_trained_frames(trained_frames: Any) -> tuple[int, ...] | None:

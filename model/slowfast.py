@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.ffn_parts import BranchNorm, branch_scope, WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
+from model.ffn_parts import BranchNorm, WeightAlterationSlot, branch_scope, convert_to_ffn, weight_alteration_modules
 from model.inflation import inflate_temporal_kernels
-from model.interface import InputSpec, VideoModel
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
     bare_official_key,
@@ -54,6 +54,8 @@ from model.registry import (
     register_image_pretraining,
     register_model,
     register_official_reader,
+    register_recipe,
+    register_reference_run,
 )
 
 FAMILY = "slowfast"
@@ -699,12 +701,6 @@ def to_official_slowfast_state_dict(model: SlowFast) -> dict[str, torch.Tensor]:
 # Registry entry points
 
 
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """Raise ValueError naming the choices when `value` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
-
-
 def build_slowfast(
     arch: str,
     num_classes: int,
@@ -751,6 +747,26 @@ def build_slowfast(
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_slowfast, _arch))
 
+# The official SlowFast-FFN run on Something-Something V1 (FFN-pytorch, 3D_Network:
+# configs/sth/SLOWFAST_16x8_R50_FFN.yaml, exp/slowfast_sthv1_FFN/run.sh, PySlowFast's defaults): trained at 16 / 32 /
+# 64 Fast frames; 4 GPUs x 4 videos (BatchNorm sees 4), SGD with Nesterov momentum 0.9, lr 0.03 at the total batch
+# of 16, steps x0.1 at epoch 14 and x0.01 at 18 of 22, a linear warm-up over 0.19 epoch from 1e-4 (per iteration),
+# weight decay 1e-6 on everything but BatchNorm, dropout 0.5, fp32, no clipping; the rounded frame sampling and the
+# training Slow frames of its loader; short-side jitter 256-320 and a random 224 crop; test at short side 256, the
+# left (or top) 256 crop.
+OFFICIAL_WARMUP_START_LR = 1e-4
+OFFICIAL_LR = 0.03
+OFFICIAL_RECIPE = {
+    "batch_size": 4, "total_batch": 16, "lr": OFFICIAL_LR, "lr_batch": 16, "optimizer": "sgd", "momentum": 0.9,
+    "nesterov": True, "weight_decay": 1e-6, "param_groups": "no-decay-norms", "schedule": "step",
+    "lr_steps": [14, 18], "lr_step_factors": [0.1, 0.01], "epochs": 22, "warmup_epochs": 0.19,
+    "warmup_start": OFFICIAL_WARMUP_START_LR / OFFICIAL_LR, "dropout": 0.5, "clip_grad": None, "precision": "fp32",
+    "val_precision": "fp32", "slow_mode": "official", "sampling": "rounded", "train_crop": "jitter",
+    "jitter_range": [256, 320], "crop_size": 224, "test_resize": 256, "test_crop_size": 256,
+    "test_crop_layout": "uniform", "test_crops": 1,
+}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "slowfast_r50", (16, 32, 64))
 
 class SlowFastImageNetwork(nn.Module):
     """SlowFast on single images: both pathways read the one frame, so every temporal kernel (stems, blocks, lateral

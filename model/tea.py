@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from model.ffn_parts import convert_to_ffn
-from model.interface import InputSpec, VideoModel
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
     bare_official_key,
@@ -49,6 +49,8 @@ from model.registry import (
     register_image_pretraining,
     register_model,
     register_official_reader,
+    register_recipe,
+    register_reference_run,
 )
 
 FAMILY = "tea"
@@ -528,14 +530,27 @@ def build_tea(
     private_norms : bool
         FFN: private BatchNorms per frame count (False: one shared set, an ablation).
     """
-    if temporal_mode not in TEMPORAL_MODES:
-        raise ValueError(f"temporal_mode={temporal_mode!r} is not one of {list(TEMPORAL_MODES)}")
+    check_choice("temporal_mode", temporal_mode, TEMPORAL_MODES)
     return TEANet(arch=arch, num_classes=num_classes, trained_frames=trained_frames, temporal_mode=temporal_mode,
                   dropout=float(dropout), private_norms=bool(private_norms))
 
 
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_tea, _arch))
+
+# The official TEA-FFN run on Something-Something V1 (FFN-pytorch, 2D_Network: exp/tea_sthv1_FFN/run.sh, main_FFN.py,
+# opts.py): 2 GPUs x 16 videos, lr 0.02 at the total batch of 32, x0.1 at epochs 30, 40 and 45 of 50, weight decay
+# 5e-4 without norms and biases, classifier lr x5 / x10, dropout 0.5, fp16 AMP (the --gd 20 clipping is not applied
+# under it) with fp32 validation at 16 frames, multi-scale crop 224. The published run used nn.DataParallel, whose
+# replicas drop the official modules' after-evaluation state, so the temporal modules stay per video (the default).
+OFFICIAL_RECIPE = {
+    "batch_size": 16, "total_batch": 32, "lr": 0.02, "lr_batch": 32, "optimizer": "sgd", "momentum": 0.9,
+    "weight_decay": 5e-4, "param_groups": "official-tsm", "schedule": "step", "lr_steps": [30, 40, 45],
+    "warmup_epochs": 0.0, "epochs": 50, "dropout": 0.5, "clip_grad": None, "precision": "fp16",
+    "val_precision": "fp32", "crop_size": 224, "multi_scale": True, "sampling": "independent",
+}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "tea_res2net50", (4, 8, 16))
 
 
 class FrameWise(nn.Module):

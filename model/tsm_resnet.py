@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
-from model.interface import InputSpec, VideoModel
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
 from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
 from model.registry import (
@@ -29,6 +29,8 @@ from model.registry import (
     register_image_pretraining,
     register_model,
     register_official_reader,
+    register_recipe,
+    register_reference_run,
 )
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
@@ -304,12 +306,6 @@ class TSMResNet(VideoModel):
         return load_imagenet_weights(self, self.arch, source)
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
-    """Raise ValueError naming the choices when `value` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
-
-
 def build_tsm(
     arch: str,
     num_classes: int,
@@ -373,6 +369,22 @@ def build_tsm(
 for _arch in ARCH_SPECS:
     register_model(_arch, family=FAMILY, default_pretrained=IMAGENET if _arch in TORCHVISION_V1_WEIGHTS else None)(
         functools.partial(build_tsm, _arch))
+
+# The official TSM-FFN run on Something-Something V2 (FFN-pytorch, 2D_Network: the exp/ run scripts, main_FFN.py,
+# opts.py): 2 GPUs x 16 videos, lr 0.01 at the total batch of 32, x0.1 at epochs 20 and 40 of 50, weight decay 5e-4
+# without norms and biases, classifier lr x5 / x10, dropout 0.5, fp16 AMP (gradient clipping never applied under
+# it), validation in fp32, the training shift grouping 16 frames per branch batch, multi-scale crop 224.
+OFFICIAL_RECIPE = {
+    "batch_size": 16, "total_batch": 32, "lr": 0.01, "lr_batch": 32, "optimizer": "sgd", "momentum": 0.9,
+    "weight_decay": 5e-4, "param_groups": "official-tsm", "schedule": "step", "lr_steps": [20, 40],
+    "warmup_epochs": 0.0, "epochs": 50, "dropout": 0.5, "clip_grad": None, "shift_mode": "official",
+    "precision": "fp16", "val_precision": "fp32", "crop_size": 224, "multi_scale": True, "sampling": "independent",
+}
+# The official run scripts are the same for Something-Something V1, V2 and Kinetics-400 but for Kinetics' weight
+# decay (2D_Network/exp/tsm_k400*/run.sh: --wd 1e-4).
+OFFICIAL_DATASET_OVERRIDES = {"k400": {"weight_decay": 1e-4}}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE, OFFICIAL_DATASET_OVERRIDES)
+register_reference_run(FAMILY, "resnet50", (4, 8, 16))
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.

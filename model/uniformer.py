@@ -48,6 +48,8 @@ from model.registry import (
     register_image_pretraining,
     register_model,
     register_official_reader,
+    register_recipe,
+    register_reference_run,
 )
 
 FAMILY = "uniformer"
@@ -476,6 +478,27 @@ def build_uniformer(
 for _arch in UNIFORMER_SPECS:
     register_model(_arch, family=FAMILY)(functools.partial(build_uniformer, _arch))
 
+# The official UniFormer-S FFN run on Something-Something V1 (FFN-pytorch, Transformer_Network:
+# exp/uniformer_s16_sthv1_prek600_FFN/config.yaml with run.sh and test.sh, tools/train_net_FFN.py, PySlowFast's
+# optimizer and lr policy): 4 GPUs x 8 videos, each in two augmented copies; AdamW (0.9, 0.999, eps 1e-8), lr 2e-4 at
+# the total batch of 32, 5 warm-up epochs from 1e-6 then cosine to 1e-6 over 60 epochs (per iteration), weight decay
+# 0.05 on parameters with more than one dimension, drop path 0.2, clipping at 20, fp16 AMP with fp32 validation,
+# mixup 0.8 / cutmix 1.0 with label smoothing 0.1, RandAugment rand-m7-n4-mstd0.5-inc1, random erasing 0.25, random
+# resized crop 224, the rounded frame sampling; test 1 clip x 3 crops at short side 224; validation every 5 epochs.
+OFFICIAL_LR = 2e-4
+OFFICIAL_END_LR = 1e-6
+OFFICIAL_RECIPE = {
+    "batch_size": 8, "total_batch": 32, "train_views": 2, "lr": OFFICIAL_LR, "lr_batch": 32, "optimizer": "adamw",
+    "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05, "param_groups": "no-decay-1d", "schedule": "cosine",
+    "epochs": 60, "warmup_epochs": 5.0, "warmup_start": OFFICIAL_END_LR / OFFICIAL_LR,
+    "lr_floor": OFFICIAL_END_LR / OFFICIAL_LR, "drop_path_rate": 0.2, "clip_grad": 20.0, "precision": "fp16",
+    "val_precision": "fp32", "mixup": 0.8, "cutmix": 1.0, "mixup_switch_prob": 0.5, "label_smoothing": 0.1,
+    "rand_augment": "rand-m7-n4-mstd0.5-inc1", "random_erasing": 0.25, "train_crop": "random-resized",
+    "crop_size": 224, "sampling": "rounded", "test_resize": 224, "test_crop_size": 224, "test_crop_layout": "uniform",
+    "test_crops": 3, "val_every": 5,
+}
+register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
+register_reference_run(FAMILY, "uniformer_s", (4, 8, 16))
 
 # Our names of a vanilla UniFormer -> the official ones (the inverse of the key rules; other names are the same).
 EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(

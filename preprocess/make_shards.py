@@ -527,7 +527,7 @@ def default_shard_workers() -> int:
     """Worker processes by default: half the usable cores (at least one).
 
     Each worker keeps about two cores busy: its own process encodes JPEG frames while its ffmpeg child decodes the
-    next videos. On 2 cores, 2 workers ran at 0.83-0.89x the frames/s of 1 (docs/data.md, "Workers").
+    next videos. On 2 cores, 2 workers ran at 0.82-0.89x the frames/s of 1 (docs/data.md, "Workers").
     """
     return max(1, default_workers() // 2)
 

@@ -10,8 +10,8 @@ model on the validation split at 2, 4, 6, 8, 12 and 16 frames; print the table a
 
 The demo preset trains 40 epochs. ``--study ablations`` (``make ablations``) trains the paper's ablation rows of
 TSM-FFN on the same data and backbone (one shared BN set, no Weight Alteration, lambda 0) and the variant with CE on
-every rate (labelled: not the official loss), and writes ``<runs>/ablations.json``. ``--study mechanism`` trains the
-comparisons of the reproduction note (every model at 20 epochs, random start, lambda 0 / 0.5 / 1) and writes
+every frame count (labelled: not the official loss), and writes ``<runs>/ablations.json``. ``--study mechanism``
+trains the comparisons of the reproduction note (every model at 20 epochs, random start, lambda 0 / 0.5 / 1) and writes
 ``<runs>/mechanism.json``. Every study model trains 20 epochs (``STUDY_EPOCHS``), where the official loss has not
 converged yet and the ingredients' effects show; ``<model>_e20`` is a main model at 20 epochs.
 
@@ -78,7 +78,7 @@ COMMITTED_RESULTS = REPO_ROOT / "docs" / "results" / "tfd.json"
 TRAIN_LOG = "train.log"
 POLL_S = 1.0
 OFFICIAL_LOSS = "official: CE on 16F + KL(16F -> 4F) + KL(16F -> 8F), lambda 1, temperature 1"
-VARIANT_LOSS = "NOT official: CE on every rate (4, 8, 16F) + the same KL terms"
+VARIANT_LOSS = "NOT official: CE on every frame count (4, 8, 16F) + the same KL terms"
 FFN_ARGS = ["--mode", "ffn", "--frames", "4", "8", "16", "--val-frames", "4", "8", "16"]
 MODELS: dict[str, list[str]] = {
     "tsm16": ["--mode", "vanilla", "--frames", "16"],
@@ -405,22 +405,22 @@ def aggregate(per_seed: dict[str, Any], names: Sequence[str], seeds: Sequence[in
     models = {}
     for name in names:
         entries = [per_seed["models"][f"{name}@seed{seed}"] for seed in seeds]
-        frames = sorted(entries[0]["top1"], key=int)
+        eval_frames = sorted(entries[0]["top1"], key=int)
         entry: dict[str, Any] = {"trained_frames": entries[0]["trained_frames"], "split": entries[0]["split"],
                                  "n": entries[0]["n"], "seeds": list(seeds)}
         for metric in ("top1", "top5"):
-            values = {rate: [item[metric][rate] for item in entries] for rate in frames}
-            entry[metric] = {rate: round(statistics.fmean(items), 2) for rate, items in values.items()}
-            entry[f"{metric}_min"] = {rate: min(items) for rate, items in values.items()}
-            entry[f"{metric}_max"] = {rate: max(items) for rate, items in values.items()}
+            values = {frames: [item[metric][frames] for item in entries] for frames in eval_frames}
+            entry[metric] = {frames: round(statistics.fmean(items), 2) for frames, items in values.items()}
+            entry[f"{metric}_min"] = {frames: min(items) for frames, items in values.items()}
+            entry[f"{metric}_max"] = {frames: max(items) for frames, items in values.items()}
             entry[f"{metric}_by_seed"] = values
         entry["checkpoints"] = [item["checkpoint"] for item in entries]
-        entry.update(aggregate_costs(name, entries, frames))
+        entry.update(aggregate_costs(name, entries, eval_frames))
         models[name] = entry
     return models
 
 
-def aggregate_costs(name: str, entries: Sequence[dict[str, Any]], frames: Sequence[str]) -> dict[str, Any]:
+def aggregate_costs(name: str, entries: Sequence[dict[str, Any]], eval_frames: Sequence[str]) -> dict[str, Any]:
     """Return {"gflops": the seeds' common count, "latency_ms": mean over seeds} ({} for entries without costs).
 
     Every seed trains the same network, so the GFLOPs must agree; latency is None where it was not measured.
@@ -431,15 +431,15 @@ def aggregate_costs(name: str, entries: Sequence[dict[str, Any]], frames: Sequen
     if any(item["gflops"] != gflops for item in entries):
         raise SystemExit(f"demo: the seeds of {name} count different GFLOPs; they must share one network")
     latency = {}
-    for rate in frames:
-        values = [item.get("latency_ms", {}).get(rate) for item in entries]
-        latency[rate] = None if None in values else round(statistics.fmean(values), 3)
+    for frames in eval_frames:
+        values = [item.get("latency_ms", {}).get(frames) for item in entries]
+        latency[frames] = None if None in values else round(statistics.fmean(values), 3)
     return {"gflops": gflops, "latency_ms": latency}
 
 
 def margins(models: dict[str, Any], ffn_name: str = "ffn") -> list[dict[str, Any]]:
     """Return the demo's acceptance margins (and the two reported differences) from mean top-1 values."""
-    top1 = {name: {int(rate): value for rate, value in entry["top1"].items()} for name, entry in models.items()}
+    top1 = {name: {int(frames): value for frames, value in entry["top1"].items()} for name, entry in models.items()}
     tsm16, ffn = top1["tsm16"], top1[ffn_name]
     checks = [
         ("tsm16@4F <= tsm16@16F - 25", tsm16[4], tsm16[16] - 25, tsm16[4] <= tsm16[16] - 25),
@@ -467,12 +467,13 @@ def print_margins(rows: list[dict[str, Any]]) -> None:
 
 def format_spread_table(models: dict[str, Any]) -> str:
     """Return the top-1 table as mean [min-max] per cell (several seeds)."""
-    frames = sorted(next(iter(models.values()))["top1"], key=int)
-    header = ["model"] + [f"{rate}F" for rate in frames]
+    eval_frames = sorted(next(iter(models.values()))["top1"], key=int)
+    header = ["model"] + [f"{frames}F" for frames in eval_frames]
     rows = [header]
     for name, entry in models.items():
-        rows.append([name] + [f"{entry['top1'][r]:.1f} [{entry['top1_min'][r]:.1f}-{entry['top1_max'][r]:.1f}]"
-                              for r in frames])
+        cells = [(entry["top1"][frames], entry["top1_min"][frames], entry["top1_max"][frames])
+                 for frames in eval_frames]
+        rows.append([name] + [f"{mean:.1f} [{low:.1f}-{high:.1f}]" for mean, low, high in cells])
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
 
@@ -522,7 +523,7 @@ def write_plot(report: dict[str, Any], path: Path) -> Any:
     spread = " (mean, band: min-max)" if len(seeds) > 1 else ""
     title = (f"Synthetic TFD: top-1 on {report['settings']['n_validation']} validation videos, "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}{spread}")
-    labels = {VARIANT_NAME: f"{VARIANT_NAME} (CE on every rate: NOT official)", "ffn": "ffn (official loss)"}
+    labels = {VARIANT_NAME: f"{VARIANT_NAME} (CE on every frame count: NOT official)", "ffn": "ffn (official loss)"}
     order = [name for name in [*MODELS, VARIANT_NAME] if name in report["models"]]
     models = {name: report["models"][name] for name in order}
     return plot_top1(models, report["settings"]["eval_frames"], path, title, labels)
@@ -543,9 +544,9 @@ def validation_curves(histories: dict[str, list[dict[str, Any]]], names: Sequenc
             history = histories[f"{name}@seed{seed}"]
             per_seed.append([row.get("val_top1_at", {str(row.get("val_frames")): row.get("val_top1")})
                              for row in history if "val_top1" in row])
-        frames = sorted(per_seed[0][0], key=int) if per_seed[0] else []
-        curves[name] = {rate: [round(statistics.fmean(run[epoch][rate] for run in per_seed), 2)
-                               for epoch in range(min(len(run) for run in per_seed))] for rate in frames}
+        eval_frames = sorted(per_seed[0][0], key=int) if per_seed[0] else []
+        curves[name] = {frames: [round(statistics.fmean(run[epoch][frames] for run in per_seed), 2)
+                               for epoch in range(min(len(run) for run in per_seed))] for frames in eval_frames}
     return curves
 
 
@@ -556,7 +557,7 @@ def run_seconds(histories: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 
 
 def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
-    """Plot validation top-1 against epoch: each FFN branch against the single-rate models."""
+    """Plot validation top-1 against epoch: each FFN branch against the single-count models."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -565,10 +566,10 @@ def write_curves_plot(curves: dict[str, dict[str, list[float]]], path: Path, tit
     figure, axis = plt.subplots(figsize=(8.5, 5.0))
     colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
     styles = {"4": ":", "8": "-.", "16": "-"}  # line style = frame count, colour = model
-    for index, (name, by_rate) in enumerate(curves.items()):
-        for rate, values in by_rate.items():
-            axis.plot(range(1, len(values) + 1), values, styles.get(rate, "--"), color=colours[index % len(colours)],
-                      marker="o", markersize=2.0, linewidth=1.4, label=f"{name} at {rate}F")
+    for index, (name, curve_by_frames) in enumerate(curves.items()):
+        for frames, values in curve_by_frames.items():
+            axis.plot(range(1, len(values) + 1), values, styles.get(frames, "--"), color=colours[index % len(colours)],
+                      marker="o", markersize=2.0, linewidth=1.4, label=f"{name} at {frames}F")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation top-1 (%)")
     axis.set_ylim(0, 100)

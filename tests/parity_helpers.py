@@ -48,3 +48,10 @@ def golden_input(seed: int, num_videos: int, frames: int, size: int) -> torch.Te
     """The golden READMEs' input: default_rng(seed).standard_normal((n, T, 3, hw, hw)) as float32."""
     values = np.random.default_rng(seed).standard_normal((num_videos, frames, 3, size, size))
     return torch.from_numpy(values.astype(np.float32))
+
+
+def golden_channels_first_input(seed: int, num_videos: int, frames: int, size: int) -> torch.Tensor:
+    """The 3D families' golden input default_rng(seed).standard_normal((n, 3, T, hw, hw)) (the official layout),
+    returned in ours: (n, T, 3, hw, hw)."""
+    values = np.random.default_rng(seed).standard_normal((num_videos, 3, frames, size, size)).astype(np.float32)
+    return torch.from_numpy(values).permute(0, 2, 1, 3, 4).contiguous()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.bench_pipeline import CROP_SIZE, HEIGHT, RATES, WIDTH, official_chain_clip, per_frame_clip
+from benchmarks.bench_pipeline import CROP_SIZE, HEIGHT, TRAIN_FRAMES, WIDTH, official_chain_clip, per_frame_clip
 from data_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD
 
 NUM_FRAMES = 36
@@ -29,10 +29,10 @@ def test_both_baselines_give_the_same_normalised_clip(tmp_path: Path) -> None:
     chain = official_chain_clip(folder, NUM_FRAMES, np.random.default_rng(4))
     per_frame = per_frame_clip(folder, NUM_FRAMES, np.random.default_rng(4))
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    for rate in RATES:
-        assert chain[rate].shape == (rate, 3, CROP_SIZE, CROP_SIZE)
-        assert torch.equal(chain[rate], per_frame[rate])
-        pixels = chain[rate] * std + mean  # back on the 0-1 scale: every value a JPEG level / 255
+    for frames in TRAIN_FRAMES:
+        assert chain[frames].shape == (frames, 3, CROP_SIZE, CROP_SIZE)
+        assert torch.equal(chain[frames], per_frame[frames])
+        pixels = chain[frames] * std + mean  # back on the 0-1 scale: every value a JPEG level / 255
         assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
         torch.testing.assert_close(pixels * 255.0, (pixels * 255.0).round(), atol=1e-3, rtol=0)
     assert not torch.equal(chain[16][0], chain[16][-1])  # distinct frames were opened, not one repeated

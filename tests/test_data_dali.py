@@ -23,7 +23,7 @@ pytestmark = pytest.mark.dali
 
 MEAN_ABS_LIMIT = 1.0
 MAX_ABS_LIMIT = 16.0
-RATES = (4, 8, 16)
+TRAIN_FRAMES = (4, 8, 16)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def shard_path(tiny_shards: Callable[..., Path]) -> Path:
 def selected(shard: Path, train: bool, crop_size: int, **options) -> list:
     """Sample frames and crop boxes for every video of the shard, as the loader workers do."""
     config = PipelineConfig(
-        frames=RATES, batch_size=5, train=train, crop_size=crop_size,
+        frames=TRAIN_FRAMES, batch_size=5, train=train, crop_size=crop_size,
         test_resize=options.pop("test_resize", 96), **options,
     )  # fmt: skip
     rng = np.random.default_rng(11)
@@ -47,7 +47,7 @@ def selected(shard: Path, train: bool, crop_size: int, **options) -> list:
 def differences_255(first: dict, second: dict) -> tuple[float, float]:
     """Mean and max absolute difference of two batches' frames on the 0-255 pixel scale."""
     scale = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0
-    gaps = torch.cat([((first[rate] - second[rate]).abs() * scale).flatten() for rate in RATES])
+    gaps = torch.cat([((first[frames] - second[frames]).abs() * scale).flatten() for frames in TRAIN_FRAMES])
     return gaps.mean().item(), gaps.max().item()
 
 
@@ -62,12 +62,12 @@ def differences_255(first: dict, second: dict) -> tuple[float, float]:
 def test_dali_cpu_mode_matches_cpu_backend(shard_path: Path, train: bool, crop_size: int, options: dict) -> None:
     samples = selected(shard_path, train, crop_size, **options)
     cpu_batch, cpu_replaced = CpuDecoder(normalise=True).decode(samples)
-    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * 6 * sum(RATES), num_threads=1)
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * 6 * sum(TRAIN_FRAMES), num_threads=1)
     dali_batch, dali_replaced = decoder.decode(samples)
     assert cpu_replaced == dali_replaced == 1
     assert cpu_batch["id"] == dali_batch["id"] and "d0003" not in dali_batch["id"]
-    for rate in RATES:
-        assert dali_batch["videos"][rate].shape == cpu_batch["videos"][rate].shape
+    for frames in TRAIN_FRAMES:
+        assert dali_batch["videos"][frames].shape == cpu_batch["videos"][frames].shape
     mean_abs, max_abs = differences_255(cpu_batch["videos"], dali_batch["videos"])
     print(f"DALI (CPU mode) vs cpu backend, crop {crop_size}: mean abs {mean_abs:.3f}, max abs {max_abs:.3f} (0-255)")
     assert mean_abs <= MEAN_ABS_LIMIT and max_abs <= MAX_ABS_LIMIT
@@ -83,13 +83,13 @@ def test_dali_retries_video_by_video_when_the_batch_fails(shard_path: Path) -> N
     retried[corrupt] = dataclasses.replace(
         samples[corrupt], jpegs=[cut_short] * len(samples[corrupt].jpegs), header_ok=None
     )
-    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * sum(RATES), num_threads=1)
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=5 * sum(TRAIN_FRAMES), num_threads=1)
     whole, whole_replaced = decoder.decode(samples)
     video_by_video, retried_replaced = decoder.decode(retried)
     assert whole_replaced == retried_replaced == 1 and whole["id"] == video_by_video["id"]
     assert "d0003" not in whole["id"]
-    for rate in RATES:
-        assert torch.equal(whole["videos"][rate], video_by_video["videos"][rate])
+    for frames in TRAIN_FRAMES:
+        assert torch.equal(whole["videos"][frames], video_by_video["videos"][frames])
 
 
 def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
@@ -101,16 +101,16 @@ def test_dali_prefetch_thread_gives_the_same_batches(shard_path: Path) -> None:
     runs = {}
     for depth in (0, 2):
         loader = build_loader(
-            shard_path.parent, "train", RATES, 2, decode="cpu", device="cpu", num_workers=0, crop_size=24, seed=3,
+            shard_path.parent, "train", TRAIN_FRAMES, 2, decode="cpu", device="cpu", num_workers=0, crop_size=24, seed=3,
             prefetch=depth,
         )  # fmt: skip
         loader = dataclasses.replace(
-            loader, decoder=DaliDecoder(torch.device("cpu"), max_frames=2 * sum(RATES), num_threads=1),
+            loader, decoder=DaliDecoder(torch.device("cpu"), max_frames=2 * sum(TRAIN_FRAMES), num_threads=1),
             totals={key: 0 for key in STATS_KEYS},
         )
         runs[depth] = (list(loader), loader.stats())
     assert runs[0][1] == runs[2][1] and runs[2][1]["batches"] == 2
     for plain, ahead in zip(runs[0][0], runs[2][0], strict=True):
         assert plain["id"] == ahead["id"]
-        assert all(torch.equal(plain["videos"][rate], ahead["videos"][rate]) for rate in RATES)
+        assert all(torch.equal(plain["videos"][frames], ahead["videos"][frames]) for frames in TRAIN_FRAMES)
     assert not [thread for thread in threading.enumerate() if thread.name == THREAD_NAME]

@@ -148,7 +148,7 @@ def test_prefetch_gives_the_same_batches_and_stats(shards: Path) -> None:
         assert len(runs[0, epoch]) == len(runs[2, epoch]) == NUM_VIDEOS // BATCH
         for plain, ahead in zip(runs[0, epoch], runs[2, epoch]):
             assert plain["id"] == ahead["id"] and torch.equal(plain["label"], ahead["label"])
-            assert all(torch.equal(plain["videos"][rate], ahead["videos"][rate]) for rate in (4, 8))
+            assert all(torch.equal(plain["videos"][frames], ahead["videos"][frames]) for frames in (4, 8))
     assert runs[0, 0][0]["id"] != runs[0, 1][0]["id"]  # the epochs differ, so order is really compared
     assert not live_prefetch_threads()
 

@@ -62,8 +62,8 @@ def test_training_batches_layout_and_count(shards: Path) -> None:
     assert len(loader) == len(batches) == 27 // 4
     for batch in batches:
         assert set(batch["videos"]) == {4, 8, 16} and batch["views"] == 1
-        for rate, frames in batch["videos"].items():
-            assert frames.shape == (4, rate, 3, 24, 24) and frames.dtype == torch.float32
+        for frames, videos in batch["videos"].items():
+            assert videos.shape == (4, frames, 3, 24, 24) and videos.dtype == torch.float32
         assert batch["label"].dtype == torch.long and batch["label"].shape == (4,)
         assert len(batch["id"]) == 4
     stats = loader.stats()
@@ -105,12 +105,12 @@ def test_worker_uint8_batch_normalises_to_the_float_batch(shards: Path) -> None:
     floats, _ = CpuDecoder(normalise=True).decode(samples)
     raw, _ = make_decoder("cpu", torch.device("cpu"), max_frames=0).decode(samples)  # what the loader's workers run
     mean, std = normalisation_tensors()
-    for rate in (4, 8):
-        assert raw["videos"][rate].dtype == torch.uint8 and raw["videos"][rate].shape == (4, rate, 3, 24, 24)
-        assert torch.equal(normalise_views(raw["videos"][rate], mean, std), floats["videos"][rate])
+    for frames in (4, 8):
+        assert raw["videos"][frames].dtype == torch.uint8 and raw["videos"][frames].shape == (4, frames, 3, 24, 24)
+        assert torch.equal(normalise_views(raw["videos"][frames], mean, std), floats["videos"][frames])
     assert raw["id"] == floats["id"]
     on_device = batch_on_device(raw, torch.device("cpu"))  # the loader's last step, for every decoder
-    assert all(torch.equal(on_device["videos"][rate], floats["videos"][rate]) for rate in (4, 8))
+    assert all(torch.equal(on_device["videos"][frames], floats["videos"][frames]) for frames in (4, 8))
     assert batch_on_device(floats, torch.device("cpu"))["videos"][4] is floats["videos"][4]  # float: left as is
 
 

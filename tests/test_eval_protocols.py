@@ -28,8 +28,8 @@ from data_pipeline.loader import select_sample
 from data_pipeline.options import PipelineConfig
 from data_pipeline.stream import SelectedSample, iterate_tar, read_split
 
-RATES = (4, 8)
-FRAME_COUNTS = (20, 8, 5)  # longer than, equal to and shorter than the largest rate
+EVAL_FRAMES = (4, 8)
+FRAME_COUNTS = (20, 8, 5)  # longer than, equal to and shorter than the largest frame count
 NUM_VIDEOS = 3
 SCALE_SIZE = 256
 CROP_SIZE = 224
@@ -183,25 +183,25 @@ class OfficialChain:
         return self._images[split]
 
     def stacks(self, split: str, protocol: Protocol) -> dict[tuple[str, int], np.ndarray]:
-        """The Stack output of every (video, rate) of the split under the protocol."""
+        """The Stack output of every (video, frames) of the split under the protocol."""
         key = (split, protocol.name)
         if key not in self._stacks:
             self._stacks[key] = {
-                (video_id, rate): official_stack(images, rate, protocol)
+                (video_id, frames): official_stack(images, frames, protocol)
                 for video_id, images in self.images(split).items()
-                for rate in RATES
+                for frames in EVAL_FRAMES
             }
         return self._stacks[key]
 
-    def pixels(self, split: str, protocol: Protocol, video_id: str, rate: int) -> torch.Tensor:
+    def pixels(self, split: str, protocol: Protocol, video_id: str, frames: int) -> torch.Tensor:
         """The uint8 views of one video, (V, T, 3, S, S) in our view order."""
-        stacked = self.stacks(split, protocol)[video_id, rate]
-        return in_our_view_order(torch.from_numpy(stacked).permute(2, 0, 1), rate, protocol)
+        stacked = self.stacks(split, protocol)[video_id, frames]
+        return in_our_view_order(torch.from_numpy(stacked).permute(2, 0, 1), frames, protocol)
 
-    def normalised(self, split: str, protocol: Protocol, video_id: str, rate: int) -> torch.Tensor:
+    def normalised(self, split: str, protocol: Protocol, video_id: str, frames: int) -> torch.Tensor:
         """The normalised float views of one video (ToTorchFormatTensor, GroupNormalize), in our view order."""
-        tensor = group_normalize(to_torch_format(self.stacks(split, protocol)[video_id, rate]))
-        return in_our_view_order(tensor, rate, protocol)
+        tensor = group_normalize(to_torch_format(self.stacks(split, protocol)[video_id, frames]))
+        return in_our_view_order(tensor, frames, protocol)
 
 
 # ---- fixtures and our side ----
@@ -237,7 +237,7 @@ def official(split_videos: dict[str, dict[str, dict[str, Any]]]) -> OfficialChai
 def config_for(protocol: Protocol) -> PipelineConfig:
     """The loader configuration of a protocol (what evaluate.py builds from its flags)."""
     return PipelineConfig(
-        frames=RATES, batch_size=NUM_VIDEOS, train=False,
+        frames=EVAL_FRAMES, batch_size=NUM_VIDEOS, train=False,
         short_video=protocol.short_video, crop_size=protocol.crop_size, test_resize=SCALE_SIZE,
         test_crops=protocol.crops, test_clips=protocol.clips,
     )  # fmt: skip
@@ -256,7 +256,7 @@ def selected(shards: Path, split: str, protocol: Protocol, check_headers: bool =
 def loader_batch(shards: Path, split: str, protocol: Protocol) -> dict[str, Any]:
     """The one evaluation batch of the split from build_loader (cpu backend, normalised on the device)."""
     loader = build_loader(
-        shards, split, RATES, NUM_VIDEOS, train=False, decode="cpu", device="cpu", num_workers=0,
+        shards, split, EVAL_FRAMES, NUM_VIDEOS, train=False, decode="cpu", device="cpu", num_workers=0,
         short_video=protocol.short_video, crop_size=protocol.crop_size, test_resize=SCALE_SIZE,
         test_crops=protocol.crops, test_clips=protocol.clips,
     )  # fmt: skip
@@ -264,10 +264,10 @@ def loader_batch(shards: Path, split: str, protocol: Protocol) -> dict[str, Any]
     return batch
 
 
-def video_slice(batch: dict[str, Any], rate: int, position: int) -> torch.Tensor:
+def video_slice(batch: dict[str, Any], frames: int, position: int) -> torch.Tensor:
     """The views of the video at `position` of a batch, (V, T, 3, S, S)."""
     views = batch["views"]
-    return batch["videos"][rate][position * views : (position + 1) * views]
+    return batch["videos"][frames][position * views : (position + 1) * views]
 
 
 class CpuBackend:
@@ -312,14 +312,14 @@ def test_cpu_backend_views_equal_the_official_chain_at_455x256(
     assert pixels["id"] == batch["id"] and sorted(batch["id"]) == sorted(official.videos["native"])
     assert batch["views"] == views
     for position, video_id in enumerate(batch["id"]):
-        for rate in RATES:
-            official_pixels = official.pixels("native", protocol, video_id, rate)
-            assert torch.equal(video_slice(pixels, rate, position), official_pixels), (video_id, rate)
-            ours = video_slice(batch, rate, position)
-            official_floats = official.normalised("native", protocol, video_id, rate)
-            assert ours.shape == official_floats.shape == (views, rate, 3, protocol.crop_size, protocol.crop_size)
+        for frames in EVAL_FRAMES:
+            official_pixels = official.pixels("native", protocol, video_id, frames)
+            assert torch.equal(video_slice(pixels, frames, position), official_pixels), (video_id, frames)
+            ours = video_slice(batch, frames, position)
+            official_floats = official.normalised("native", protocol, video_id, frames)
+            assert ours.shape == official_floats.shape == (views, frames, 3, protocol.crop_size, protocol.crop_size)
             worst = (ours - official_floats).abs().max().item()  # NaN fails too
-            assert worst <= NORMALISE_ATOL, (video_id, rate, worst)
+            assert worst <= NORMALISE_ATOL, (video_id, frames, worst)
 
 
 def test_the_protocols_really_differ(official: OfficialChain) -> None:
@@ -343,13 +343,13 @@ SPATIAL_PROTOCOLS = [protocol for protocol in PROTOCOLS if protocol.clips == 1 a
 def mean_abs_gap(
     official: OfficialChain, cpu_backend: CpuBackend, split: str, protocol: Protocol
 ) -> tuple[float, float]:
-    """Mean and max |ours - official| of every view pixel of the split (largest rate), on the 0-255 scale."""
+    """Mean and max |ours - official| of every view pixel of the split (largest frame count), on the 0-255 scale."""
     pixels = cpu_backend.pixels(split, protocol)
     gaps = []
     for position, video_id in enumerate(pixels["id"]):
-        for rate in RATES[-1:]:
-            official_pixels = official.pixels(split, protocol, video_id, rate)
-            gaps.append((video_slice(pixels, rate, position).float() - official_pixels.float()).abs().flatten())
+        for frames in EVAL_FRAMES[-1:]:
+            official_pixels = official.pixels(split, protocol, video_id, frames)
+            gaps.append((video_slice(pixels, frames, position).float() - official_pixels.float()).abs().flatten())
     every = torch.cat(gaps)
     return every.mean().item(), every.max().item()
 
@@ -430,7 +430,7 @@ DALI_NATIVE_MAX_ABS = 1e-3
 def differences_255(first: dict[int, torch.Tensor], second: dict[int, torch.Tensor]) -> tuple[float, float]:
     """Mean and max absolute difference of two normalised batches' frames on the 0-255 pixel scale."""
     scale = torch.tensor(OFFICIAL_STD).view(1, 1, 3, 1, 1) * 255.0
-    gaps = torch.cat([((first[rate] - second[rate]).abs() * scale).flatten() for rate in RATES])
+    gaps = torch.cat([((first[frames] - second[frames]).abs() * scale).flatten() for frames in EVAL_FRAMES])
     return gaps.mean().item(), gaps.max().item()
 
 
@@ -442,8 +442,8 @@ def test_torchvision_backend_gives_the_cpu_backend_views(
     decoder = TorchvisionDecoder(torch.device("cpu"))
     batch, replaced = decoder.decode(selected(shards, split, protocol, check_headers=True))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == cpu_batch["views"]
-    for rate in RATES:
-        assert torch.equal(batch["videos"][rate], cpu_batch["videos"][rate])
+    for frames in EVAL_FRAMES:
+        assert torch.equal(batch["videos"][frames], cpu_batch["videos"][frames])
 
 
 @pytest.mark.dali
@@ -458,11 +458,11 @@ def test_dali_cpu_mode_gives_the_cpu_backend_views(
 
     cpu_batch = cpu_backend.batch(split, protocol)
     views = protocol.crops * protocol.clips
-    decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(RATES), num_threads=1)
+    decoder = DaliDecoder(torch.device("cpu"), max_frames=NUM_VIDEOS * views * sum(EVAL_FRAMES), num_threads=1)
     batch, replaced = decoder.decode(selected(shards, split, protocol, check_headers=True))
     assert replaced == 0 and batch["id"] == cpu_batch["id"] and batch["views"] == views
-    for rate in RATES:
-        assert batch["videos"][rate].shape == cpu_batch["videos"][rate].shape
+    for frames in EVAL_FRAMES:
+        assert batch["videos"][frames].shape == cpu_batch["videos"][frames].shape
     mean_abs, max_abs = differences_255(cpu_batch["videos"], batch["videos"])
     print(f"DALI (CPU mode) vs cpu backend, {split} {protocol.name}: mean abs {mean_abs:.3g}, max {max_abs:.3g}")
     assert mean_abs <= DALI_MEAN_ABS_LIMIT and max_abs <= DALI_MAX_ABS_LIMIT

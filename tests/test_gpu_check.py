@@ -23,7 +23,8 @@ from benchmarks import gpu_check, gpu_report
 from data_pipeline.stream import iterate_tar, read_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ALL_SECTIONS = {"shards", "parity", "decode", "loader_training", "model_speed", "memory", "short_training", "cost"}
+ALL_SECTIONS = {"shards", "parity", "decode", "loader_training", "model_speed", "memory", "families", "short_training",
+                "cost"}
 # Same limits as tests/test_data_dali.py: decoders differ by rounding only.
 MEAN_ABS_LIMIT = 1.0
 MAX_ABS_LIMIT = 16.0
@@ -137,9 +138,9 @@ def test_smoke_short_training_reports_held_out_accuracy(smoke_run: tuple) -> Non
     training = results["sections"]["short_training"]
     assert training["steps"] == training["planned_steps"] > 0
     assert training["accuracy"]["videos"] == results["sections"]["shards"]["temporal"]["validation"]
-    assert all(0.0 <= training["accuracy"][rate] <= 1.0 for rate in ("4", "8", "16"))
+    assert all(0.0 <= training["accuracy"][frames] <= 1.0 for frames in ("4", "8", "16"))
     assert training["accuracy_over_chance_16f"] == pytest.approx(training["accuracy"]["16"] * training["classes"])
-    mean = sum(training["accuracy"][rate] for rate in ("4", "8", "16")) / 3
+    mean = sum(training["accuracy"][frames] for frames in ("4", "8", "16")) / 3
     assert training["mean_accuracy_over_chance"] == pytest.approx(mean * training["classes"])
 
 
@@ -223,3 +224,15 @@ def test_a_failing_section_is_recorded_and_a_cut_off_run_keeps_earlier_sections(
     assert "planted failure" in written["sections"]["shards"]["reason"]
     assert written["sections"]["parity"] == pytest.approx({**written["sections"]["parity"], "figure": 1.5})
     assert written["sections"]["parity"]["status"] == "ok" and "decode" not in written["sections"]
+
+
+@pytest.mark.slow
+def test_smoke_trains_the_official_model_of_every_family(smoke_run: tuple) -> None:
+    from model.registry import reference_runs
+
+    families = smoke_run[0]["sections"]["families"]
+    assert families["status"] == "ok" and set(reference_runs()) <= set(families)
+    for family, run in reference_runs().items():
+        entry = families[family]
+        assert entry["status"] == "ok" and entry["arch"] == run.arch and entry["frames"] == list(run.trained_frames)
+        assert entry["frames_per_s"] > 0 and "memory" not in entry  # memory needs CUDA

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from model import (
     load_checkpoint_file,
     load_official_state_dict,
 )
+from model.temporal_shift import naive_temporal_shift
+from model.tsm_resnet import to_torchvision_state_dict
 
 FFN_FRAMES = (4, 8, 16)
 SSV2_CLASSES = 174
@@ -91,7 +94,7 @@ def test_training_forward_changes_only_its_branch_statistics(num_frames: int, br
 
 def test_forward_by_frames_returns_every_frame_count_and_checks_input() -> None:
     model = build_model("tiny", num_classes=5, trained_frames=FFN_FRAMES).eval()
-    videos = {rate: torch.randn(2, rate, 3, 32, 32) for rate in FFN_FRAMES}
+    videos = {frames: torch.randn(2, frames, 3, 32, 32) for frames in FFN_FRAMES}
     with torch.no_grad():
         logits = model.forward_by_frames(videos)
         assert set(logits) == set(FFN_FRAMES) and all(v.shape == (2, 5) for v in logits.values())
@@ -242,11 +245,11 @@ def test_official_loading_refuses_mismatches(golden_specs: dict) -> None:
 
 def test_distillation_loss_is_ce_on_highest_plus_kl_per_lower_rate() -> None:
     torch.manual_seed(0)
-    logits = {rate: torch.randn(3, 7, requires_grad=True) for rate in FFN_FRAMES}
+    logits = {frames: torch.randn(3, 7, requires_grad=True) for frames in FFN_FRAMES}
     labels = torch.tensor([1, 2, 6])
     total, parts = distillation_loss(logits, labels, lam=0.5)
     teacher = logits[16].softmax(1).detach()
-    kl = {rate: (teacher * (teacher.log() - logits[rate].log_softmax(1))).sum(1).mean() for rate in (4, 8)}
+    kl = {frames: (teacher * (teacher.log() - logits[frames].log_softmax(1))).sum(1).mean() for frames in (4, 8)}
     ce = torch.nn.functional.cross_entropy(logits[16], labels)
     torch.testing.assert_close(total, ce + 0.5 * (kl[4] + kl[8]))
     assert set(parts) == {"ce_16", "kl_4", "kl_8"}
@@ -254,7 +257,7 @@ def test_distillation_loss_is_ce_on_highest_plus_kl_per_lower_rate() -> None:
     ce_only = torch.autograd.grad(torch.nn.functional.cross_entropy(logits[16], labels), logits[16])[0]
     torch.testing.assert_close(logits[16].grad, ce_only)  # the teacher is detached
     total_all, parts_all = distillation_loss(logits, labels, lam=0.5, ce_all_frames=True)
-    extra = sum(torch.nn.functional.cross_entropy(logits[rate], labels) for rate in (4, 8))
+    extra = sum(torch.nn.functional.cross_entropy(logits[frames], labels) for frames in (4, 8))
     torch.testing.assert_close(total_all, total.detach() + extra.detach(), rtol=1e-5, atol=1e-6)
     assert {"ce_4", "ce_8"} <= set(parts_all)
 
@@ -284,3 +287,165 @@ def test_bad_options_raise_clear_errors() -> None:
         build_model("tiny", 3, shift_modes="official")
     with pytest.raises(ValueError, match=r"\(N, T, 3, H, W\)"):
         build_model("tiny", 3)(torch.randn(2, 3, 32, 32))
+
+
+def test_distillation_loss_parts_default_weight_and_one_frame_count() -> None:
+    torch.manual_seed(1)
+    logits = {frames: torch.randn(4, 6) for frames in FFN_FRAMES}
+    labels = torch.tensor([0, 5, 2, 2])
+    teacher = logits[16].softmax(1)
+    kl = {frames: (teacher * (teacher.log() - logits[frames].log_softmax(1))).sum(1).mean() for frames in (4, 8)}
+    ce = {frames: torch.nn.functional.cross_entropy(logits[frames], labels) for frames in FFN_FRAMES}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated implicit softmax dimension
+        total, parts = distillation_loss(logits, labels)
+        total_all, parts_all = distillation_loss(logits, labels, 1.0, ce_all_frames=True)
+    torch.testing.assert_close(total, ce[16] + kl[4] + kl[8])  # the paper's lambda = 1 by default
+    assert set(parts) == {"ce_16", "kl_4", "kl_8"}
+    torch.testing.assert_close(torch.stack([parts["ce_16"], parts["kl_4"], parts["kl_8"]]),
+                               torch.stack([ce[16], kl[4], kl[8]]))
+    torch.testing.assert_close(torch.stack([parts_all["ce_4"], parts_all["ce_8"]]), torch.stack([ce[4], ce[8]]))
+    torch.testing.assert_close(total_all, total + ce[4] + ce[8])
+    single, single_parts = distillation_loss({8: logits[8]}, labels)
+    torch.testing.assert_close(single, ce[8])
+    assert list(single_parts) == ["ce_8"]
+    with pytest.raises(ValueError, match=r"^distillation_loss needs logits for at least one frame count$"):
+        distillation_loss({}, labels)
+
+
+class ToyNet(torch.nn.Module):
+    """Every kind of parameter the official groups tell apart: conv weight and bias, norm layers, head, frozen."""
+
+    def __init__(self, head: bool = True) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, bias=True)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.layer_norm = torch.nn.LayerNorm(4)
+        self.group_norm = torch.nn.GroupNorm(2, 4)
+        self.frozen = torch.nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        if head:
+            self.classifier = torch.nn.Linear(4, 2)
+
+
+def group_summary(groups: list[dict]) -> dict[str, tuple[float, float, set[int]]]:
+    """{name: (weight decay, lr multiplier, ids of its parameters)} with the keys every group must have."""
+    assert all(set(group) >= {"params", "weight_decay", "lr_mult", "name"} for group in groups)
+    return {group["name"]: (group["weight_decay"], group["lr_mult"], {id(p) for p in group["params"]})
+            for group in groups}
+
+
+def test_param_groups_place_every_kind_of_parameter() -> None:
+    net = ToyNet()
+    official = group_summary(build_param_groups(net, 1e-3, official_groups=True))
+    assert official == {
+        "conv_weight": (1e-3, 1.0, {id(net.conv.weight)}),
+        "norm": (0.0, 1.0, {id(parameter) for layer in (net.norm, net.layer_norm, net.group_norm)
+                            for parameter in layer.parameters()}),
+        "head_weight": (1e-3, 5.0, {id(net.classifier.weight)}),
+        "head_bias": (0.0, 10.0, {id(net.classifier.bias)}),
+        "other_bias": (0.0, 1.0, {id(net.conv.bias)}),
+    }  # the frozen layer is in no group
+    unbiased = ToyNet()
+    unbiased.classifier = torch.nn.Linear(4, 2, bias=False)
+    groups = group_summary(build_param_groups(unbiased, official_groups=True))
+    assert "head_bias" not in groups and groups["head_weight"] == (5e-4, 5.0, {id(unbiased.classifier.weight)})
+    headless = ToyNet(head=False)
+    headless_groups = group_summary(build_param_groups(headless, official_groups=True))
+    assert set(headless_groups) == {"conv_weight", "norm", "other_bias"}
+    plain = build_param_groups(net)  # default: one decayed group of every trainable parameter
+    assert group_summary(plain) == {"all": (5e-4, 1.0, {id(p) for p in net.parameters() if p.requires_grad})}
+
+
+def test_build_optimizer_passes_rates_decay_and_momentum_to_every_group() -> None:
+    net = ToyNet()
+    sgd = build_optimizer(net, lr=0.02, momentum=0.5, weight_decay=1e-3, official_groups=True)
+    assert type(sgd) is torch.optim.SGD
+    settings = {group["name"]: (round(group["lr"], 12), group["weight_decay"], group["momentum"])
+                for group in sgd.param_groups}
+    assert settings == {"conv_weight": (0.02, 1e-3, 0.5), "norm": (0.02, 0.0, 0.5), "head_weight": (0.1, 1e-3, 0.5),
+                        "head_bias": (0.2, 0.0, 0.5), "other_bias": (0.02, 0.0, 0.5)}
+    assert build_optimizer(net, lr=0.02).param_groups[0]["momentum"] == 0.9
+    adamw = build_optimizer(net, lr=0.003, weight_decay=0.05, official_groups=True, optimizer="adamw")
+    assert type(adamw) is torch.optim.AdamW
+    settings = {group["name"]: (round(group["lr"], 12), group["weight_decay"]) for group in adamw.param_groups}
+    assert settings == {"conv_weight": (0.003, 0.05), "norm": (0.003, 0.0), "head_weight": (0.015, 0.05),
+                        "head_bias": (0.03, 0.0), "other_bias": (0.003, 0.0)}
+    plain = build_optimizer(net, lr=0.003, weight_decay=0.05, optimizer="adamw")
+    assert [(group["lr"], group["weight_decay"]) for group in plain.param_groups] == [(0.003, 0.05)]
+    with pytest.raises(ValueError, match=r"^optimizer 'adam': choose one of \('sgd', 'adamw'\)$"):
+        build_optimizer(net, lr=0.01, optimizer="adam")
+
+
+def test_vanilla_export_carries_torchvision_resnet_names_and_values() -> None:
+    model = build_model("resnet18", num_classes=10)
+    ours = model.state_dict()
+    exported = to_torchvision_state_dict(model)
+    reference = torchvision.models.resnet18(num_classes=10).state_dict()
+    assert {key: tuple(value.shape) for key, value in exported.items()} == {
+        key: tuple(value.shape) for key, value in reference.items()}
+    for (our_key, our_value), (name, value) in zip(ours.items(), exported.items()):  # one export per entry, in order
+        assert torch.equal(value, our_value) and value.data_ptr() != our_value.data_ptr(), (our_key, name)
+    for parts in ({}, {"weight_alteration": False}, {"private_norms": False}):  # either FFN part alone refuses
+        with pytest.raises(ValueError, match=r"^to_torchvision_state_dict: \S+ has no torchvision name; export a "
+                                             r"vanilla model \(trained_frames=None\)$"):
+            to_torchvision_state_dict(build_model("tiny", 3, trained_frames=(4, 8), **parts))
+
+
+@pytest.mark.parametrize("arch, fold_div", [("resnet18", 8), ("resnet50", 8), ("resnet18", 4)])
+def test_tsm_logits_equal_torchvision_resnet_with_the_shift_before_each_conv1(arch: str, fold_div: int) -> None:
+    """An independent reference: torchvision's ResNet on every frame, the shift applied to each block's residual
+    input (a pre-hook on conv1), logits averaged over the frames; our weights exported to it."""
+    frames = 4
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=7, fold_div=fold_div).eval()
+    for module in model.modules():  # non-trivial running statistics, so every norm layer matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    reference = getattr(torchvision.models, arch)(num_classes=7).eval()
+    reference.load_state_dict(to_torchvision_state_dict(model))
+    blocks = [block for layer in (reference.layer1, reference.layer2, reference.layer3, reference.layer4)
+              for block in layer]
+    for block in blocks:
+        block.conv1.register_forward_pre_hook(lambda module, args: (naive_temporal_shift(args[0], frames, fold_div),))
+    videos = torch.randn(2, frames, 3, 40, 32)
+    with torch.no_grad():
+        expected = reference(videos.flatten(0, 1)).view(2, frames, 7).mean(dim=1)
+        torch.testing.assert_close(model(videos), expected, rtol=1e-4, atol=1e-5)
+        if arch != "resnet18":
+            return
+        unshifted = build_model(arch, num_classes=7, fold_div=fold_div, shift_impl="none").eval()
+        unshifted.load_state_dict(model.state_dict())
+        for block in blocks:
+            block.conv1._forward_pre_hooks.clear()
+        plain = reference(videos.flatten(0, 1)).view(2, frames, 7).mean(dim=1)
+        torch.testing.assert_close(unshifted(videos), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_network_and_its_initialisation_give_the_recorded_logits() -> None:
+    golden = json.loads((Path(__file__).parent / "golden" / "tiny_logits" / "logits.json").read_text())
+    videos = torch.linspace(-2, 2, 2 * 8 * 3 * 32 * 32).reshape(2, 8, 3, 32, 32).sin()
+    for name, record in golden["logits"].items():
+        torch.manual_seed(golden["seed"])
+        model = build_model("tiny", num_classes=golden["num_classes"], **record["options"]).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(videos), torch.tensor(record["values"]), rtol=1e-4, atol=1e-7,
+                                       msg=lambda message, name=name: f"{name}: {message}")
+
+
+def test_build_options_default_to_the_official_recipe() -> None:
+    config = build_model("tiny", 5).config
+    assert {key: config[key] for key in ("shift_mode", "fold_div", "channels_last", "private_norms",
+                                         "weight_alteration", "wa_init", "shift_impl")} == {
+        "shift_mode": "per-video", "fold_div": 8, "channels_last": False, "private_norms": True,
+        "weight_alteration": True, "wa_init": "as-run", "shift_impl": "autograd"}
+
+
+def test_unknown_build_choices_name_the_option_and_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"^shift_mode='global' is not one of \['per-video', 'official'\]$"):
+        build_model("tiny", 3, shift_mode="global")
+    with pytest.raises(ValueError, match=r"^wa_init='zeros' is not one of \['as-run', 'paper'\]$"):
+        build_model("tiny", 3, wa_init="zeros")
+    with pytest.raises(ValueError, match=r"^shift_impl='fast' is not one of \['autograd', 'naive', 'none'\]$"):
+        build_model("tiny", 3, shift_impl="fast")

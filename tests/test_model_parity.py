@@ -85,7 +85,7 @@ def test_tsm_baseline_eval_logits_match_official(golden: dict, tsm_model: torch.
 def test_ffn_train_mode_official_shift_matches_official(golden: dict, ffn_state_dict: dict) -> None:
     case = golden["ffn_train_official_shift"]
     videos = {
-        int(rate): golden_input(seed, case["n"], int(rate), golden["hw"]) for rate, seed in case["input_seeds"].items()
+        int(frames): golden_input(seed, case["n"], int(frames), golden["hw"]) for frames, seed in case["input_seeds"].items()
     }
     official = build_model("resnet50", NUM_CLASSES, trained_frames=FFN_FRAMES, shift_mode="official")
     load_official_state_dict(official, ffn_state_dict)
@@ -93,7 +93,7 @@ def test_ffn_train_mode_official_shift_matches_official(golden: dict, ffn_state_
     official.dropout.eval()
     with torch.no_grad():
         logits = official.forward_by_frames(videos)
-    errors = {rate: relative_l2(logits[rate], np.asarray(case["logits"][str(rate)])) for rate in videos}
+    errors = {frames: relative_l2(logits[frames], np.asarray(case["logits"][str(frames)])) for frames in videos}
     assert max(errors.values()) < MAX_RELATIVE_L2, errors
     # The correct per-video shift differs from the official grouping where the bug acts (the 4F branch here).
     per_video = build_model("resnet50", NUM_CLASSES, trained_frames=FFN_FRAMES, shift_mode="per-video")

@@ -196,3 +196,82 @@ def test_an_official_file_of_every_family_loads_by_its_key_names_alone(family: s
     other = "tea_res2net50" if family != "tea" else "resnet50"
     with pytest.raises(SystemExit, match=f"an official {family} file, but --arch {other}"):
         load_checkpoint_network(path, other, channels_last=False)
+
+
+def test_input_spec_refuses_bad_fields_with_one_line_each() -> None:
+    with pytest.raises(ValueError, match=r"^channel_order='RBG'; use one of \('RGB', 'BGR'\)$"):
+        InputSpec(channel_order="RBG")
+    for fields in ({"mean": (0.5, 0.5)}, {"std": (0.2, 0.2)}, {"std": (0.2, 0.0, 0.2)}, {"std": (0.2, -0.1, 0.2)}):
+        with pytest.raises(ValueError, match=r"^mean .* and std .* need three values each, std positive$"):
+            InputSpec(**fields)
+    for fields in ({"frames_multiple": 0}, {"min_frames": 0}, {"min_size": 0}):
+        with pytest.raises(ValueError, match=r"^frames_multiple, min_frames and min_size must be positive$"):
+            InputSpec(**fields)
+    InputSpec(frames_multiple=1, min_frames=1, min_size=1, std=(1e-3, 1e-3, 1e-3))  # the smallest valid values
+
+
+def test_input_spec_valid_frames_sizes_and_record() -> None:
+    spec = InputSpec(frames_multiple=4, min_frames=6, min_size=32)
+    assert [count for count in range(0, 20) if spec.accepts_frames(count)] == [8, 12, 16]
+    assert spec.nearest_valid_frames(3) == [8] and spec.nearest_valid_frames(9) == [8, 12]
+    assert spec.nearest_valid_frames(12) == [12] and spec.nearest_valid_frames(13) == [12, 16]
+    assert InputSpec().nearest_valid_frames(5) == [5] and InputSpec(min_frames=3).nearest_valid_frames(1) == [3]
+    with pytest.raises(ValueError, match=r"^this model does not run at 9 frames \(it needs a multiple of 4, at least "
+                                         r"6\); use 8 or 12$"):
+        spec.check_frames(9)
+    spec.check_size(32, 40)
+    with pytest.raises(ValueError, match=r"^frames of 31x40 px are smaller than this model's minimum 32 px; use a "
+                                         r"larger --crop-size$"):
+        spec.check_size(31, 40)
+    with pytest.raises(ValueError, match="frames of 40x31 px"):
+        spec.check_size(40, 31)
+    assert InputSpec(mean=(0.1, 0.2, 0.3), channel_order="BGR", min_size=8).as_record() == {
+        "mean": [0.1, 0.2, 0.3], "std": [0.229, 0.224, 0.225], "channel_order": "BGR", "frames_multiple": 1,
+        "min_frames": 1, "min_size": 8}
+
+
+def test_branch_rule_and_model_input_errors_name_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"^frame count must be positive, got 0$"):
+        nearest_branch((4, 8), 0)
+    assert nearest_branch((4, 8), 6) == 8 and nearest_branch((8, 4), 6) == 8 and nearest_branch((4,), 1) == 4
+    vanilla = build_model("test_tiny_video_net", 5)
+    assert vanilla.branch_for(6) is None and vanilla.branch_for(1) is None
+    with pytest.raises(ValueError, match=r"^frame count must be positive, got 0$"):
+        vanilla.branch_for(0)
+    ffn = build_model("test_tiny_video_net", 5, trained_frames=(4, 8))
+    with pytest.raises(ValueError, match=r"^model input must be \(N, T, 3, H, W\), got shape \(1, 4, 2, 8, 8\)$"):
+        ffn(torch.randn(1, 4, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"^forward_by_frames needs at least one \{frames: videos\} entry$"):
+        ffn({})
+    with pytest.raises(ValueError, match=r"^forward_by_frames: the videos under key 4 have shape \(1, 8, 3, 8, 8\), "
+                                         r"expected \(N, 4, 3, H, W\)$"):
+        ffn({4: torch.randn(1, 8, 3, 8, 8)})
+    with pytest.raises(ValueError, match=r"^forward_by_frames: 6 frames is not a trained frame count \(4, 8\); use "
+                                         r"model\(videos\) for other frame counts$"):
+        ffn({6: torch.randn(1, 6, 3, 8, 8)})
+    with pytest.raises(ValueError, match=r"^TinyVideoNet: no pretrained weights can be loaded for this family$"):
+        ffn.load_pretrained("weights.pt")
+
+
+def test_converted_layers_refuse_calls_outside_a_branch_scope_and_convert_alone() -> None:
+    converted = convert_to_ffn(nn.Sequential(WeightAlterationSlot(3, dims=2), nn.BatchNorm2d(3)), (4, 8))
+    features = torch.randn(2, 3, 4, 4)
+    for layer, name in ((converted[0], "WeightAlteration"), (converted[1], "BranchNorm")):
+        with pytest.raises(RuntimeError, match=rf"^{name} holds one copy per trained frame count and was called "
+                                               r"outside model\.ffn_parts\.branch_scope; call the model "
+                                               r"\(VideoModel\.forward\), not its layers$"):
+            layer(features)
+    slot = convert_to_ffn(WeightAlterationSlot(5, dims=1), (8, 4))
+    assert isinstance(slot, WeightAlteration) and list(slot.convs) == ["4", "8"]
+    assert isinstance(convert_to_ffn(nn.LayerNorm(5), (2,)), BranchNorm)
+    assert isinstance(convert_to_ffn(WeightAlterationSlot(5, dims=1), (4,), weight_alteration=False),
+                      WeightAlterationSlot)
+    with pytest.raises(ValueError, match=r"^convert_to_ffn needs at least one trained frame count$"):
+        convert_to_ffn(nn.BatchNorm2d(3), ())
+
+
+def test_weight_alteration_slot_refuses_other_dims() -> None:
+    with pytest.raises(ValueError, match=r"^WeightAlterationSlot: dims must be one of \[1, 2, 3\], got 4$"):
+        WeightAlterationSlot(8, dims=4)
+    slot = WeightAlterationSlot(8, dims=3)
+    assert (slot.channels, slot.dims, slot.channel_scale()) == (8, 3, None)

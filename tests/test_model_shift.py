@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model import branch_scope, build_model, naive_temporal_shift, temporal_shift
+from model.temporal_shift import no_temporal_shift
 
 FFN_FRAMES = (4, 8, 16)
 NUM_VIDEOS = 4  # official mode groups 16 frames: 4 videos at 4F, 2 at 8F share one clip
@@ -75,19 +76,19 @@ def cross_video_gradients(model: torch.nn.Module, seed: int) -> dict[int, tuple[
     """Per branch: (largest |d logits_i / d input_j| over i != j, smallest own-video gradient norm)."""
     generator = torch.Generator().manual_seed(seed)
     inputs = {
-        rate: torch.randn(NUM_VIDEOS, rate, 3, FRAME_SIZE, FRAME_SIZE, generator=generator).requires_grad_(True)
-        for rate in FFN_FRAMES
+        frames: torch.randn(NUM_VIDEOS, frames, 3, FRAME_SIZE, FRAME_SIZE, generator=generator).requires_grad_(True)
+        for frames in FFN_FRAMES
     }
     logits = model.forward_by_frames(inputs)
     results = {}
-    for rate in FFN_FRAMES:
+    for frames in FFN_FRAMES:
         cross, own = 0.0, float("inf")
         for video in range(NUM_VIDEOS):
-            (gradient,) = torch.autograd.grad(logits[rate][video].sum(), inputs[rate], retain_graph=True)
+            (gradient,) = torch.autograd.grad(logits[frames][video].sum(), inputs[frames], retain_graph=True)
             others = torch.cat([gradient[:video], gradient[video + 1:]])
             cross = max(cross, float(others.abs().max()))
             own = min(own, float(gradient[video].norm()))
-        results[rate] = (cross, own)
+        results[frames] = (cross, own)
     return results
 
 
@@ -100,8 +101,8 @@ def test_per_video_shift_never_leaks_across_videos(isolation_weights: dict) -> N
     model = build_model("tiny", num_classes=10, trained_frames=FFN_FRAMES, shift_mode="per-video")
     model.load_state_dict(isolation_weights)
     model.eval()  # frozen BN: batch statistics cannot couple the videos
-    for rate, (cross, own) in cross_video_gradients(model, seed=0).items():
-        assert cross == 0.0, f"{rate}F branch leaks across videos"
+    for frames, (cross, own) in cross_video_gradients(model, seed=0).items():
+        assert cross == 0.0, f"{frames}F branch leaks across videos"
         assert own > 0.0
 
 
@@ -137,3 +138,39 @@ def test_weight_alteration_folded_into_conv1_equals_residual_form() -> None:
         torch.testing.assert_close(block._conv1_after_wa(shifted), reference, rtol=1e-12, atol=1e-12)
     with branch_scope(4):
         assert not torch.allclose(block._conv1_after_wa(shifted), reference)
+
+
+
+@pytest.mark.parametrize("channels, clip_len", [(8, 1), (8, 3), (4, 2), (4, 1), (2, 2)])
+def test_shift_matches_definition_for_one_and_no_channel_per_fold(channels: int, clip_len: int) -> None:
+    frames = torch.randn(2 * clip_len, channels, 2, 3, requires_grad=True)
+    expected = shift_by_definition(frames.detach(), clip_len, fold_div=8)  # fold 1 for 8 channels, 0 for 4 and 2
+    shifted = temporal_shift(frames, clip_len)
+    assert torch.equal(shifted, expected)
+    upstream = torch.randn_like(expected)
+    shifted.backward(upstream)
+    reference = frames.detach().clone().requires_grad_(True)
+    naive_temporal_shift(reference, clip_len).backward(upstream)
+    assert torch.equal(frames.grad, reference.grad)
+
+
+def test_fold_div_two_shifts_every_channel() -> None:
+    frames = torch.randn(6, 4, 2, 2)
+    assert torch.equal(temporal_shift(frames, 3, fold_div=2), shift_by_definition(frames, 3, fold_div=2))
+
+
+@pytest.mark.parametrize("shift", [temporal_shift, naive_temporal_shift, no_temporal_shift])
+def test_every_shift_refuses_bad_arguments_with_the_fix(shift) -> None:
+    with pytest.raises(ValueError, match=r"^temporal shift expects a 4-D \(N\*T, C, H, W\) tensor, got shape "
+                                         r"\(2, 3, 4\)$"):
+        shift(torch.randn(2, 3, 4), 2)
+    with pytest.raises(ValueError, match=r"^temporal shift: 6 frames cannot be grouped in clips of 4; pass a batch "
+                                         r"whose frame count is a multiple of the clip length$"):
+        shift(torch.randn(6, 8, 2, 2), clip_frames=4)
+    with pytest.raises(ValueError, match=r"^temporal shift: fold_div must be at least 2, got 1$"):
+        shift(torch.randn(4, 8, 2, 2), 2, fold_div=1)
+
+
+def test_no_shift_returns_its_input() -> None:
+    frames = torch.randn(4, 8, 2, 2)
+    assert no_temporal_shift(frames, 2) is frames

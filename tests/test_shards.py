@@ -412,6 +412,30 @@ def test_finalize_refuses_a_missing_shard(dataset, built, tmp_path):
         make_shards.finalize(out, plans, make_shards.DEFAULT_MAX_SHARD_BYTES)
 
 
+def test_slurm_example_passes_the_array_resources_and_names_the_finalize_log(tmp_path):
+    script = REPO_ROOT / "scripts" / "slurm" / "shards.sbatch"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    submissions = tmp_path / "submissions"
+    (fake_bin / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> "{submissions}"\necho 77\n')
+    (fake_bin / "sbatch").chmod(0o755)
+    environment = dict(os.environ, DATA_ROOT=str(tmp_path), PATH=f"{fake_bin}:{os.environ['PATH']}",
+                       CPUS_PER_TASK="2", MEM="3G", TIME="00:40:00", SBATCH_ARGS="--qos=short --nice=5")
+    environment.pop("SLURM_JOB_ID", None)
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env=environment, check=True, capture_output=True)
+    array, finalize = (line.split() for line in submissions.read_text().splitlines())
+    assert array[array.index("--cpus-per-task") + 1] == "2" and array[array.index("--mem") + 1] == "3G"
+    assert array[array.index("--time") + 1] == "00:40:00" and {"--qos=short", "--nice=5"} <= set(array)
+    assert "--output=slurm-%x-%j.out" in finalize and {"--qos=short", "--nice=5"} <= set(finalize)
+    assert "--cpus-per-task=1" in finalize and "--mem=4G" in finalize  # the finalize job's own resources
+    environment = {key: value for key, value in environment.items()
+                   if key not in ("CPUS_PER_TASK", "MEM", "TIME", "SBATCH_ARGS")}
+    submissions.unlink()
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env=environment, check=True, capture_output=True)
+    array, _ = (line.split() for line in submissions.read_text().splitlines())
+    assert not {"--cpus-per-task", "--mem", "--time"} & set(array)  # the #SBATCH lines stay the defaults
+
+
 def test_slurm_example_submits_slices_and_finalize_that_reproduce_the_shards(dataset, built, tmp_path):
     root, _ = dataset
     script = REPO_ROOT / "scripts" / "slurm" / "shards.sbatch"
@@ -438,3 +462,27 @@ def test_slurm_example_submits_slices_and_finalize_that_reproduce_the_shards(dat
     subprocess.run(["bash", str(script)], cwd=REPO_ROOT, env=finalize_env, check=True, capture_output=True)
     assert _tar_bytes(out) == _tar_bytes(built)
     assert manifest_path(out, "train").read_bytes() == manifest_path(built, "train").read_bytes()
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [("1", "1"), ("2", "1"), ("3", "1"), ("16", "8"), (None, "1")])
+def test_slurm_example_starts_one_worker_per_two_cpus_of_the_task(tmp_path, cpus, workers):
+    """The array task's workers follow make shards' default rule: half the task's CPUs, at least one."""
+    fake_python = tmp_path / "python"
+    recorded = tmp_path / "argv"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" > "{recorded}"\n')
+    fake_python.chmod(0o755)
+    environment = dict(os.environ, DATA_ROOT=str(tmp_path), SHARDS=str(tmp_path / "shards"), PYTHON=str(fake_python),
+                       SLURM_JOB_ID="1", SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="1")
+    environment.pop("SLURM_CPUS_PER_TASK", None)
+    if cpus is not None:
+        environment["SLURM_CPUS_PER_TASK"] = cpus
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "slurm" / "shards.sbatch")], cwd=tmp_path, env=environment,
+                   check=True, capture_output=True)
+    argv = recorded.read_text().split()
+    assert argv[argv.index("--workers") + 1] == workers
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 1), (4, 2), (64, 32)])
+def test_default_workers_are_half_the_usable_cores(monkeypatch, cores, workers):
+    monkeypatch.setattr(make_shards, "default_workers", lambda: cores)
+    assert make_shards.default_shard_workers() == workers

@@ -19,7 +19,7 @@ import torch
 from model import build_model, load_checkpoint_file, load_official_state_dict
 from model.slowfast import is_official_slowfast_state_dict, to_official_slowfast_state_dict
 from model.tsm_resnet import count_parameters
-from parity_helpers import rebuild_state_dict, relative_l2
+from parity_helpers import golden_channels_first_input, rebuild_state_dict, relative_l2
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "slowfast_ffn"
 PARITY_FILE = GOLDEN_DIR / "slowfast_ffn_parity.json"
@@ -30,12 +30,6 @@ NUM_CLASSES = 174
 OFFICIAL_FFN_PARAMETERS = 34_212_606
 OFFICIAL_SLOWFAST_PARAMETERS = 34_045_558
 WEIGHT_ALTERATION_PARAMETERS_PER_BRANCH = 15_224
-
-
-def golden_videos(seed: int, num_videos: int, frames: int, size: int) -> torch.Tensor:
-    """The golden input default_rng(seed).standard_normal((n, 3, T, hw, hw)) (official layout) as (n, T, 3, hw, hw)."""
-    values = np.random.default_rng(seed).standard_normal((num_videos, 3, frames, size, size)).astype(np.float32)
-    return torch.from_numpy(values).permute(0, 2, 1, 3, 4).contiguous()
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +87,7 @@ def test_ffn_eval_logits_match_official_at_trained_and_untrained_frame_counts(go
             frames = int(frames_text)
             assert ffn_model.branch_for(frames) == case["branch"]
             assert ffn_model.slow_index(frames).tolist() == case["slow_index"]
-            logits = ffn_model(golden_videos(case["input_seed"], case["n"], frames, golden["hw"]))
+            logits = ffn_model(golden_channels_first_input(case["input_seed"], case["n"], frames, golden["hw"]))
             errors[frames] = relative_l2(logits, np.asarray(case["logits"]))
             prob_errors[frames] = relative_l2(logits.softmax(dim=1), np.asarray(case["probs"]))
     assert set(errors) == {8, 16, 32, 40, 56, 64}
@@ -107,7 +101,7 @@ def test_ffn_three_branch_training_call_matches_official(golden: dict, ffn_model
     case = golden["ffn_train"]
     model = copy.deepcopy(ffn_model).train()
     model.dropout.eval()
-    videos = {int(frames): golden_videos(seed, case["n"], int(frames), golden["hw"])
+    videos = {int(frames): golden_channels_first_input(seed, case["n"], int(frames), golden["hw"])
               for frames, seed in case["input_seeds"].items()}
     for frames in videos:
         assert model.slow_index(frames).tolist() == case["slow_index"][str(frames)]
@@ -123,7 +117,7 @@ def test_vanilla_slowfast_eval_logits_match_official(golden: dict, slowfast_mode
     errors = {}
     with torch.no_grad():
         for frames_text, case in golden["slowfast"].items():
-            logits = slowfast_model(golden_videos(case["input_seed"], case["n"], int(frames_text), golden["hw"]))
+            logits = slowfast_model(golden_channels_first_input(case["input_seed"], case["n"], int(frames_text), golden["hw"]))
             errors[int(frames_text)] = max(relative_l2(logits, np.asarray(case["logits"])),
                                            relative_l2(logits.softmax(dim=1), np.asarray(case["probs"])))
     assert set(errors) == {16, 32, 64}

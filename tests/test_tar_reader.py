@@ -103,7 +103,7 @@ def test_loader_gives_identical_batches_with_either_reader(shards: Path) -> None
     lean, reference = batches("lean"), batches("webdataset")
     assert [batch["id"] for batch in lean] == [batch["id"] for batch in reference]
     for mine, theirs in zip(lean, reference):
-        for rate in (2, 4):
-            assert torch.equal(mine["videos"][rate], theirs["videos"][rate])
+        for frames in (2, 4):
+            assert torch.equal(mine["videos"][frames], theirs["videos"][frames])
     with pytest.raises(ValueError, match="tar_reader='tarfile'; use one of"):
         build_loader(shards, decode="cpu", device="cpu", tar_reader="tarfile")

@@ -124,7 +124,7 @@ def branch_norm_grads(network: torch.nn.Module, loss: torch.Tensor) -> dict[str,
 def test_each_loss_term_reaches_only_its_branch():
     torch.manual_seed(0)
     network = build_model(arch="tiny", num_classes=NUM_CLASSES, trained_frames=(4, 8, 16), dropout=0.0).train()
-    videos = {rate: torch.randn(4, rate, 3, 32, 32) for rate in (4, 8, 16)}
+    videos = {frames: torch.randn(4, frames, 3, 32, 32) for frames in (4, 8, 16)}
     labels = torch.tensor([0, 1, 2, 3])
     logits = network.forward_by_frames(videos)
     ce_only, _ = make_criterion("ffn", lam=0.0)(logits, labels)
@@ -137,6 +137,35 @@ def test_each_loss_term_reaches_only_its_branch():
         kl_grads = branch_norm_grads(network, with_kl - without_kl)
         assert kl_grads[str(student)] > 0, f"KL at {student}F must train the {student}F BatchNorms"
         assert kl_grads["16"] == 0 and kl_grads[str(other)] == 0, kl_grads
+
+
+def test_ffn_defaults_are_the_official_loss_and_independent_sampling(trained_runs):
+    # trained_runs["ffn"] gave no loss or sampling flag: settings.json records what the run used
+    settings = json.loads((trained_runs["ffn"] / train.SETTINGS_JSON).read_text())
+    assert settings["sampling"] == "independent"
+    assert settings["ce_all_frames"] is False and settings["lam"] == 1.0
+    checkpoint = torch.load(trained_runs["ffn"] / train.LAST_CHECKPOINT, weights_only=True)
+    assert checkpoint["metrics"]["settings"]["sampling"] == "independent"
+    assert checkpoint["metrics"]["settings"]["ce_all_frames"] is False
+
+
+def first_step_loss(shards: Path, output: Path, *flags: str) -> float:
+    """The loss of the first optimiser step of a seeded FFN run (one step, so the weights are the initial ones)."""
+    status = train.main(["--mode", "ffn", "--frames", "4", "8", "16", "--shards", str(shards), "--output",
+                         str(output), "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "4",
+                         "--lr", "0.05", "--val-batch-size", "12", *TINY_ARGS, *flags])
+    assert status == 0
+    return read_history(output)[0]["train_loss"]
+
+
+def test_ffn_default_run_trains_on_the_official_loss_and_sampling(shards, tmp_path):
+    default = first_step_loss(shards, tmp_path / "default")
+    independent = first_step_loss(shards, tmp_path / "independent", "--sampling", "independent")
+    nested = first_step_loss(shards, tmp_path / "nested", "--sampling", "nested")
+    ce_all = first_step_loss(shards, tmp_path / "ce_all", "--ce-all-frames")
+    assert nested != independent  # the two samplings draw different frames for this batch
+    assert default == independent  # same seed, same frames, same loss: the default samples independently
+    assert default < ce_all  # the official loss has no cross-entropy on the lower frame counts
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(shards, tmp_path):

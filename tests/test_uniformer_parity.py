@@ -18,7 +18,7 @@ from torchvision.ops import StochasticDepth
 
 from model import build_model, load_official_state_dict
 from model.uniformer import is_official_uniformer_state_dict, official_uniformer_arch, unwrap_state_dict
-from parity_helpers import rebuild_state_dict, relative_l2
+from parity_helpers import golden_channels_first_input, rebuild_state_dict, relative_l2
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "uniformer_ffn"
 PARITY_FILE = GOLDEN_DIR / "uniformer_ffn_parity.json"
@@ -28,12 +28,6 @@ FFN_FRAMES = (4, 8, 16)
 NUM_CLASSES = 174
 GOLDEN_DROP_PATH_RATE = 0.2  # UNIFORMER.DROP_DEPTH_RATE of the official run (inactive in every golden call)
 ARCH = "uniformer_s"
-
-
-def golden_videos(seed: int, num_videos: int, frames: int, size: int) -> torch.Tensor:
-    """The README's input, drawn in the official (N, 3, T, H, W) layout, as our (N, T, 3, H, W) videos."""
-    values = np.random.default_rng(seed).standard_normal((num_videos, 3, frames, size, size)).astype(np.float32)
-    return torch.from_numpy(values).permute(0, 2, 1, 3, 4)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def test_ffn_eval_logits_match_official_at_every_frame_count(golden: dict, ffn_m
         for frames_text, case in golden["ffn"].items():
             frames = int(frames_text)
             assert ffn_model.branch_for(frames) == case["branch"]
-            videos = golden_videos(case["input_seed"], case["n"], frames, golden["hw"])
+            videos = golden_channels_first_input(case["input_seed"], case["n"], frames, golden["hw"])
             errors[frames] = relative_l2(ffn_model(videos), np.asarray(case["logits"]))
     assert set(errors) == {2, 4, 6, 8, 12, 16}
     assert max(errors.values()) < MAX_RELATIVE_L2, errors
@@ -101,7 +95,7 @@ def test_ffn_eval_logits_match_official_at_every_frame_count(golden: dict, ffn_m
 def test_ffn_training_call_matches_official(golden: dict, ffn_model: torch.nn.Module) -> None:
     """One multi-frame-count call in train mode: norms use batch statistics, stochastic depth is off."""
     case = golden["ffn_train"]
-    videos = {int(frames): golden_videos(seed, case["n"], int(frames), golden["hw"])
+    videos = {int(frames): golden_channels_first_input(seed, case["n"], int(frames), golden["hw"])
               for frames, seed in case["input_seeds"].items()}
     model = copy.deepcopy(ffn_model).train()  # the module's model keeps its running statistics
     for module in model.modules():
@@ -119,7 +113,7 @@ def test_vanilla_eval_logits_match_official(golden: dict, vanilla_model: torch.n
     errors = {}
     with torch.no_grad():
         for frames_text, case in golden["uniformer"].items():
-            videos = golden_videos(case["input_seed"], case["n"], int(frames_text), golden["hw"])
+            videos = golden_channels_first_input(case["input_seed"], case["n"], int(frames_text), golden["hw"])
             errors[int(frames_text)] = relative_l2(vanilla_model(videos), np.asarray(case["logits"]))
     assert set(errors) == {4, 8, 16}
     assert max(errors.values()) < MAX_RELATIVE_L2, errors
