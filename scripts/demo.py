@@ -886,13 +886,13 @@ def evaluate_families(families: Sequence[str], checkpoints: dict[str, Path], sha
     return {family: json.loads((folder / f"{tag}.json").read_text(encoding="utf-8")) for family, tag in tags.items()}
 
 
-def kind_values(models: dict[str, Any], name: str, frames: Sequence[str]) -> dict[str, Any]:
+def kind_values(models: dict[str, Any], name: str, eval_frames: Sequence[str]) -> dict[str, Any]:
     """{kind: {T: mean}} plus the min, max and per-seed values of one model (several seeds)."""
     entry = models[name]
-    return {"mean": {rate: entry["top1"][rate] for rate in frames},
-            "min": {rate: entry["top1_min"][rate] for rate in frames},
-            "max": {rate: entry["top1_max"][rate] for rate in frames},
-            "by_seed": {rate: entry["top1_by_seed"][rate] for rate in frames}}
+    return {"mean": {frames: entry["top1"][frames] for frames in eval_frames},
+            "min": {frames: entry["top1_min"][frames] for frames in eval_frames},
+            "max": {frames: entry["top1_max"][frames] for frames in eval_frames},
+            "by_seed": {frames: entry["top1_by_seed"][frames] for frames in eval_frames}}
 
 
 def family_entry(family: str, per_seed: dict[str, Any], seeds: Sequence[int], backbone: tuple[Path, dict[str, Any]],
@@ -901,31 +901,31 @@ def family_entry(family: str, per_seed: dict[str, Any], seeds: Sequence[int], ba
     experiment = ARCH_EXPERIMENTS[family]
     names = arch_model_names(family)
     models = aggregate(per_seed, list(names.values()), seeds)
-    frames = sorted(models[names["vanilla"]]["top1"], key=int)
+    eval_frames = sorted(models[names["vanilla"]]["top1"], key=int)
     low, middle, high = (str(count) for count in experiment.frames)
-    vanilla, ffn = kind_values(models, names["vanilla"], frames), kind_values(models, names["ffn"], frames)
+    vanilla, ffn = kind_values(models, names["vanilla"], eval_frames), kind_values(models, names["ffn"], eval_frames)
     st_sources = {low: names["st_low"], middle: names["st_middle"], high: names["vanilla"]}
-    st = {rate: kind_values(models, name, [rate]) for rate, name in st_sources.items()}
+    st = {frames: kind_values(models, name, [frames]) for frames, name in st_sources.items()}
     entry: dict[str, Any] = {
         "arch": experiment.arch, "frames": list(experiment.frames),
         "vanilla": vanilla["mean"], "ffn": ffn["mean"],
-        "st": {rate: st[rate]["mean"][rate] for rate in st_sources},
+        "st": {frames: st[frames]["mean"][frames] for frames in st_sources},
         "gflops": models[names["vanilla"]].get("gflops"),
     }
     if len(seeds) > 1:
         for kind, values in (("vanilla", vanilla), ("ffn", ffn)):
             entry[f"{kind}_min"], entry[f"{kind}_max"] = values["min"], values["max"]
-        entry["st_min"] = {rate: st[rate]["min"][rate] for rate in st_sources}
-        entry["st_max"] = {rate: st[rate]["max"][rate] for rate in st_sources}
+        entry["st_min"] = {frames: st[frames]["min"][frames] for frames in st_sources}
+        entry["st_max"] = {frames: st[frames]["max"][frames] for frames in st_sources}
     entry["by_seed"] = {"vanilla": vanilla["by_seed"], "ffn": ffn["by_seed"],
-                        "st": {rate: st[rate]["by_seed"][rate] for rate in st_sources}}
+                        "st": {frames: st[frames]["by_seed"][frames] for frames in st_sources}}
     entry["st_models"] = {count: models[name]["top1"] for count, name in st_sources.items()}
     entry["margins"] = arch_margins(entry)
     entry["untrained_frames"] = untrained_comparison(entry, models, names)
     entry["settings"] = {
         "models": names, "preset": experiment.preset, "loss": family_loss(family),
         "commands": {name: commands[name] for name in names.values()},
-        "eval_frames": [int(rate) for rate in frames],
+        "eval_frames": [int(frames) for frames in eval_frames],
         "ffn_gflops": models[names["ffn"]].get("gflops"),
         "pretraining": {"checkpoint": str(backbone[0]), "sha256": backbone[1]["sha256"],
                         "settings": backbone[1]["settings"], "val_top1": backbone[1]["val_top1"],
@@ -939,7 +939,8 @@ def arch_margins(entry: dict[str, Any]) -> list[dict[str, Any]]:
     low, middle, high = (str(count) for count in entry["frames"])
     vanilla, ffn, st = entry["vanilla"], entry["ffn"], entry["st"]
     checks = [
-        (f"vanilla@{low}F <= vanilla@{high}F - 25", vanilla[low], vanilla[high] - 25, vanilla[low] <= vanilla[high] - 25),
+        (f"vanilla@{low}F <= vanilla@{high}F - 25", vanilla[low], vanilla[high] - 25,
+         vanilla[low] <= vanilla[high] - 25),
         (f"ffn@{low}F >= vanilla@{low}F + 30", ffn[low], vanilla[low] + 30, ffn[low] >= vanilla[low] + 30),
         (f"ffn@{high}F >= vanilla@{high}F - 3", ffn[high], vanilla[high] - 3, ffn[high] >= vanilla[high] - 3),
         (f"ffn@{low}F >= st@{low}F - 3", ffn[low], st[low] - 3, ffn[low] >= st[low] - 3),
@@ -955,13 +956,13 @@ def untrained_comparison(entry: dict[str, Any], models: dict[str, Any], names: d
     separated = {names["vanilla"]: models[names["vanilla"]], names["st_middle"]: models[names["st_middle"]],
                  names["st_low"]: models[names["st_low"]]}
     comparison = {}
-    for rate in entry["ffn"]:
-        if rate in trained:
+    for frames in entry["ffn"]:
+        if frames in trained:
             continue
-        best = max(separated, key=lambda name: separated[name]["top1"][rate])
-        best_value = separated[best]["top1"][rate]
-        comparison[rate] = {"ffn": entry["ffn"][rate], "best_st": best_value, "best_st_model": best,
-                            "difference": round(entry["ffn"][rate] - best_value, 2)}
+        best = max(separated, key=lambda name: separated[name]["top1"][frames])
+        best_value = separated[best]["top1"][frames]
+        comparison[frames] = {"ffn": entry["ffn"][frames], "best_st": best_value, "best_st_model": best,
+                            "difference": round(entry["ffn"][frames] - best_value, 2)}
     return comparison
 
 
@@ -974,10 +975,10 @@ def format_arch_table(report: dict[str, Any]) -> str:
         label = ARCH_LABELS[family]
         for kind, suffix in (("vanilla", ""), ("st", "-ST"), ("ffn", "-FFN")):
             cells = []
-            for rate in counts:
-                cell = f"{entry[kind][rate]:.1f}"
+            for frames in counts:
+                cell = f"{entry[kind][frames]:.1f}"
                 if len(seeds) > 1:
-                    cell += f" [{entry[f'{kind}_min'][rate]:.1f}-{entry[f'{kind}_max'][rate]:.1f}]"
+                    cell += f" [{entry[f'{kind}_min'][frames]:.1f}-{entry[f'{kind}_max'][frames]:.1f}]"
                 cells.append(cell)
             rows.append([label + suffix, "/".join(counts), *cells])
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -1025,23 +1026,24 @@ def write_archs_plot(report: dict[str, Any], path: Path) -> Any:
 
 def draw_family_panel(axes: Any, family: str, entry: dict[str, Any]) -> None:
     """One family's panel of archs.png."""
-    frames = sorted(entry["vanilla"], key=int)
-    positions = [int(rate) for rate in frames]
+    eval_frames = sorted(entry["vanilla"], key=int)
+    positions = [int(frames) for frames in eval_frames]
     low, middle, high = entry["frames"]
     label = ARCH_LABELS[family]
     for kind, text, style in (("vanilla", f"{label} (trained at {high})", "-"),
                               ("ffn", f"{label}-FFN ({low}/{middle}/{high}, official loss)", "-")):
-        line, = axes.plot(positions, [entry[kind][rate] for rate in frames], style, marker="o", markersize=3,
+        line, = axes.plot(positions, [entry[kind][frames] for frames in eval_frames], style, marker="o", markersize=3,
                           label=text)
         if f"{kind}_min" in entry:
-            axes.fill_between(positions, [entry[f"{kind}_min"][rate] for rate in frames],
-                              [entry[f"{kind}_max"][rate] for rate in frames], color=line.get_color(), alpha=0.15)
+            lows = [entry[f"{kind}_min"][frames] for frames in eval_frames]
+            highs = [entry[f"{kind}_max"][frames] for frames in eval_frames]
+            axes.fill_between(positions, lows, highs, color=line.get_color(), alpha=0.15)
     st_counts = [str(count) for count in entry["frames"]]
-    st_line, = axes.plot([int(rate) for rate in st_counts], [entry["st"][rate] for rate in st_counts], "s--",
+    st_line, = axes.plot([int(frames) for frames in st_counts], [entry["st"][frames] for frames in st_counts], "s--",
                          label=f"{label}-ST (one model per count)")
     for count in st_counts[:-1]:
         curve = entry["st_models"][count]
-        axes.plot(positions, [curve[rate] for rate in frames], ":", color=st_line.get_color(), linewidth=0.9)
+        axes.plot(positions, [curve[frames] for frames in eval_frames], ":", color=st_line.get_color(), linewidth=0.9)
     axes.set_title(f"{label} ({entry['arch']}; dotted: each separated model at every count)", fontsize=9)
     axes.set_xlabel("frames at evaluation" + (" (Fast pathway)" if family == "slowfast" else ""))
     axes.set_ylabel("top-1 (%)")
@@ -1059,15 +1061,16 @@ def print_arch_report(report: dict[str, Any]) -> None:
           + (" (mean [min-max] over seeds)" if len(seeds) > 1 else ""))
     print(format_arch_table(report))
     for family, entry in report["archs"].items():
-        frames = sorted(entry["vanilla"], key=int)
+        eval_frames = sorted(entry["vanilla"], key=int)
         print(f"\n{ARCH_LABELS[family]} ({entry['arch']}) at every count")
         table = {"vanilla": {"top1": entry["vanilla"]}, "ffn": {"top1": entry["ffn"]},
                  **{f"st{count}": {"top1": curve} for count, curve in entry["st_models"].items()
                     if int(count) != entry["frames"][-1]}}
-        print(format_table(table, [int(rate) for rate in frames], second=None))
+        print(format_table(table, [int(frames) for frames in eval_frames], second=None))
         print("margins")
         print_margins(entry["margins"])
-        differences = ", ".join(f"{rate}F {item['difference']:+.1f}" for rate, item in entry["untrained_frames"].items())
+        differences = ", ".join(f"{frames}F {item['difference']:+.1f}"
+                                for frames, item in entry["untrained_frames"].items())
         print(f"  ffn - best separated model at untrained counts (reported): {differences}")
 
 
