@@ -49,11 +49,11 @@ MUTATION_FLAG := $(if $(strip $(MUTATION_MODULES)),--modules $(MUTATION_MODULES)
 PREDICT_FRAMES := $(if $(filter command line environment,$(origin FRAMES)),$(FRAMES),4 8 16)
 LABELS_FLAG := $(if $(strip $(LABELS)),--labels $(LABELS),)
 
-.PHONY: help setup test demo ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench gpu-check \
-	mutation slurm-check clean distclean
+.PHONY: help setup test demo demo-archs ablations mechanism pretrain synthetic shards verify-shards train-tsm train-ffn eval predict bench \
+	gpu-check mutation slurm-check clean distclean
 
 help:
-	@echo "make demo | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
+	@echo "make demo | demo-archs | ablations | mechanism | test | pretrain | synthetic | shards | verify-shards | train-tsm |" \
 		"train-ffn | eval | predict | bench | gpu-check | mutation | slurm-check | clean"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DATASET=$(DATASET) DATA_ROOT=$(DATA_ROOT) SHARDS=$(SHARDS) RUNS=$(RUNS)"
 
@@ -99,6 +99,11 @@ predict: $(SETUP)
 
 demo: $(SETUP)
 	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --started-at $(MAKE_START) $(WORKERS_FLAG)
+
+# The official README's architecture table on the demo's data: vanilla, separated (ST) and FFN models of TSM, TEA,
+# SlowFast and UniFormer (reuses a finished `make demo`: data, shards, backbone and the TSM runs).
+demo-archs: $(SETUP)
+	$(PYTHON) scripts/demo.py --runs $(RUNS)/demo --seeds $(SEEDS) --archs --started-at $(MAKE_START) $(WORKERS_FLAG)
 
 # The paper's ablation rows of TSM-FFN on the demo's data and pretrained backbone (reuses a finished `make demo`).
 ablations: $(SETUP)

@@ -1,7 +1,9 @@
 """Where pretrain.py keeps a pretrained backbone: one folder per setting, keyed by the hash of every setting.
 
 pretrain.py writes ``<output-root>/<arch>-<key>/backbone.pt`` and ``pretrain.json`` there; the demo finds the
-folder from the same settings without running pretrain.py's command line.
+folder from the same settings without running pretrain.py's command line. The settings hold pretrain.py's options
+and the model family's own recipe for turning the trained network into a pretrained file (e.g. the inflation rule
+of its temporal kernels; `model.registry.ImagePretraining.recipe`), so a changed rule never reuses an old file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from model.registry import image_pretraining
 from preprocess.synthetic_images import APPEARANCE_CLASSES
 
 BACKBONE_FILE = "backbone.pt"
@@ -40,10 +43,16 @@ def backbone_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     values : mapping
         pretrain.py's options by name (``vars(args)``); a missing one takes its PRETRAIN_DEFAULTS value and a
         missing ``max_steps`` is None.
+
+    Raises
+    ------
+    ValueError
+        When the arch has no single-image pretraining (naming those that have one).
     """
     settings = {key: values.get(key, default) for key, default in PRETRAIN_DEFAULTS.items()}
     settings.update(max_steps=values.get("max_steps"), task_version=TASK_VERSION,
                     classes=[spec.name for spec in APPEARANCE_CLASSES])
+    settings.update(image_pretraining(settings["arch"]).recipe)
     return settings
 
 

@@ -21,7 +21,9 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from model.interface import VideoModel
+from torch import nn
+
+from model.interface import InputSpec, VideoModel
 
 # One entry per family: the module that registers its names.
 FAMILY_MODULES: tuple[str, ...] = ("model.tsm_resnet", "model.tea", "model.slowfast", "model.uniformer")
@@ -30,6 +32,7 @@ _REGISTRY: dict[str, "ModelEntry"] = {}
 _REFERENCE_RUNS: dict[str, "ReferenceRun"] = {}
 _RECIPES: dict[tuple[str, str], "Recipe"] = {}
 _OFFICIAL_READERS: dict[str, "OfficialReader"] = {}
+_IMAGE_PRETRAINING: dict[str, "ImagePretraining"] = {}
 _FAMILIES_LOADED = False
 BUILD_KEYS = ("arch", "num_classes", "trained_frames", "pretrained")
 
@@ -110,6 +113,54 @@ def official_families() -> list[str]:
     """The families whose official checkpoints can be read."""
     _load_families()
     return sorted(_OFFICIAL_READERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePretraining:
+    """How a registered model's backbone is pretrained on single images (pretrain.py, the stand-in for ImageNet).
+
+    The family says which network learns from the images (its 2D counterpart, or its own network on one-frame
+    clips) and how the trained network becomes a file its ``load_pretrained`` reads: the names of the weights its
+    authors initialise from, every temporal kernel inflated by the family's rule. pretrain.py names no family.
+
+    Attributes
+    ----------
+    build : callable
+        ``build(num_classes)`` -> the image network: takes one-frame videos (N, 1, 3, H, W) and returns logits.
+    export : callable
+        ``export(network)`` -> the trained network's state dict in the names the model's ``load_pretrained`` reads
+        (its classifier included; the loader drops it).
+    input_spec : InputSpec
+        The normalisation and channel order of the images (the model's own).
+    recipe : dict
+        What the export does beyond pretrain.py's settings (e.g. ``{"inflation": "mean"}``); it is part of the
+        cache key, so a changed rule never reuses an old file. Empty when the weights are copied as they are.
+    """
+
+    build: Callable[[int], nn.Module]
+    export: Callable[[nn.Module], dict[str, Any]]
+    input_spec: InputSpec
+    recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def register_image_pretraining(arch: str, pretraining: ImagePretraining) -> None:
+    """Register how the model `arch` (registered by the same family) is pretrained on single images."""
+    _IMAGE_PRETRAINING[arch] = pretraining
+
+
+def image_pretraining(arch: str) -> ImagePretraining:
+    """The single-image pretraining of a registered model (ValueError naming the models that have one)."""
+    model_entry(arch)
+    if arch not in _IMAGE_PRETRAINING:
+        raise ValueError(f"arch={arch!r} has no single-image pretraining; choose one of "
+                         f"{sorted(_IMAGE_PRETRAINING)}")
+    return _IMAGE_PRETRAINING[arch]
+
+
+def image_pretraining_models() -> list[str]:
+    """The registered models that pretrain.py can pretrain, sorted."""
+    _load_families()
+    return sorted(_IMAGE_PRETRAINING)
 
 
 def _load_families() -> None:

@@ -23,6 +23,7 @@ the PySlowFast / FFN-pytorch names onto them.
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 import os
 import pickle
@@ -34,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.ffn_parts import BranchNorm, WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
+from model.ffn_parts import BranchNorm, WeightAlterationSlot, branch_scope, convert_to_ffn, weight_alteration_modules
+from model.inflation import inflate_temporal_kernels
 from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
@@ -46,7 +48,15 @@ from model.official_checkpoints import (
     without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
+from model.registry import (
+    ImagePretraining,
+    OfficialFile,
+    register_image_pretraining,
+    register_model,
+    register_official_reader,
+    register_recipe,
+    register_reference_run,
+)
 
 FAMILY = "slowfast"
 DEFAULT_DROPOUT = 0.5
@@ -434,6 +444,10 @@ class SlowFast(VideoModel):
         """Logits (N, classes) of videos (N, T, 3, H, W) with the branch in scope."""
         fast = videos.transpose(1, 2).contiguous()
         slow = fast.index_select(2, self.slow_index(videos.shape[1]).to(fast.device))
+        return self.pathway_logits(slow, fast)
+
+    def pathway_logits(self, slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes) of the Slow and Fast clips (N, 3, T / alpha, H, W) and (N, 3, T, H, W)."""
         slow, fast = self.slow_stem(slow), self.fast_stem(fast)
         slow = self.fuse_stem(slow, fast)
         for stage, name in enumerate(STAGE_NAMES):
@@ -753,6 +767,55 @@ OFFICIAL_RECIPE = {
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
 register_reference_run(FAMILY, "slowfast_r50", (16, 32, 64))
+
+class SlowFastImageNetwork(nn.Module):
+    """SlowFast on single images: both pathways read the one frame, so every temporal kernel (stems, blocks, lateral
+    connections) works with its centre tap alone, the 2D network a 3D SlowFast is inflated from.
+
+    Parameters
+    ----------
+    network : SlowFast
+        A vanilla SlowFast; its weights are trained in place.
+    """
+
+    def __init__(self, network: SlowFast) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        """Logits of one-frame videos (N, 1, 3, H, W)."""
+        if videos.dim() != 5 or videos.shape[1] != 1:
+            raise ValueError(f"the SlowFast image network takes one-frame videos (N, 1, 3, H, W), got shape "
+                             f"{tuple(videos.shape)}")
+        frame = videos.transpose(1, 2).contiguous()
+        with branch_scope(None):
+            return self.network.pathway_logits(frame, frame)
+
+
+IMAGE_INFLATION = "mean"  # PySlowFast's inflation of ImageNet weights (I3D: each tap the 2D kernel / k)
+
+
+def build_image_slowfast(arch: str, num_classes: int) -> SlowFastImageNetwork:
+    """A vanilla SlowFast (dropout 0) reading single images through both pathways."""
+    return SlowFastImageNetwork(build_slowfast(arch, num_classes, dropout=0.0))
+
+
+def export_inflated_slowfast(image_network: SlowFastImageNetwork) -> dict[str, torch.Tensor]:
+    """The trained image network as a pretrained SlowFast file's state dict (PySlowFast names), every temporal kernel
+    inflated from its centre tap by IMAGE_INFLATION (the image network itself is left unchanged)."""
+    network = copy.deepcopy(image_network.network)
+    inflate_temporal_kernels(network, IMAGE_INFLATION)
+    return to_official_slowfast_state_dict(network)
+
+
+# PySlowFast starts 3D networks from ImageNet by inflating 2D kernels (I3D's mean rule); SlowFast here learns the
+# images with its own network on one-frame clips, then inflates every temporal kernel the same way.
+for _arch in ARCH_SPECS:
+    register_image_pretraining(_arch, ImagePretraining(
+        build=functools.partial(build_image_slowfast, _arch), export=export_inflated_slowfast,
+        input_spec=InputSpec(mean=SLOWFAST_MEAN, std=SLOWFAST_STD, channel_order=SLOWFAST_CHANNEL_ORDER),
+        recipe={"inflation": IMAGE_INFLATION}))
+
 
 @register_official_reader(FAMILY)
 def read_official_slowfast(checkpoint: Mapping[str, Any]) -> OfficialFile | None:

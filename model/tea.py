@@ -44,7 +44,9 @@ from model.official_checkpoints import (
 )
 from model.pretrained import BackboneLoad
 from model.registry import (
+    ImagePretraining,
     OfficialFile,
+    register_image_pretraining,
     register_model,
     register_official_reader,
     register_recipe,
@@ -549,6 +551,58 @@ OFFICIAL_RECIPE = {
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
 register_reference_run(FAMILY, "tea_res2net50", (4, 8, 16))
+
+
+class FrameWise(nn.Module):
+    """Stands in for ME or a temporal shift convolution in the 2D Res2Net: returns the frames unchanged."""
+
+    def forward(self, features: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """The input itself."""
+        return features
+
+
+def build_image_res2net(arch: str, num_classes: int) -> TEANet:
+    """The 2D counterpart of a TEA for single-image pretraining: its Res2Net, without ME and the temporal shift
+    convolutions (the network TEA's authors initialise from ImageNet)."""
+    network = build_tea(arch, num_classes, dropout=0.0)
+    for name in network.layer_names:
+        for block in getattr(network, name):
+            block.me = FrameWise()
+            block.shifts = nn.ModuleList(FrameWise() for _ in block.shifts)
+    return network
+
+
+RES2NET_EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = _rules((
+    (_BLOCK + r"\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
+    (_BLOCK + r"\.downsample_bn\.(\w+)$", r"\1.downsample.1.\2"),
+))
+
+
+def to_res2net_state_dict(network: TEANet) -> dict[str, torch.Tensor]:
+    """The state dict of a vanilla TEA or its 2D Res2Net under the Res2Net ImageNet file's names (``downsample.0``
+    and ``.1``; every other name is already the file's), the layout `load_res2net_weights` reads.
+
+    Raises
+    ------
+    ValueError
+        For a TEA-FFN (private BatchNorm copies have no Res2Net name).
+    """
+    exported = {}
+    for key, value in network.state_dict().items():
+        if ".norms." in key:
+            raise ValueError(f"to_res2net_state_dict: {key} has no Res2Net name; export a vanilla model")
+        for pattern, replacement in RES2NET_EXPORT_RULES:
+            if pattern.match(key):
+                key = pattern.sub(replacement, key)
+                break
+        exported[key] = value.detach().clone()
+    return exported
+
+
+# TEA starts from an ImageNet Res2Net; ME and the temporal shift convolutions keep their initialisation.
+for _arch in ARCH_SPECS:
+    register_image_pretraining(_arch, ImagePretraining(build=functools.partial(build_image_res2net, _arch),
+                                                       export=to_res2net_state_dict, input_spec=InputSpec()))
 
 
 @register_official_reader(FAMILY)

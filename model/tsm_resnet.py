@@ -19,10 +19,19 @@ import torch
 from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
-from model.interface import VideoModel, check_choice
+from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
 from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
+from model.registry import (
+    ImagePretraining,
+    OfficialFile,
+    build_model,
+    register_image_pretraining,
+    register_model,
+    register_official_reader,
+    register_recipe,
+    register_reference_run,
+)
 from model.temporal_shift import DEFAULT_FOLD_DIV, SHIFT_IMPLEMENTATIONS
 
 FAMILY = "tsm"
@@ -410,6 +419,18 @@ def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
                 break
         exported[name] = value.detach().clone()
     return exported
+
+
+def build_image_resnet(arch: str, num_classes: int) -> TSMResNet:
+    """The 2D counterpart of a TSM for single-image pretraining: the same ResNet without the temporal shift."""
+    return build_model(arch, num_classes, trained_frames=None, pretrained=None, dropout=0.0, shift_impl="none")
+
+
+# TSM's backbone is a 2D ResNet, initialised from ImageNet: its single-image pretraining trains the same ResNet without
+# the shift and writes it under torchvision's names, which `load_pretrained` reads like torchvision's ImageNet file.
+for _arch in ARCH_SPECS:
+    register_image_pretraining(_arch, ImagePretraining(build=functools.partial(build_image_resnet, _arch),
+                                                       export=to_torchvision_state_dict, input_spec=InputSpec()))
 
 
 OFFICIAL_FFN_MARKER = re.compile(r"(^|\.)(bn1|downsample_bn)_(\d+)\.weight$")

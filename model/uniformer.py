@@ -19,6 +19,7 @@ classifier are shared. ``OFFICIAL_UNIFORMER_KEY_RULES`` maps the official names 
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
+from model.inflation import inflate_temporal_kernels
 from model.interface import InputSpec, VideoModel
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
@@ -40,7 +42,15 @@ from model.official_checkpoints import (
     without_data_parallel_prefix,
 )
 from model.pretrained import BackboneLoad
-from model.registry import OfficialFile, register_model, register_official_reader, register_recipe, register_reference_run
+from model.registry import (
+    ImagePretraining,
+    OfficialFile,
+    register_image_pretraining,
+    register_model,
+    register_official_reader,
+    register_recipe,
+    register_reference_run,
+)
 
 FAMILY = "uniformer"
 # Input convention of the official UniFormer video models (RGB frames on the 0-1 scale, one mean and std for all
@@ -489,6 +499,63 @@ OFFICIAL_RECIPE = {
 }
 register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
 register_reference_run(FAMILY, "uniformer_s", (4, 8, 16))
+
+# Our names of a vanilla UniFormer -> the official ones (the inverse of the key rules; other names are the same).
+EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^(blocks[12]\.\d+)\.value_conv\.(weight|bias)$", r"\1.conv1.\2"),
+        (r"^(blocks[12]\.\d+)\.affinity_conv\.(weight|bias)$", r"\1.attn.\2"),
+        (r"^(blocks[12]\.\d+)\.fusion_conv\.(weight|bias)$", r"\1.conv2.\2"),
+    )
+)
+
+
+def to_official_uniformer_state_dict(model: UniFormer) -> dict[str, torch.Tensor]:
+    """The state dict of a vanilla UniFormer in the official names (what `UniFormer.load_pretrained` reads).
+
+    Raises
+    ------
+    ValueError
+        For a UniFormer-FFN (export a vanilla model).
+    """
+    exported = {}
+    for key, value in model.state_dict().items():
+        if ".norms." in key or WEIGHT_ALTERATION_PART in key:
+            raise ValueError(f"to_official_uniformer_state_dict: {key} belongs to an FFN; export a vanilla model")
+        for pattern, replacement in EXPORT_RULES:
+            if pattern.match(key):
+                key = pattern.sub(replacement, key)
+                break
+        exported[key] = value.detach().clone()
+    return exported
+
+
+# The UniFormer video code starts from ImageNet UniFormer weights, inflating each 2D kernel to every temporal tap
+# divided by the kernel size (its inflate_weight with the default center=False). Here UniFormer learns the images
+# with its own network on one-frame clips (every temporal tap but the centre one meets zero padding there).
+IMAGE_INFLATION = "mean"
+
+
+def build_image_uniformer(arch: str, num_classes: int) -> UniFormer:
+    """A vanilla UniFormer for single-image pretraining (one-frame clips; no stochastic depth)."""
+    return build_uniformer(arch, num_classes)
+
+
+def export_inflated_uniformer(network: UniFormer) -> dict[str, torch.Tensor]:
+    """The trained network in the official names, every temporal kernel inflated from its centre tap (the network
+    itself is left unchanged)."""
+    inflated = copy.deepcopy(network)
+    inflate_temporal_kernels(inflated, IMAGE_INFLATION)
+    return to_official_uniformer_state_dict(inflated)
+
+
+for _arch in UNIFORMER_SPECS:
+    register_image_pretraining(_arch, ImagePretraining(
+        build=functools.partial(build_image_uniformer, _arch), export=export_inflated_uniformer,
+        input_spec=InputSpec(mean=UNIFORMER_MEAN, std=UNIFORMER_STD, channel_order="RGB"),
+        recipe={"inflation": IMAGE_INFLATION}))
+
 
 @register_official_reader(FAMILY)
 def read_official_uniformer(checkpoint: Mapping[str, Any]) -> OfficialFile | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -48,7 +49,13 @@ sys.path.insert(0, str(REPO_ROOT))  # run as `python scripts/demo.py`: the repos
 
 from common.atomic import write_json_atomic  # noqa: E402
 from common.machine import machine_record  # noqa: E402
-from engine.backbone_cache import BACKBONE_FILE, RECORD_FILE, backbone_settings, cache_folder  # noqa: E402
+from engine.backbone_cache import (  # noqa: E402
+    BACKBONE_FILE,
+    RECORD_FILE,
+    backbone_settings,
+    cache_folder,
+    file_sha256,
+)
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.config import PRESETS  # noqa: E402
 from engine.reporting import format_table, plot_top1  # noqa: E402
@@ -66,6 +73,7 @@ LOADER_WORKERS = 1
 DEFAULT_THREADS = 1
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 RUN_RECORD = "demo_run.json"
+CPU_RECORD = "demo_cpu.json"  # CPU seconds of a run's training (its processes), kept for reruns that reuse it
 COMMITTED_RESULTS = REPO_ROOT / "docs" / "results" / "tfd.json"
 TRAIN_LOG = "train.log"
 POLL_S = 1.0
@@ -135,27 +143,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initialise every model from the pretrained backbone (the paper's protocol) or randomly")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="override pretrain.py's epochs (smoke runs)")
+    parser.add_argument("--pretrain-images-per-class", type=int, default=None,
+                        help="override pretrain.py's training and validation images per class (smoke runs)")
     parser.add_argument("--models", nargs="+", default=None,
                         help="with --study: train only these of the study's models (default: all of them)")
     parser.add_argument("--study-only", action="store_true",
                         help="with --study: train and tabulate the study models alone (not the main models)")
     parser.add_argument("--study", choices=sorted(STUDIES), default=None,
                         help="train and tabulate a study instead of the main table (after the main models)")
+    parser.add_argument("--archs", nargs="*", choices=FAMILIES, default=None, metavar="FAMILY",
+                        help="the architecture table instead: vanilla, separated and FFN models of every family "
+                             f"({', '.join(FAMILIES)}; default all) on the demo's data; writes <runs>/archs.json "
+                             "and archs.png")
     return parser
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished child process (and the processes they waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Timer:
-    """Named wall-clock durations, in order."""
+    """Named wall-clock durations, in order, and the CPU seconds of each step's processes."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     def run(self, name: str, command: Sequence[str]) -> None:
-        """Run a command (output streams through), record its wall time, stop the demo if it fails."""
+        """Run a command (output streams through), record its wall and CPU time, stop the demo if it fails."""
         print(f"\n== {name}: {' '.join(command)}", flush=True)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), children_cpu_seconds()
         result = subprocess.run(list(command), cwd=REPO_ROOT, check=False)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + children_cpu_seconds() - cpu_start
         if result.returncode != 0:
             raise SystemExit(f"demo: step {name!r} failed (exit {result.returncode}); see the output above")
 
@@ -189,14 +211,29 @@ def build_shards(args: argparse.Namespace, data_root: Path, shards: Path, timer:
     timer.run("shards", command)
 
 
-def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tuple[Path, dict[str, Any]]:
-    """Pretrain the 2D backbone on single images (cached by its settings); return its path and pretrain.json."""
+def pretrain_command(args: argparse.Namespace, runs: Path, arch: str | None = None) -> tuple[list[str], Path]:
+    """Return pretrain.py's command for a model's backbone (None: pretrain.py's default, the TSM `tiny`) and the
+    cache folder it writes (its settings' hash)."""
     command = [sys.executable, "pretrain.py", "--output-root", str(runs / "pretrain"),
                "--threads", str(args.threads)]
+    overrides: dict[str, Any] = {}
+    if arch is not None:
+        command += ["--arch", arch]
+        overrides["arch"] = arch
     if args.pretrain_epochs:
         command += ["--epochs", str(args.pretrain_epochs)]
-    overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}
-    folder = cache_folder(runs / "pretrain", backbone_settings(overrides))
+        overrides["epochs"] = args.pretrain_epochs
+    if args.pretrain_images_per_class:
+        command += ["--images-per-class", str(args.pretrain_images_per_class),
+                    "--val-images-per-class", str(args.pretrain_images_per_class)]
+        overrides.update(images_per_class=args.pretrain_images_per_class,
+                         val_images_per_class=args.pretrain_images_per_class)
+    return command, cache_folder(runs / "pretrain", backbone_settings(overrides))
+
+
+def pretrain_backbone(args: argparse.Namespace, runs: Path, timer: Timer) -> tuple[Path, dict[str, Any]]:
+    """Pretrain the 2D backbone on single images (cached by its settings); return its path and pretrain.json."""
+    command, folder = pretrain_command(args, runs)
     timer.run("pretraining", command)
     return folder / BACKBONE_FILE, json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
 
@@ -220,14 +257,15 @@ def committed_backbone_sha256() -> str | None:
 
 
 def train_command(mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
-                  args: argparse.Namespace, backbone: Path | None, epochs: int | None = None) -> list[str]:
-    """Return the train.py command of one demo model (the demo preset, validation after every epoch).
+                  args: argparse.Namespace, backbone: Path | None, epochs: int | None = None,
+                  val_every: int = 1) -> list[str]:
+    """Return the train.py command of one demo model (the demo preset, validation after every epoch by default).
 
     ``epochs`` sets a study's schedule; ``--epochs`` on the demo's command line (smoke runs) overrides every model's.
     """
     command = [sys.executable, "train.py", *mode_args, "--preset", "demo", "--shards", str(shards), "--output",
                str(output), "--seed", str(seed), "--num-classes", str(num_classes), "--workers", str(LOADER_WORKERS),
-               "--threads", str(args.threads), "--val-every", "1", "--no-progress",
+               "--threads", str(args.threads), "--val-every", str(val_every), "--no-progress",
                "--pretrained", str(backbone) if backbone else "none"]
     epochs = args.epochs or epochs
     if epochs:
@@ -254,18 +292,20 @@ def finished_run(output: Path, command: list[str]) -> str:
 
 
 class Training(NamedTuple):
-    """One planned training: its table label, command (with --resume when it continues) and folder."""
+    """One planned training (or another job run side by side): its label, command (with --resume when it continues),
+    folder, and the name of its log in that folder when it runs beside others."""
 
     label: str
     command: list[str]
     output: Path
+    log: str = TRAIN_LOG
 
 
 def plan_training(name: str, mode_args: list[str], shards: Path, output: Path, seed: int, num_classes: int,
                   args: argparse.Namespace, timer: Timer, backbone: Path | None,
-                  epochs: int | None) -> tuple[Training | None, list[str]]:
+                  epochs: int | None, val_every: int = 1) -> tuple[Training | None, list[str]]:
     """Prepare one model's folder; return its training (None: an identical finished run is reused) and command."""
-    command = train_command(mode_args, shards, output, seed, num_classes, args, backbone, epochs)
+    command = train_command(mode_args, shards, output, seed, num_classes, args, backbone, epochs, val_every)
     state = finished_run(output, command)
     label = f"train {name} (seed {seed})"
     if state == "done":
@@ -279,30 +319,55 @@ def plan_training(name: str, mode_args: list[str], shards: Path, output: Path, s
     return Training(label, command + (["--resume"] if state == "partial" else []), output), command
 
 
-def run_trainings(trainings: list[Training], jobs: int, timer: Timer) -> None:
-    """Run the trainings, ``jobs`` at a time; with more than one, each writes its output to ``<output>/train.log``.
+def run_trainings(trainings: list[Training], jobs: int, timer: Timer, phase: str = "training") -> None:
+    """Run the trainings, ``jobs`` at a time; with more than one, each writes its output to ``<output>/<log>``.
 
     Each training is seeded and single-threaded, so its numbers do not depend on how many run side by side.
     """
     if jobs <= 1 or len(trainings) <= 1:
         for training in trainings:
             timer.run(training.label, training.command)
+            record_cpu(training, timer.cpu_seconds[training.label])
         return
-    print(f"\n== training {len(trainings)} runs, {jobs} at a time (each one's output: <run>/{TRAIN_LOG})", flush=True)
+    print(f"\n== {phase} {len(trainings)} runs, {jobs} at a time (each one's output: <run>/{trainings[0].log})",
+          flush=True)
     start = time.perf_counter()
     waiting, running = list(trainings), []
     while waiting or running:
         while waiting and len(running) < jobs:
             training = waiting.pop(0)
-            log = (training.output / TRAIN_LOG).open("w", encoding="utf-8")
+            log = (training.output / training.log).open("w", encoding="utf-8")
             process = subprocess.Popen(training.command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
             running.append((training, process, log, time.perf_counter()))
             print(f"   started {training.label}: {' '.join(training.command)}", flush=True)
         time.sleep(POLL_S)
-        for item in [item for item in running if item[1].poll() is not None]:
+        for item in list(running):
+            cpu_start = children_cpu_seconds()
+            if item[1].poll() is None:
+                continue
+            timer.cpu_seconds[item[0].label] = children_cpu_seconds() - cpu_start  # this child alone was reaped
             running.remove(item)
             finish_training(*item, running, timer)
-    timer.seconds[f"training ({len(trainings)} runs, {jobs} at a time)"] = time.perf_counter() - start
+            record_cpu(item[0], timer.cpu_seconds[item[0].label])
+    timer.seconds[f"{phase} ({len(trainings)} runs, {jobs} at a time)"] = time.perf_counter() - start
+
+
+def record_cpu(training: Training, seconds: float) -> None:
+    """Add a finished training's CPU seconds to its run's CPU record (a resumed run adds to what it took before)."""
+    if training.log != TRAIN_LOG:
+        return
+    path = training.output / CPU_RECORD
+    before = json.loads(path.read_text(encoding="utf-8"))["cpu_s"] if path.is_file() else 0.0
+    write_json_atomic(path, {"cpu_s": round(before + seconds, 1)})
+
+
+def run_cpu_seconds(checkpoints: dict[str, Path]) -> dict[str, float | None]:
+    """{"name@seedS": CPU seconds of its training} from each run's CPU record (None where none was kept)."""
+    seconds = {}
+    for key, checkpoint in checkpoints.items():
+        path = checkpoint.parent / CPU_RECORD
+        seconds[key] = json.loads(path.read_text(encoding="utf-8"))["cpu_s"] if path.is_file() else None
+    return seconds
 
 
 def finish_training(training: Training, process: subprocess.Popen, log: Any, started: float,
@@ -311,7 +376,7 @@ def finish_training(training: Training, process: subprocess.Popen, log: Any, sta
     log.close()
     seconds = time.perf_counter() - started
     timer.seconds[training.label] = seconds
-    lines = (training.output / TRAIN_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = (training.output / training.log).read_text(encoding="utf-8", errors="replace").splitlines()
     if process.returncode == 0:
         print(f"   finished {training.label} in {seconds:.0f} s: {lines[-1] if lines else ''}", flush=True)
         return
@@ -321,7 +386,7 @@ def finish_training(training: Training, process: subprocess.Popen, log: Any, sta
         other_log.close()
     print("\n".join(lines[-20:]))
     raise SystemExit(f"demo: step {training.label!r} failed (exit {process.returncode}); "
-                     f"see {training.output / TRAIN_LOG}")
+                     f"see {training.output / training.log}")
 
 
 def evaluate_all(checkpoints: dict[str, Path], shards: Path, output: Path, tag: str, args: argparse.Namespace,
@@ -633,9 +698,496 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The architecture table (`make demo-archs`, `--archs`): the official README's first table on the demo's data
+
+
+class ArchExperiment(NamedTuple):
+    """One family's row of the architecture table.
+
+    Attributes
+    ----------
+    arch : str
+        The family's small CPU model (a registered name).
+    frames : tuple of int
+        The low, middle and high frame counts (L, M, H): the vanilla model trains at H, the separated models at L
+        and M, the FFN at all three.
+    preset : dict
+        Every training setting of the family's vanilla, separated and FFN models (the same for the three kinds).
+    """
+
+    arch: str
+    frames: tuple[int, int, int]
+    preset: dict[str, Any]
+
+
+# The settings every family shares with `make demo` (the demo preset): the cosine schedule, AdamW, the whole
+# 32x32 frame for training (no multi-scale crops) and evaluation, no dropout, the official loss with lambda 1.
+# The preset of each family, frozen before the final runs (`val_every` only sets how often a run validates):
+#
+# | family    | model          | frames (L/M/H)       | epochs | lr    | batch | warm-up | weight decay | crop |
+# |-----------|----------------|----------------------|--------|-------|-------|---------|--------------|------|
+# | tsm       | tiny           | 4 / 8 / 16           | 40     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | tea       | tea_tiny       | 4 / 8 / 16           | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | slowfast  | slowfast_tiny  | 4 / 8 / 16 (Fast)    | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | uniformer | uniformer_tiny | 4 / 8 / 16           | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
+#
+# TSM's row is the demo preset itself, so `make demo-archs` reuses the runs of `make demo`. The other families
+# train 30 epochs so that the three of them fit the hour on two cores (a TEA step costs about 2.8x a TSM step,
+# SlowFast's 1.2x, UniFormer's 1.4x). SlowFast counts Fast frames (the Slow pathway takes a quarter of them: 1 / 2 /
+# 4); its paper counts 16 / 32 / 64 need more frames than the demo's 48-frame videos hold, so the demo takes a
+# quarter of them, the same counts as the other families.
+ARCH_SETTINGS = ("arch", "epochs", "lr", "batch_size", "warmup_epochs", "optimizer", "weight_decay", "schedule",
+                 "dropout", "crop_size", "test_resize", "multi_scale")
+DEMO_ARCH_PRESET = {key: PRESETS["demo"][key] for key in ARCH_SETTINGS} | {"val_every": 1}
+FAMILY_EPOCHS = 30
+ARCH_EXPERIMENTS: dict[str, ArchExperiment] = {
+    "tsm": ArchExperiment("tiny", (4, 8, 16), DEMO_ARCH_PRESET),
+    "tea": ArchExperiment("tea_tiny", (4, 8, 16), DEMO_ARCH_PRESET | {"arch": "tea_tiny", "epochs": FAMILY_EPOCHS,
+                                                                      "val_every": 5}),
+    "slowfast": ArchExperiment("slowfast_tiny", (4, 8, 16), DEMO_ARCH_PRESET | {"arch": "slowfast_tiny",
+                                                                                "epochs": FAMILY_EPOCHS,
+                                                                                "val_every": 5}),
+    "uniformer": ArchExperiment("uniformer_tiny", (4, 8, 16), DEMO_ARCH_PRESET | {"arch": "uniformer_tiny",
+                                                                                  "epochs": FAMILY_EPOCHS,
+                                                                                  "val_every": 5}),
+}
+FAMILIES = tuple(ARCH_EXPERIMENTS)
+MAKE_DEMO_FAMILY = "tsm"  # the family whose backbone and four runs `make demo` makes (demo-archs reuses them)
+ARCHS_REPORT = "archs"
+ARCH_KINDS = ("ffn", "vanilla", "st_middle", "st_low")  # training order: the longest runs first
+PRETRAIN_LOG = "pretrain.log"
+EVAL_LOG = "evaluate.log"
+LOWEST_EVAL_FRAMES = 2
+
+
+def arch_model_names(family: str) -> dict[str, str]:
+    """The run names of a family's four models: {"vanilla": ..., "st_low": ..., "st_middle": ..., "ffn": ...}.
+
+    TSM's are `make demo`'s (tsm16, tsm4, tsm8, ffn), so its finished runs are reused.
+    """
+    low, middle, high = ARCH_EXPERIMENTS[family].frames
+    return {"vanilla": f"{family}{high}", "st_low": f"{family}{low}", "st_middle": f"{family}{middle}",
+            "ffn": "ffn" if family == MAKE_DEMO_FAMILY else f"{family}_ffn"}
+
+
+def preset_flags(preset: dict[str, Any]) -> list[str]:
+    """train.py flags for the settings where a family's preset differs from the demo preset (epochs aside)."""
+    flags: list[str] = []
+    for key in ARCH_SETTINGS:
+        value = preset[key]
+        if key == "epochs" or value == PRESETS["demo"].get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def arch_train_args(family: str) -> dict[str, list[str]]:
+    """train.py arguments of a family's four models (mode, frames, the preset's flags), by kind."""
+    experiment = ARCH_EXPERIMENTS[family]
+    low, middle, high = (str(count) for count in experiment.frames)
+    flags = preset_flags(experiment.preset)
+    return {
+        "ffn": ["--mode", "ffn", "--frames", low, middle, high, "--val-frames", low, middle, high, *flags],
+        "vanilla": ["--mode", "vanilla", "--frames", high, *flags],
+        "st_middle": ["--mode", "vanilla", "--frames", middle, *flags],
+        "st_low": ["--mode", "vanilla", "--frames", low, *flags],
+    }
+
+
+def arch_eval_frames(family: str) -> list[int]:
+    """Every frame count from 2 to the family's highest that its model accepts."""
+    from model import build_model  # the demo's other steps run without building a model here
+
+    experiment = ARCH_EXPERIMENTS[family]
+    spec = build_model(experiment.arch, num_classes=2).input_spec
+    return [frames for frames in range(LOWEST_EVAL_FRAMES, experiment.frames[-1] + 1) if spec.accepts_frames(frames)]
+
+
+def family_loss(family: str) -> str:
+    """The official loss in the family's frame counts."""
+    low, middle, high = ARCH_EXPERIMENTS[family].frames
+    return (f"official: CE on {high}F + KL({high}F -> {low}F) + KL({high}F -> {middle}F), lambda 1, "
+            "temperature 1")
+
+
+def pretrain_families(families: Sequence[str], args: argparse.Namespace, runs: Path,
+                      timer: Timer) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Pretrain every family's backbone (cached ones are reused), two at a time; return {family: (path, record)}."""
+    jobs, folders = [], {}
+    for family in families:
+        arch = ARCH_EXPERIMENTS[family].arch
+        command, folder = pretrain_command(args, runs, arch)
+        folders[family] = folder
+        if (folder / BACKBONE_FILE).is_file() and (folder / RECORD_FILE).is_file():
+            print(f"\n== pretraining {arch}: reusing {folder / BACKBONE_FILE}", flush=True)
+            continue  # the folder is named by the settings' hash; the SHA-256 is checked below
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append(Training(f"pretrain {arch}", command, folder, PRETRAIN_LOG))
+    run_trainings(jobs, args.jobs, timer, phase="pretraining")
+    backbones = {}
+    for family, folder in folders.items():
+        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        if record.get("sha256") != file_sha256(folder / BACKBONE_FILE):
+            raise SystemExit(f"demo: {folder / BACKBONE_FILE} does not match its SHA-256 in {folder / RECORD_FILE}; "
+                             "delete the folder and run again")
+        backbones[family] = (folder / BACKBONE_FILE, record)
+    return backbones
+
+
+def train_families(families: Sequence[str], backbones: dict[str, tuple[Path, dict[str, Any]]], runs: Path,
+                   shards: Path, num_classes: int, args: argparse.Namespace,
+                   timer: Timer) -> tuple[dict[str, Path], dict[str, str]]:
+    """Train every family's four models for every seed, two at a time, the longest kinds first; return
+    {"name@seedS": checkpoint} and {name: command}."""
+    checkpoints: dict[str, Path] = {}
+    commands: dict[str, str] = {}
+    planned: list[tuple[int, int, Training]] = []
+    for seed in args.seeds:
+        for family_index, family in enumerate(families):
+            preset = ARCH_EXPERIMENTS[family].preset
+            epochs = None if preset["epochs"] == PRESETS["demo"]["epochs"] else preset["epochs"]
+            names, train_args = arch_model_names(family), arch_train_args(family)
+            for kind in ARCH_KINDS:
+                name = names[kind]
+                output = runs / f"seed{seed}" / name
+                training, command = plan_training(name, train_args[kind], shards, output, seed, num_classes, args,
+                                                  timer, backbones[family][0], epochs, preset["val_every"])
+                if training:
+                    planned.append((ARCH_KINDS.index(kind), family_index, training))
+                checkpoints[f"{name}@seed{seed}"] = output / "last.pt"
+                commands[name] = shlex.join(command[1:])
+    planned.sort(key=lambda item: item[:2])
+    run_trainings([training for _, _, training in planned], args.jobs, timer)
+    return checkpoints, commands
+
+
+def evaluate_families(families: Sequence[str], checkpoints: dict[str, Path], shards: Path, runs: Path,
+                      args: argparse.Namespace, timer: Timer) -> dict[str, dict[str, Any]]:
+    """Evaluate each family's models at its frame counts (one evaluate.py per family, two at a time); return
+    {family: evaluate.py's JSON}."""
+    jobs, tags = [], {}
+    folder = runs / "archs_eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        names = set(arch_model_names(family).values())
+        chosen = {key: path for key, path in checkpoints.items() if key.split("@")[0] in names}
+        tags[family] = f"archs_{family}_per_seed"
+        command = [sys.executable, "evaluate.py", "--checkpoints", *[f"{key}={path}" for key, path in chosen.items()],
+                   "--frames", *map(str, arch_eval_frames(family)), "--shards", str(shards), "--output", str(folder),
+                   "--tag", tags[family], "--workers", str(LOADER_WORKERS), "--batch-size", str(EVAL_BATCH),
+                   "--threads", str(args.threads), "--no-latency"]
+        jobs.append(Training(f"evaluate {family}", command, folder, f"{family}_{EVAL_LOG}"))
+    run_trainings(jobs, args.jobs, timer, phase="evaluation")
+    return {family: json.loads((folder / f"{tag}.json").read_text(encoding="utf-8")) for family, tag in tags.items()}
+
+
+def kind_values(models: dict[str, Any], name: str, eval_frames: Sequence[str]) -> dict[str, Any]:
+    """{kind: {T: mean}} plus the min, max and per-seed values of one model (several seeds)."""
+    entry = models[name]
+    return {"mean": {frames: entry["top1"][frames] for frames in eval_frames},
+            "min": {frames: entry["top1_min"][frames] for frames in eval_frames},
+            "max": {frames: entry["top1_max"][frames] for frames in eval_frames},
+            "by_seed": {frames: entry["top1_by_seed"][frames] for frames in eval_frames}}
+
+
+def family_entry(family: str, per_seed: dict[str, Any], seeds: Sequence[int], backbone: tuple[Path, dict[str, Any]],
+                 commands: dict[str, str]) -> dict[str, Any]:
+    """archs.json's entry of one family: top-1 of the three kinds, GFLOPs, margins and settings."""
+    experiment = ARCH_EXPERIMENTS[family]
+    names = arch_model_names(family)
+    models = aggregate(per_seed, list(names.values()), seeds)
+    eval_frames = sorted(models[names["vanilla"]]["top1"], key=int)
+    low, middle, high = (str(count) for count in experiment.frames)
+    vanilla, ffn = kind_values(models, names["vanilla"], eval_frames), kind_values(models, names["ffn"], eval_frames)
+    st_sources = {low: names["st_low"], middle: names["st_middle"], high: names["vanilla"]}
+    st = {frames: kind_values(models, name, [frames]) for frames, name in st_sources.items()}
+    entry: dict[str, Any] = {
+        "arch": experiment.arch, "frames": list(experiment.frames),
+        "vanilla": vanilla["mean"], "ffn": ffn["mean"],
+        "st": {frames: st[frames]["mean"][frames] for frames in st_sources},
+        "gflops": models[names["vanilla"]].get("gflops"),
+    }
+    if len(seeds) > 1:
+        for kind, values in (("vanilla", vanilla), ("ffn", ffn)):
+            entry[f"{kind}_min"], entry[f"{kind}_max"] = values["min"], values["max"]
+        entry["st_min"] = {frames: st[frames]["min"][frames] for frames in st_sources}
+        entry["st_max"] = {frames: st[frames]["max"][frames] for frames in st_sources}
+    entry["by_seed"] = {"vanilla": vanilla["by_seed"], "ffn": ffn["by_seed"],
+                        "st": {frames: st[frames]["by_seed"][frames] for frames in st_sources}}
+    entry["st_models"] = {count: models[name]["top1"] for count, name in st_sources.items()}
+    entry["margins"] = arch_margins(entry)
+    entry["untrained_frames"] = untrained_comparison(entry, models, names)
+    entry["settings"] = {
+        "models": names, "preset": experiment.preset, "loss": family_loss(family),
+        "commands": {name: commands[name] for name in names.values()},
+        "eval_frames": [int(frames) for frames in eval_frames],
+        "ffn_gflops": models[names["ffn"]].get("gflops"),
+        "pretraining": {"checkpoint": str(backbone[0]), "sha256": backbone[1]["sha256"],
+                        "settings": backbone[1]["settings"], "val_top1": backbone[1]["val_top1"],
+                        "train_s": backbone[1]["train_s"]},
+    }
+    return entry
+
+
+def arch_margins(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The acceptance margins of one family (on the means over seeds)."""
+    low, middle, high = (str(count) for count in entry["frames"])
+    vanilla, ffn, st = entry["vanilla"], entry["ffn"], entry["st"]
+    checks = [
+        (f"vanilla@{low}F <= vanilla@{high}F - 25", vanilla[low], vanilla[high] - 25,
+         vanilla[low] <= vanilla[high] - 25),
+        (f"ffn@{low}F >= vanilla@{low}F + 30", ffn[low], vanilla[low] + 30, ffn[low] >= vanilla[low] + 30),
+        (f"ffn@{high}F >= vanilla@{high}F - 3", ffn[high], vanilla[high] - 3, ffn[high] >= vanilla[high] - 3),
+        (f"ffn@{low}F >= st@{low}F - 3", ffn[low], st[low] - 3, ffn[low] >= st[low] - 3),
+        (f"ffn@{middle}F >= st@{middle}F - 3", ffn[middle], st[middle] - 3, ffn[middle] >= st[middle] - 3),
+    ]
+    return [{"rule": rule, "value": round(value, 2), "bound": round(bound, 2), "pass": bool(ok)}
+            for rule, value, bound, ok in checks]
+
+
+def untrained_comparison(entry: dict[str, Any], models: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """At every evaluated count nobody trained on: FFN against the best separated model there (reported)."""
+    trained = {str(count) for count in entry["frames"]}
+    separated = {names["vanilla"]: models[names["vanilla"]], names["st_middle"]: models[names["st_middle"]],
+                 names["st_low"]: models[names["st_low"]]}
+    comparison = {}
+    for frames in entry["ffn"]:
+        if frames in trained:
+            continue
+        best = max(separated, key=lambda name: separated[name]["top1"][frames])
+        best_value = separated[best]["top1"][frames]
+        comparison[frames] = {"ffn": entry["ffn"][frames], "best_st": best_value, "best_st_model": best,
+                            "difference": round(entry["ffn"][frames] - best_value, 2)}
+    return comparison
+
+
+def format_arch_table(report: dict[str, Any]) -> str:
+    """The official README's layout: per family the vanilla, ST and FFN rows at v_L, v_M and v_H."""
+    seeds = report["settings"]["seeds"]
+    rows = [["model", "frames", "v_L", "v_M", "v_H"]]
+    for family, entry in report["archs"].items():
+        counts = [str(count) for count in entry["frames"]]
+        label = ARCH_LABELS[family]
+        for kind, suffix in (("vanilla", ""), ("st", "-ST"), ("ffn", "-FFN")):
+            cells = []
+            for frames in counts:
+                cell = f"{entry[kind][frames]:.1f}"
+                if len(seeds) > 1:
+                    cell += f" [{entry[f'{kind}_min'][frames]:.1f}-{entry[f'{kind}_max'][frames]:.1f}]"
+                cells.append(cell)
+            rows.append([label + suffix, "/".join(counts), *cells])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
+ARCH_LABELS = {"tsm": "TSM", "tea": "TEA", "slowfast": "SlowFast", "uniformer": "UniFormer"}
+
+
+def write_archs_plot(report: dict[str, Any], path: Path) -> Any:
+    """archs.png: one panel per family, top-1 against frames of the vanilla, separated (ST) and FFN models.
+
+    The ST line joins each separated model's top-1 at its own frame count (ST at v_H is the vanilla model); each
+    separated model's whole curve is drawn thin and dotted. Bands: min-max over seeds.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The (closed) figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(report["archs"])
+    columns = min(2, len(families))
+    rows = -(-len(families) // columns)
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(6.0 * columns, 4.2 * rows), squeeze=False)
+    for index, family in enumerate(families):
+        draw_family_panel(axes_grid[index // columns][index % columns], family, report["archs"][family])
+    for index in range(len(families), rows * columns):
+        axes_grid[index // columns][index % columns].set_visible(False)
+    seeds = report["settings"]["seeds"]
+    figure.suptitle(f"Synthetic data, {report['settings']['n_validation']} validation videos, "
+                    f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+                    f"{' (mean, band: min-max)' if len(seeds) > 1 else ''}", fontsize=10)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)
+    return figure
+
+
+def draw_family_panel(axes: Any, family: str, entry: dict[str, Any]) -> None:
+    """One family's panel of archs.png."""
+    eval_frames = sorted(entry["vanilla"], key=int)
+    positions = [int(frames) for frames in eval_frames]
+    low, middle, high = entry["frames"]
+    label = ARCH_LABELS[family]
+    for kind, text, style in (("vanilla", f"{label} (trained at {high})", "-"),
+                              ("ffn", f"{label}-FFN ({low}/{middle}/{high}, official loss)", "-")):
+        line, = axes.plot(positions, [entry[kind][frames] for frames in eval_frames], style, marker="o", markersize=3,
+                          label=text)
+        if f"{kind}_min" in entry:
+            lows = [entry[f"{kind}_min"][frames] for frames in eval_frames]
+            highs = [entry[f"{kind}_max"][frames] for frames in eval_frames]
+            axes.fill_between(positions, lows, highs, color=line.get_color(), alpha=0.15)
+    st_counts = [str(count) for count in entry["frames"]]
+    st_line, = axes.plot([int(frames) for frames in st_counts], [entry["st"][frames] for frames in st_counts], "s--",
+                         label=f"{label}-ST (one model per count)")
+    for count in st_counts[:-1]:
+        curve = entry["st_models"][count]
+        axes.plot(positions, [curve[frames] for frames in eval_frames], ":", color=st_line.get_color(), linewidth=0.9)
+    axes.set_title(f"{label} ({entry['arch']}; dotted: each separated model at every count)", fontsize=9)
+    axes.set_xlabel("frames at evaluation" + (" (Fast pathway)" if family == "slowfast" else ""))
+    axes.set_ylabel("top-1 (%)")
+    axes.set_xticks(positions)
+    axes.tick_params(axis="x", labelsize=7)
+    axes.set_ylim(0, 102)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+
+
+def print_arch_report(report: dict[str, Any]) -> None:
+    """Print the README-style table, each family's every count, margins and the untrained-count comparison."""
+    seeds = report["settings"]["seeds"]
+    print("\ntop-1 (%) on the validation split at v_L / v_M / v_H"
+          + (" (mean [min-max] over seeds)" if len(seeds) > 1 else ""))
+    print(format_arch_table(report))
+    for family, entry in report["archs"].items():
+        eval_frames = sorted(entry["vanilla"], key=int)
+        print(f"\n{ARCH_LABELS[family]} ({entry['arch']}) at every count")
+        table = {"vanilla": {"top1": entry["vanilla"]}, "ffn": {"top1": entry["ffn"]},
+                 **{f"st{count}": {"top1": curve} for count, curve in entry["st_models"].items()
+                    if int(count) != entry["frames"][-1]}}
+        print(format_table(table, [int(frames) for frames in eval_frames], second=None))
+        print("margins")
+        print_margins(entry["margins"])
+        differences = ", ".join(f"{frames}F {item['difference']:+.1f}"
+                                for frames, item in entry["untrained_frames"].items())
+        print(f"  ffn - best separated model at untrained counts (reported): {differences}")
+
+
+def print_arch_times(timer: Timer, setup_s: float | None, total_s: float, idle: dict[str, Any]) -> None:
+    """Print the time breakdown: wall and CPU seconds of this invocation, and the idle estimate of the whole run."""
+    print("\ntime breakdown (wall seconds; CPU seconds of each step's processes)")
+    if setup_s is not None:
+        print(f"  {'set-up (make, venv)':<36} {setup_s:8.1f}")
+    for name, seconds in timer.seconds.items():
+        cpu = timer.cpu_seconds.get(name)
+        print(f"  {name:<36} {seconds:8.1f}" + ("" if cpu is None else f"  cpu {cpu:8.1f}"))
+    print(f"  {'total':<36} {total_s:8.1f}  ({total_s / 60:.1f} min)")
+    print(f"\nidle estimate after make demo on {idle['jobs']} cores (each step's CPU seconds, reused runs included, "
+          "side-by-side steps replayed in the runner's order)")
+    for phase in ("pretraining", "training", "evaluation"):
+        print(f"  {phase:<36} {idle[phase + '_s']:8.1f}  (cpu {idle[phase + '_cpu_s']:.1f})")
+    if idle["missing"]:
+        print(f"  no CPU record (left out): {', '.join(idle['missing'])}")
+    print(f"  {'total':<36} {idle['total_s']:8.1f}  ({idle['total_s'] / 60:.1f} min)")
+
+
+def replayed_seconds(durations: Sequence[float], jobs: int) -> float:
+    """The wall time of jobs run in the given order, `jobs` at a time, each taking its duration."""
+    slots = [0.0] * max(1, jobs)
+    for duration in durations:
+        slots[slots.index(min(slots))] += duration
+    return max(slots, default=0.0)
+
+
+def idle_estimate(families: Sequence[str], seeds: Sequence[int], backbones: dict[str, tuple[Path, dict[str, Any]]],
+                  checkpoints: dict[str, Path], timer: Timer, jobs: int, setup_s: float | None) -> dict[str, Any]:
+    """What `make demo-archs` takes on idle cores after `make demo`, from CPU seconds.
+
+    Each job is single-threaded, so on a free core its wall time is its CPU time. Every side-by-side step
+    (pretraining, training, evaluation) is replayed `jobs` at a time in the runner's order with its jobs' CPU
+    seconds, including jobs this invocation reused (from each backbone's pretrain.json and each run's CPU record).
+    What `make demo` made (the TSM backbone and runs, the data and the shards) is left out: demo-archs reuses it.
+    """
+    new_families = [family for family in families if family != MAKE_DEMO_FAMILY]
+    missing: list[str] = []
+    pretraining = []
+    for family in new_families:
+        cpu = backbones[family][1].get("cpu_s")
+        pretraining.append(cpu or 0.0)
+        missing += [] if cpu is not None else [f"pretrain {ARCH_EXPERIMENTS[family].arch}"]
+    cpu_by_run = run_cpu_seconds(checkpoints)
+    ordered = sorted(((ARCH_KINDS.index(kind), index, f"{name}@seed{seed}") for seed in seeds
+                      for index, family in enumerate(new_families)
+                      for kind, name in arch_model_names(family).items()), key=lambda item: item[:2])
+    training = []
+    for _, _, key in ordered:
+        training.append(cpu_by_run.get(key) or 0.0)
+        missing += [] if cpu_by_run.get(key) is not None else [key]
+    evaluation = [timer.cpu_seconds.get(f"evaluate {family}", 0.0) for family in families]
+    phases = {"pretraining": pretraining, "training": training, "evaluation": evaluation}
+    estimate: dict[str, Any] = {"jobs": jobs, "missing": missing, "setup_s": setup_s}
+    for phase, durations in phases.items():
+        estimate[f"{phase}_s"] = round(replayed_seconds(durations, jobs), 1)
+        estimate[f"{phase}_cpu_s"] = round(sum(durations), 1)
+    estimate["total_s"] = round(sum(estimate[f"{phase}_s"] for phase in phases) + (setup_s or 0.0), 1)
+    return estimate
+
+
+def run_archs(args: argparse.Namespace) -> dict[str, Any]:
+    """`--archs`: pretrain, train, evaluate and tabulate every chosen family; return archs.json's content."""
+    begin = time.time()
+    setup_s = begin - args.started_at if args.started_at else None
+    families = list(args.archs) or list(FAMILIES)
+    runs = args.runs.resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    data_root, shards, timer = runs / "data", runs / "shards", Timer()
+    summary = generate_data(args, data_root, timer)
+    build_shards(args, data_root, shards, timer)
+    num_classes = int(summary["num_classes"])
+    backbones = pretrain_families(families, args, runs, timer)
+    checkpoints, commands = train_families(families, backbones, runs, shards, num_classes, args, timer)
+    per_family = evaluate_families(families, checkpoints, shards, runs, args, timer)
+    report: dict[str, Any] = {"archs": {family: family_entry(family, per_family[family], args.seeds,
+                                                             backbones[family], commands)
+                                        for family in families}}
+    total_s = time.time() - begin + (setup_s or 0.0)
+    idle = idle_estimate(families, args.seeds, backbones, checkpoints, timer, DEFAULT_JOBS, setup_s)
+    first = next(iter(per_family.values()))
+    report["settings"] = {
+        "seeds": list(args.seeds), "data_seed": DATA_SEED, "classes": summary.get("templates"),
+        "num_classes": summary.get("num_classes"), "videos_per_class": summary.get("videos_per_class"),
+        "clip_frames": CLIP_FRAMES, "frame_size": FRAME_SIZE, "split": "validation",
+        "n_validation": next(iter(first["models"].values()))["n"],
+        "protocol": "1 clip x full 32x32 frame (test resize 32, centre crop 32)",
+        "st": "st[T]: top-1 at T of the model trained at T alone (at the highest count: the vanilla model)",
+        "epochs_override": args.epochs, "jobs": args.jobs, "threads": args.threads,
+        "timings_s": {"setup": None if setup_s is None else round(setup_s, 1),
+                      **{name: round(value, 1) for name, value in timer.seconds.items()},
+                      "total": round(total_s, 1)},
+        "cpu_seconds": {name: round(value, 1) for name, value in timer.cpu_seconds.items()},
+        "idle_estimate": idle,
+        "run_seconds": run_seconds(run_histories(checkpoints)),
+        "run_cpu_seconds": run_cpu_seconds(checkpoints),
+        "machine": machine_record(),
+    }
+    write_json_atomic(runs / f"{ARCHS_REPORT}.json", report)
+    write_archs_plot(report, runs / f"{ARCHS_REPORT}.png")
+    print_arch_report(report)
+    print_arch_times(timer, setup_s, total_s, idle)
+    print(f"\nwrote {runs / f'{ARCHS_REPORT}.json'} and {runs / f'{ARCHS_REPORT}.png'}")
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    run_demo(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.archs is not None:
+        if args.study or args.start != PRETRAINED or args.fresh:
+            raise SystemExit("demo: --archs runs on its own (no --study, --start random or --fresh)")
+        run_archs(args)
+        return 0
+    run_demo(args)
     return 0
 
 
