@@ -503,7 +503,7 @@ def print_report(result: dict[str, Any]) -> None:
         for name, row in entry["timings"].items():
             print(f"  {name:14s} {row['cpu_fps']:8.0f} {entry['ratio_to_ceiling'][name]:11.2f} "
                   f"{row['wall_fps']:9.0f} {entry['wall_ratio_to_ceiling'][name]:11.2f}")
-        verdict = "met" if entry["ratio_to_ceiling"]["make_shards"] >= TARGET_RATIO else "NOT met"
+        verdict = "pass" if entry["ratio_to_ceiling"]["make_shards"] >= TARGET_RATIO else "FAIL"
         print(f"  make_shards / reference: {entry['make_shards_over_reference']:.2f}x cpu, "
               f"{entry['make_shards_over_reference_wall']:.2f}x wall; target >= {TARGET_RATIO} x ceiling: {verdict}")
     scale = result["scaling"]
