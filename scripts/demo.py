@@ -728,19 +728,19 @@ class ArchExperiment(NamedTuple):
 # | family    | model          | frames (L/M/H)       | epochs | lr    | batch | warm-up | weight decay | crop |
 # |-----------|----------------|----------------------|--------|-------|-------|---------|--------------|------|
 # | tsm       | tiny           | 4 / 8 / 16           | 40     | 3e-3  | 32    | 1       | 0.05         | 32   |
-# | tea       | tea_tiny       | 4 / 8 / 16           | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
-# | slowfast  | slowfast_tiny  | 4 / 8 / 16 (Fast)    | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
-# | uniformer | uniformer_tiny | 4 / 8 / 16           | 30     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | tea       | tea_tiny       | 4 / 8 / 16           | 15     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | slowfast  | slowfast_tiny  | 4 / 8 / 16 (Fast)    | 15     | 3e-3  | 32    | 1       | 0.05         | 32   |
+# | uniformer | uniformer_tiny | 4 / 8 / 16           | 15     | 3e-3  | 32    | 1       | 0.05         | 32   |
 #
 # TSM's row is the demo preset itself, so `make demo-archs` reuses the runs of `make demo`. The other families
-# train 30 epochs so that the three of them fit the hour on two cores (a TEA step costs about 2.8x a TSM step,
+# train 15 epochs so that the three of them fit the hour on two cores (a TEA step costs about 2.8x a TSM step,
 # SlowFast's 1.2x, UniFormer's 1.4x). SlowFast counts Fast frames (the Slow pathway takes a quarter of them: 1 / 2 /
 # 4); its paper counts 16 / 32 / 64 need more frames than the demo's 48-frame videos hold, so the demo takes a
 # quarter of them, the same counts as the other families.
 ARCH_SETTINGS = ("arch", "epochs", "lr", "batch_size", "warmup_epochs", "optimizer", "weight_decay", "schedule",
                  "dropout", "crop_size", "test_resize", "multi_scale")
 DEMO_ARCH_PRESET = {key: PRESETS["demo"][key] for key in ARCH_SETTINGS} | {"val_every": 1}
-FAMILY_EPOCHS = 30
+FAMILY_EPOCHS = 15
 ARCH_EXPERIMENTS: dict[str, ArchExperiment] = {
     "tsm": ArchExperiment("tiny", (4, 8, 16), DEMO_ARCH_PRESET),
     "tea": ArchExperiment("tea_tiny", (4, 8, 16), DEMO_ARCH_PRESET | {"arch": "tea_tiny", "epochs": FAMILY_EPOCHS,
