@@ -15,7 +15,6 @@ the base class checks the input, picks the branch and opens its `model.ffn_parts
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch import nn
 
 from common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from model.ffn_parts import branch_scope
+from model.official_checkpoints import KeyRules
 
 CHANNEL_ORDERS = ("RGB", "BGR")
 VIDEO_DIMS = 5
@@ -129,7 +129,7 @@ class VideoModel(nn.Module):
     input_spec: InputSpec = InputSpec()
     # Official checkpoint key -> our key, as (pattern, replacement) pairs tried in order after the "module." and
     # family prefixes are removed (model.official_checkpoints applies them).
-    OFFICIAL_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = ()
+    OFFICIAL_KEY_RULES: KeyRules = ()
     OFFICIAL_KEY_PREFIX: str = ""
 
     def __init__(self) -> None:

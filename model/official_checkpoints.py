@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -38,6 +38,17 @@ class CheckpointPayloadError(ValueError):
     def __init__(self, message: str, payload_type: str) -> None:
         super().__init__(message)
         self.payload_type = payload_type
+
+
+Replacement = TypeVar("Replacement")
+KeyRules = tuple[tuple[re.Pattern[str], str], ...]  # a family's key rules: (compiled pattern, replacement) pairs
+
+
+def compile_rules(pairs: Iterable[tuple[str, Replacement]]) -> tuple[tuple[re.Pattern[str], Replacement], ...]:
+    """(pattern, replacement) pairs with each pattern compiled, in their order (the first match wins where a family
+    applies them); the form of ``VideoModel.OFFICIAL_KEY_RULES``."""
+    return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
+
 
 def strip_prefix(key: str, prefix: str) -> str:
     """``key`` without a leading ``prefix`` (unchanged when it does not start with it)."""

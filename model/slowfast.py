@@ -40,7 +40,9 @@ from model.inflation import inflate_temporal_kernels
 from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
+    KeyRules,
     bare_official_key,
+    compile_rules,
     load_checkpoint_file,
     map_state_dict,
     strip_prefix,
@@ -185,9 +187,7 @@ def _official_rules() -> list[tuple[str, str]]:
     return rules
 
 
-OFFICIAL_SLOWFAST_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement) for pattern, replacement in _official_rules()
-)
+OFFICIAL_SLOWFAST_KEY_RULES: KeyRules = compile_rules(_official_rules())
 OFFICIAL_MARKER_KEYS = ("s1.pathway0_stem.conv.weight", "s1_fuse.conv_f2s.weight", "head.projection.weight")
 OFFICIAL_PRIVATE_NORM = re.compile(r"^s1\.pathway0_stem\.bn_(\d+)\.weight$")
 
@@ -526,26 +526,23 @@ def _pathway(match: re.Match[str]) -> int:
 
 
 # caffe2 blob -> PySlowFast name (PySlowFast's slowfast/utils/c2_model_loading.py gives the same correspondence).
-CAFFE2_NAME_RULES = tuple(
-    (re.compile(pattern), name)
-    for pattern, name in (
-        (r"^t_pool1_subsample_w$", lambda m: "s1_fuse.conv_f2s.weight"),
-        (r"^t_pool1_subsample" + _CAFFE2_NORM, lambda m: f"s1_fuse.bn.{CAFFE2_NORM_LEAVES[m[1]]}"),
-        (r"^t_res(\d)_\d+_branch2c_bn_subsample_w$", lambda m: f"s{m[1]}_fuse.conv_f2s.weight"),
-        (r"^t_res(\d)_\d+_branch2c_bn_subsample" + _CAFFE2_NORM,
-         lambda m: f"s{m[1]}_fuse.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
-        (r"^(t_)?conv1_w$", lambda m: f"s1.pathway{_pathway(m)}_stem.conv.weight"),
-        (r"^(t_)?res_conv1" + _CAFFE2_NORM, lambda m: f"s1.pathway{_pathway(m)}_stem.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
-        (r"^(t_)?res(\d)_(\d+)_branch1_w$", lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1.weight"),
-        (r"^(t_)?res(\d)_(\d+)_branch1" + _CAFFE2_NORM,
-         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1_bn.{CAFFE2_NORM_LEAVES[m[4]]}"),
-        (r"^(t_)?res(\d)_(\d+)_branch2([abc])_w$",
-         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}.weight"),
-        (r"^(t_)?res(\d)_(\d+)_branch2([abc])" + _CAFFE2_NORM,
-         lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}_bn.{CAFFE2_NORM_LEAVES[m[5]]}"),
-        (r"^pred_([wb])$", lambda m: f"head.projection.{'weight' if m[1] == 'w' else 'bias'}"),
-    )
-)
+CAFFE2_NAME_RULES = compile_rules((
+    (r"^t_pool1_subsample_w$", lambda m: "s1_fuse.conv_f2s.weight"),
+    (r"^t_pool1_subsample" + _CAFFE2_NORM, lambda m: f"s1_fuse.bn.{CAFFE2_NORM_LEAVES[m[1]]}"),
+    (r"^t_res(\d)_\d+_branch2c_bn_subsample_w$", lambda m: f"s{m[1]}_fuse.conv_f2s.weight"),
+    (r"^t_res(\d)_\d+_branch2c_bn_subsample" + _CAFFE2_NORM,
+     lambda m: f"s{m[1]}_fuse.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
+    (r"^(t_)?conv1_w$", lambda m: f"s1.pathway{_pathway(m)}_stem.conv.weight"),
+    (r"^(t_)?res_conv1" + _CAFFE2_NORM, lambda m: f"s1.pathway{_pathway(m)}_stem.bn.{CAFFE2_NORM_LEAVES[m[2]]}"),
+    (r"^(t_)?res(\d)_(\d+)_branch1_w$", lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1.weight"),
+    (r"^(t_)?res(\d)_(\d+)_branch1" + _CAFFE2_NORM,
+     lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch1_bn.{CAFFE2_NORM_LEAVES[m[4]]}"),
+    (r"^(t_)?res(\d)_(\d+)_branch2([abc])_w$",
+     lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}.weight"),
+    (r"^(t_)?res(\d)_(\d+)_branch2([abc])" + _CAFFE2_NORM,
+     lambda m: f"s{m[2]}.pathway{_pathway(m)}_res{m[3]}.branch2.{m[4]}_bn.{CAFFE2_NORM_LEAVES[m[5]]}"),
+    (r"^pred_([wb])$", lambda m: f"head.projection.{'weight' if m[1] == 'w' else 'bias'}"),
+))
 
 
 def caffe2_to_pyslowfast_name(blob: str) -> str | None:
@@ -641,10 +638,10 @@ def is_official_slowfast_state_dict(checkpoint: Mapping[str, Any]) -> tuple[int,
     return tuple(slow * OFFICIAL_ALPHA for slow in suffixes)
 
 
-_EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
+_EXPORT_RULES: KeyRules = compile_rules(
+    pair
     for index, pathway in enumerate(PATHWAYS)
-    for pattern, replacement in (
+    for pair in (
         (rf"^{pathway}_stem\.conv\.weight$", f"s1.pathway{index}_stem.conv.weight"),
         (rf"^{pathway}_stem\.bn\.(\w+)$", rf"s1.pathway{index}_stem.bn.\1"),
         (rf"^{pathway}_res([2-5])\.(\d+)\.shortcut_conv\.weight$", rf"s\1.pathway{index}_res\2.branch1.weight"),
@@ -653,16 +650,13 @@ _EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (rf"^{pathway}_res([2-5])\.(\d+)\.bn_([abc])\.(\w+)$", rf"s\1.pathway{index}_res\2.branch2.\3_bn.\4"),
         (rf"^{pathway}_res([2-5])\.(\d+)\.wa\.(\w+)$", rf"s\1.pathway{index}_res\2.branch2.adaconv.\3"),
     )
-) + tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^fuse_stem\.conv\.weight$", "s1_fuse.conv_f2s.weight"),
-        (r"^fuse_stem\.bn\.(\w+)$", r"s1_fuse.bn.\1"),
-        (r"^fuse_res([2-4])\.conv\.weight$", r"s\1_fuse.conv_f2s.weight"),
-        (r"^fuse_res([2-4])\.bn\.(\w+)$", r"s\1_fuse.bn.\2"),
-        (r"^fc\.(weight|bias)$", r"head.projection.\1"),
-    )
-)
+) + compile_rules((
+    (r"^fuse_stem\.conv\.weight$", "s1_fuse.conv_f2s.weight"),
+    (r"^fuse_stem\.bn\.(\w+)$", r"s1_fuse.bn.\1"),
+    (r"^fuse_res([2-4])\.conv\.weight$", r"s\1_fuse.conv_f2s.weight"),
+    (r"^fuse_res([2-4])\.bn\.(\w+)$", r"s\1_fuse.bn.\2"),
+    (r"^fc\.(weight|bias)$", r"head.projection.\1"),
+))
 PRIVATE_COPY = re.compile(r"^(.*)\.(norms|convs)\.(\d+)\.(\w+)$")
 
 

@@ -36,7 +36,9 @@ from model.ffn_parts import convert_to_ffn
 from model.interface import InputSpec, VideoModel, check_choice
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
+    KeyRules,
     bare_official_key,
+    compile_rules,
     load_checkpoint_file,
     map_state_dict,
     unwrap_state_dict,
@@ -112,16 +114,12 @@ ARCH_SPECS: dict[str, TEASpec] = {
 }
 
 
-def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
-    """(pattern, replacement) string pairs compiled into the form of ``VideoModel.OFFICIAL_KEY_RULES``."""
-    return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
-
 
 _BLOCK = r"^(layer\d+\.\d+)"
 # Official key (without "module." and "base_model.") -> ours. The official TEA-FFN suffixes every BatchNorm with its
 # frame count (bn1_4, bns_4.0, me.bn3_16, downsample_bn_8); the TEA baseline and the Res2Net ImageNet checkpoint use
 # plain names (bns.0, downsample.0 / downsample.1). The temporal shift convolutions are Conv1d modules (.conv).
-OFFICIAL_TEA_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = _rules((
+OFFICIAL_TEA_KEY_RULES: KeyRules = compile_rules((
     (r"^new_fc\.(weight|bias)$", r"fc.\1"),
     (r"^conv1\.weight$", r"conv1.weight"),
     (r"^bn1_(\d+)\.(\w+)$", r"bn1.norms.\1.\2"),
@@ -572,7 +570,7 @@ def build_image_res2net(arch: str, num_classes: int) -> TEANet:
     return network
 
 
-RES2NET_EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = _rules((
+RES2NET_EXPORT_RULES: KeyRules = compile_rules((
     (_BLOCK + r"\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
     (_BLOCK + r"\.downsample_bn\.(\w+)$", r"\1.downsample.1.\2"),
 ))

@@ -20,7 +20,7 @@ from torch import nn
 
 from model.ffn_parts import WeightAlterationSlot, convert_to_ffn, weight_alteration_modules
 from model.interface import InputSpec, VideoModel, check_choice
-from model.official_checkpoints import strip_prefix, without_data_parallel_prefix
+from model.official_checkpoints import KeyRules, compile_rules, strip_prefix, without_data_parallel_prefix
 from model.pretrained import IMAGENET, TORCHVISION_V1_WEIGHTS, BackboneLoad, load_imagenet_weights
 from model.registry import (
     ImagePretraining,
@@ -85,24 +85,21 @@ BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 # Official key (without "module." and "base_model.") -> ours. FFN-pytorch's TSM-FFN suffixes every BatchNorm with
 # its frame count (bn1_4) and names Weight Alteration adaconv_<T>; its TSM baseline and torchvision use plain names
 # (downsample.0 / downsample.1); mit-han-lab's TSM wraps conv1 of each block (conv1.net).
-OFFICIAL_TSM_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^new_fc\.(weight|bias)$", r"fc.\1"),
-        (r"^conv1\.weight$", r"conv1.weight"),
-        (r"^bn1_(\d+)\.(\w+)$", r"bn1.norms.\1.\2"),
-        (r"^bn1\.(\w+)$", r"bn1.\1"),
-        (r"^(layer\d+\.\d+)\.conv1\.net\.weight$", r"\1.conv1.weight"),
-        (r"^(layer\d+\.\d+)\.(conv\d)\.weight$", r"\1.\2.weight"),
-        (r"^(layer\d+\.\d+)\.(bn\d)_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
-        (r"^(layer\d+\.\d+)\.(bn\d)\.(\w+)$", r"\1.\2.\3"),
-        (r"^(layer\d+\.\d+)\.downsample\.0\.weight$", r"\1.downsample_conv.weight"),
-        (r"^(layer\d+\.\d+)\.downsample\.1\.(\w+)$", r"\1.downsample_bn.\2"),
-        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample_conv.weight"),
-        (r"^(layer\d+\.\d+)\.downsample_bn_(\d+)\.(\w+)$", r"\1.downsample_bn.norms.\2.\3"),
-        (r"^(layer\d+\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
-    )
-)
+OFFICIAL_TSM_KEY_RULES: KeyRules = compile_rules((
+    (r"^new_fc\.(weight|bias)$", r"fc.\1"),
+    (r"^conv1\.weight$", r"conv1.weight"),
+    (r"^bn1_(\d+)\.(\w+)$", r"bn1.norms.\1.\2"),
+    (r"^bn1\.(\w+)$", r"bn1.\1"),
+    (r"^(layer\d+\.\d+)\.conv1\.net\.weight$", r"\1.conv1.weight"),
+    (r"^(layer\d+\.\d+)\.(conv\d)\.weight$", r"\1.\2.weight"),
+    (r"^(layer\d+\.\d+)\.(bn\d)_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
+    (r"^(layer\d+\.\d+)\.(bn\d)\.(\w+)$", r"\1.\2.\3"),
+    (r"^(layer\d+\.\d+)\.downsample\.0\.weight$", r"\1.downsample_conv.weight"),
+    (r"^(layer\d+\.\d+)\.downsample\.1\.(\w+)$", r"\1.downsample_bn.\2"),
+    (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample_conv.weight"),
+    (r"^(layer\d+\.\d+)\.downsample_bn_(\d+)\.(\w+)$", r"\1.downsample_bn.norms.\2.\3"),
+    (r"^(layer\d+\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
+))
 
 
 class TemporalBlock(nn.Module):
@@ -388,13 +385,10 @@ register_reference_run(FAMILY, "resnet50", (4, 8, 16))
 
 
 # Our names of a vanilla (shared-BN, no Weight Alteration) model -> torchvision ResNet names; the first match wins.
-TORCHVISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
-        (r"^(layer\d+\.\d+)\.downsample_bn\.(\w+)$", r"\1.downsample.1.\2"),
-    )
-)
+TORCHVISION_RULES: KeyRules = compile_rules((
+    (r"^(layer\d+\.\d+)\.downsample_conv\.weight$", r"\1.downsample.0.weight"),
+    (r"^(layer\d+\.\d+)\.downsample_bn\.(\w+)$", r"\1.downsample.1.\2"),
+))
 
 
 def to_torchvision_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -35,6 +35,8 @@ from model.inflation import inflate_temporal_kernels
 from model.interface import InputSpec, VideoModel
 from model.official_checkpoints import (
     DATA_PARALLEL_PREFIX,
+    KeyRules,
+    compile_rules,
     load_checkpoint_file,
     map_state_dict,
     strip_prefix,
@@ -113,24 +115,21 @@ UNIFORMER_SPECS: dict[str, UniFormerSpec] = {
 # patch_embed1.norm_8, norm_16) and names Weight Alteration adaconv_<T>; the vanilla UniFormer (and the Kinetics
 # checkpoints of the UniFormer repository) uses the plain names. The convolution blocks' conv1 / attn / conv2 are our
 # value_conv / affinity_conv / fusion_conv.
-OFFICIAL_UNIFORMER_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^(patch_embed\d)\.proj\.(weight|bias)$", r"\1.proj.\2"),
-        (r"^(patch_embed\d)\.norm_(\d+)\.(weight|bias)$", r"\1.norm.norms.\2.\3"),
-        (r"^(patch_embed\d)\.norm\.(weight|bias)$", r"\1.norm.\2"),
-        (r"^(blocks\d\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
-        (r"^(blocks\d\.\d+)\.(norm[12])_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
-        (r"^(blocks\d\.\d+)\.(norm[12])\.(\w+)$", r"\1.\2.\3"),
-        (r"^(blocks[12]\.\d+)\.conv1\.(weight|bias)$", r"\1.value_conv.\2"),
-        (r"^(blocks[12]\.\d+)\.attn\.(weight|bias)$", r"\1.affinity_conv.\2"),
-        (r"^(blocks[12]\.\d+)\.conv2\.(weight|bias)$", r"\1.fusion_conv.\2"),
-        (r"^(blocks\d\.\d+)\.(pos_embed|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$", r"\1.\2.\3"),
-        (r"^norm_(\d+)\.(\w+)$", r"norm.norms.\1.\2"),
-        (r"^norm\.(\w+)$", r"norm.\1"),
-        (r"^head\.(weight|bias)$", r"head.\1"),
-    )
-)
+OFFICIAL_UNIFORMER_KEY_RULES: KeyRules = compile_rules((
+    (r"^(patch_embed\d)\.proj\.(weight|bias)$", r"\1.proj.\2"),
+    (r"^(patch_embed\d)\.norm_(\d+)\.(weight|bias)$", r"\1.norm.norms.\2.\3"),
+    (r"^(patch_embed\d)\.norm\.(weight|bias)$", r"\1.norm.\2"),
+    (r"^(blocks\d\.\d+)\.adaconv_(\d+)\.weight$", r"\1.wa.convs.\2.weight"),
+    (r"^(blocks\d\.\d+)\.(norm[12])_(\d+)\.(\w+)$", r"\1.\2.norms.\3.\4"),
+    (r"^(blocks\d\.\d+)\.(norm[12])\.(\w+)$", r"\1.\2.\3"),
+    (r"^(blocks[12]\.\d+)\.conv1\.(weight|bias)$", r"\1.value_conv.\2"),
+    (r"^(blocks[12]\.\d+)\.attn\.(weight|bias)$", r"\1.affinity_conv.\2"),
+    (r"^(blocks[12]\.\d+)\.conv2\.(weight|bias)$", r"\1.fusion_conv.\2"),
+    (r"^(blocks\d\.\d+)\.(pos_embed|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$", r"\1.\2.\3"),
+    (r"^norm_(\d+)\.(\w+)$", r"norm.norms.\1.\2"),
+    (r"^norm\.(\w+)$", r"norm.\1"),
+    (r"^head\.(weight|bias)$", r"head.\1"),
+))
 _OFFICIAL_ADACONV = re.compile(r"^blocks1\.0\.adaconv_(\d+)\.weight$")
 
 
@@ -501,14 +500,11 @@ register_recipe(FAMILY, "official", OFFICIAL_RECIPE)
 register_reference_run(FAMILY, "uniformer_s", (4, 8, 16))
 
 # Our names of a vanilla UniFormer -> the official ones (the inverse of the key rules; other names are the same).
-EXPORT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"^(blocks[12]\.\d+)\.value_conv\.(weight|bias)$", r"\1.conv1.\2"),
-        (r"^(blocks[12]\.\d+)\.affinity_conv\.(weight|bias)$", r"\1.attn.\2"),
-        (r"^(blocks[12]\.\d+)\.fusion_conv\.(weight|bias)$", r"\1.conv2.\2"),
-    )
-)
+EXPORT_RULES: KeyRules = compile_rules((
+    (r"^(blocks[12]\.\d+)\.value_conv\.(weight|bias)$", r"\1.conv1.\2"),
+    (r"^(blocks[12]\.\d+)\.affinity_conv\.(weight|bias)$", r"\1.attn.\2"),
+    (r"^(blocks[12]\.\d+)\.fusion_conv\.(weight|bias)$", r"\1.conv2.\2"),
+))
 
 
 def to_official_uniformer_state_dict(model: UniFormer) -> dict[str, torch.Tensor]:
