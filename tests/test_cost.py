@@ -3,9 +3,6 @@ the plot's cost panel."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -20,7 +17,8 @@ from engine.cost import (
 from engine.reporting import plot_top1
 from model import build_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from script_helpers import load_script
+
 PAPER_TOLERANCE = 0.02
 # TSM paper (Lin, Gan, Han, ICCV 2019), Table 1 / Table 5: TSM-ResNet50 on 224 x 224, one clip, one crop.
 TSM_R50_PAPER_MULTIPLY_ADDS = {8: 33e9, 16: 65e9}
@@ -131,16 +129,8 @@ def test_plot_of_one_model_with_costs_missing_at_one_frame_count_keeps_one_panel
     assert len(plot_top1(models, [2, 4], tmp_path / "plot.png", "title").axes) == 1
 
 
-def load_demo():
-    """scripts/demo.py as a module (it is a script, not a package member)."""
-    spec = importlib.util.spec_from_file_location("demo_script", REPO_ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_aggregate_carries_gflops_and_mean_latency_over_seeds():
-    demo = load_demo()
+    demo = load_script("demo")
 
     def seed_entry(top1: float, latency: float | None, gflops: float = 0.5) -> dict:
         return {"top1": {"4": top1}, "top5": {"4": top1}, "trained_frames": [4], "split": "validation", "n": 3,
@@ -163,7 +153,7 @@ def test_demo_aggregate_carries_gflops_and_mean_latency_over_seeds():
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])
 def test_demo_plot_has_the_cost_panel_when_the_report_has_gflops(tmp_path, seeds):
     """scripts/demo.py's tfd.png: top-1 and top-1 against GFLOPs (two axes) from a small tfd.json-like report."""
-    demo = load_demo()
+    demo = load_script("demo")
     gflops = {"4": 0.5, "8": 1.0}
     models = {"tsm8": entry({"4": 20.0, "8": 50.0}, gflops), "ffn": entry({"4": 45.0, "8": 52.0}, gflops)}
     report = {"settings": {"seeds": seeds, "n_validation": 6, "eval_frames": [4, 8]}, "models": models}

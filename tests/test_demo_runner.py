@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from script_helpers import load_script
 
 
-def load_demo():
-    """Import scripts/demo.py as a module (it is a script, not a package member)."""
-    spec = importlib.util.spec_from_file_location("demo_script", REPO_ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = load_demo()
+demo = load_script("demo")
 
 
 def printing_training(tmp_path: Path, name: str, code: str) -> "demo.Training":

@@ -3,25 +3,16 @@ equivalents file itself: every block parses, names a mutated module, and quotes 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from script_helpers import load_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    """Import scripts/mutation.py as a module (it is a script, not a package member)."""
-    spec = importlib.util.spec_from_file_location("mutation_script", REPO_ROOT / "scripts" / "mutation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
-    return module
-
-
-mutation = load_script()
+mutation = load_script("mutation")
 
 # What `mutmut show` prints for a mutant of a method.
 SHOWN_DIFF = """# engine.schedule.x\u01c1LearningRateShape\u01c1__call____mutmut_9: survived
