@@ -114,7 +114,6 @@ ARCH_SPECS: dict[str, TEASpec] = {
 }
 
 
-
 _BLOCK = r"^(layer\d+\.\d+)"
 # Official key (without "module." and "base_model.") -> ours. The official TEA-FFN suffixes every BatchNorm with its
 # frame count (bn1_4, bns_4.0, me.bn3_16, downsample_bn_8); the TEA baseline and the Res2Net ImageNet checkpoint use
